@@ -1,0 +1,18 @@
+"""tinygrad_rnn: a small autograd framework on numpy for recurrent networks.
+
+Layers, each importing only those below it:
+  tensor      the engine (Tensor, graph, backward)
+  functional  activations and losses as compositions of Tensor operations
+  checking    gradcheck, numerical_grad, compare_grads
+  nn          modules, recurrent cells, unrolling
+  optim       SGD, Adam, gradient clipping
+"""
+from .tensor import Tensor, concat, stack, where, no_grad, is_grad_enabled
+from . import functional
+from .checking import GradcheckError, GradReport, numerical_grad, gradcheck, gradcheck_report, compare_grads
+
+__version__ = "0.1.0"
+
+__all__ = ["Tensor", "concat", "stack", "where", "no_grad", "is_grad_enabled", "functional",
+           "GradcheckError", "GradReport", "numerical_grad", "gradcheck", "gradcheck_report",
+           "compare_grads"]

@@ -1,0 +1,214 @@
+"""Checking gradients: autograd against central finite differences, or against your own.
+
+``gradcheck`` and ``numerical_grad`` follow ``torch.autograd.gradcheck``: the
+numeric gradient of each element is (f(x + eps) - f(x - eps)) / (2 eps), and an
+element passes when ``|analytic - numeric| <= atol + rtol * |numeric|``.
+A non-scalar output is reduced through a fixed random projection, so every
+output element takes part with a different weight.
+
+``compare_grads`` puts autograd next to gradients that you derived by hand and
+returns a ``GradReport`` that prints as a table, one row per parameter.
+"""
+import warnings
+
+import numpy as np
+
+from .tensor import Tensor, no_grad
+
+__all__ = ["GradcheckError", "GradReport", "numerical_grad", "gradcheck", "compare_grads"]
+
+
+class GradcheckError(AssertionError):
+    """Autograd and the reference gradient disagree; the message names the worst element."""
+
+
+def _as_scalar(out, projection):
+    """Reduce an output Tensor to a scalar Tensor with a fixed random projection."""
+    if not isinstance(out, Tensor):
+        raise TypeError(f"the function must return a Tensor, got {type(out).__name__}")
+    if out.size == 1:
+        return out.sum()
+    key = out.shape
+    if key not in projection:
+        projection[key] = np.random.default_rng(0).standard_normal(out.shape)
+    return (out * projection[key].astype(out.dtype)).sum()
+
+
+def _loss_value(fn, inputs, projection):
+    with no_grad():
+        return float(_as_scalar(fn(*inputs), projection).data)
+
+
+def _numerical(fn, inputs, targets, eps, projection):
+    grads = []
+    for t in targets:
+        if t.dtype != np.float64:
+            warnings.warn(f"finite differences in {t.dtype} are imprecise; use float64 tensors "
+                          f"for gradient checks", stacklevel=3)
+        grad = np.zeros(t.shape, dtype=np.float64)
+        for i in np.ndindex(t.shape):
+            old = t.data[i]
+            t.data[i] = old + eps
+            plus = _loss_value(fn, inputs, projection)
+            t.data[i] = old - eps
+            minus = _loss_value(fn, inputs, projection)
+            t.data[i] = old
+            grad[i] = (plus - minus) / (2 * eps)
+        grads.append(grad.astype(t.dtype))
+    return grads
+
+
+def numerical_grad(fn, *inputs, eps=1e-6):
+    """Central-difference gradients of ``fn(*inputs)`` (projected to a scalar), one array per input."""
+    inputs = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
+    return _numerical(fn, inputs, inputs, eps, {})
+
+
+def _analytic(fn, inputs, targets, projection):
+    saved = [t.grad for t in targets]
+    for t in targets:
+        t.grad = None
+    try:
+        loss = _as_scalar(fn(*inputs), projection)
+        if not loss.requires_grad:
+            return [np.zeros(t.shape, dtype=t.dtype) for t in targets]
+        loss.backward()
+        return [np.zeros(t.shape, dtype=t.dtype) if t.grad is None else t.grad for t in targets]
+    finally:
+        for t, g in zip(targets, saved):
+            t.grad = g
+
+
+def _named_targets(inputs, params):
+    named = [(x.name or f"input {i}", x) for i, x in enumerate(inputs) if x.requires_grad]
+    if params is not None:
+        items = params.items() if isinstance(params, dict) else ((getattr(p, "name", None) or f"param {i}", p)
+                                                                 for i, p in enumerate(params))
+        named += [(name, p) for name, p in items if p.requires_grad]
+    return named
+
+
+def gradcheck(fn, *inputs, eps=1e-6, atol=1e-6, rtol=1e-4, params=None):
+    """Check autograd against central differences for every input with ``requires_grad``.
+
+    ``params`` (a list, or a dict of name -> Tensor, such as
+    ``dict(model.named_parameters())``) adds tensors that ``fn`` uses without
+    taking them as arguments.  Returns True or raises ``GradcheckError``.
+    """
+    report = gradcheck_report(fn, *inputs, eps=eps, atol=atol, rtol=rtol, params=params)
+    if not report.passed:
+        raise GradcheckError(report.failure_message())
+    return True
+
+
+def gradcheck_report(fn, *inputs, eps=1e-6, atol=1e-6, rtol=1e-4, params=None):
+    """Like ``gradcheck``, but return the per-tensor ``GradReport`` instead of raising."""
+    inputs = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
+    named = _named_targets(inputs, params)
+    if not named:
+        raise ValueError("gradcheck: no input or parameter has requires_grad=True, nothing to check")
+    targets = [t for _, t in named]
+    projection = {}
+    analytic = _analytic(fn, inputs, targets, projection)
+    numeric = _numerical(fn, inputs, targets, eps, projection)
+    return GradReport([(name, a, n) for (name, _), a, n in zip(named, analytic, numeric)],
+                      atol=atol, rtol=rtol, left="autograd", right="numeric")
+
+
+class GradReport:
+    """Per-tensor comparison of two gradients: shape, max abs difference, relative error, worst index."""
+
+    def __init__(self, entries, atol=1e-6, rtol=1e-4, left="autograd", right="expected"):
+        self.atol, self.rtol, self.left, self.right = atol, rtol, left, right
+        self.rows = []
+        for name, a, b in entries:
+            a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+            if a.shape != b.shape:
+                self.rows.append(dict(name=name, shape=a.shape, other_shape=b.shape, max_abs=np.inf,
+                                      rel=np.inf, worst=None, left=np.nan, right=np.nan, passed=False))
+                continue
+            diff = np.abs(a - b)
+            excess = diff - (atol + rtol * np.abs(b))
+            excess = np.where(np.isnan(excess), np.inf, excess)
+            worst = np.unravel_index(np.argmax(excess), a.shape) if a.size else ()
+            scale = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0))
+            max_abs = float(diff.max(initial=0.0))
+            self.rows.append(dict(
+                name=name, shape=a.shape, other_shape=b.shape, max_abs=max_abs,
+                rel=max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf),
+                worst=tuple(int(i) for i in worst) if a.size else None,
+                left=float(a[worst]) if a.size else np.nan, right=float(b[worst]) if a.size else np.nan,
+                passed=bool(np.all(excess <= 0)) and not np.isnan(a).any() and not np.isnan(b).any()))
+
+    @property
+    def passed(self):
+        return all(r["passed"] for r in self.rows)
+
+    def __bool__(self):
+        return self.passed
+
+    def __getitem__(self, name):
+        for r in self.rows:
+            if r["name"] == name:
+                return r
+        raise KeyError(f"no row named {name!r}; rows are {[r['name'] for r in self.rows]}")
+
+    def failure_message(self):
+        lines = []
+        for r in self.rows:
+            if r["passed"]:
+                continue
+            if r["shape"] != r["other_shape"]:
+                lines.append(f"{r['name']}: {self.left} gradient has shape {r['shape']} but {self.right} "
+                             f"has shape {r['other_shape']}")
+                continue
+            lines.append(f"{r['name']} (shape {r['shape']}): worst element at index {r['worst']}: "
+                         f"{self.left} {r['left']:.10g} vs {self.right} {r['right']:.10g}, "
+                         f"abs error {abs(r['left'] - r['right']):.3g} > atol {self.atol:g} + "
+                         f"rtol {self.rtol:g} * |{self.right}|")
+        return "gradients disagree:\n  " + "\n  ".join(lines) if lines else "all gradients agree"
+
+    def __str__(self):
+        head = ["tensor", "shape", "max |diff|", "rel error", "worst index", self.left, self.right, "ok"]
+        body = [[r["name"], str(r["shape"]), f"{r['max_abs']:.3g}", f"{r['rel']:.3g}", str(r["worst"]),
+                 f"{r['left']:.6g}", f"{r['right']:.6g}", "PASS" if r["passed"] else "FAIL"]
+                for r in self.rows]
+        widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
+        fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+        return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(row) for row in body])
+
+    __repr__ = __str__
+
+
+def compare_grads(loss, params, expected, atol=1e-8, rtol=1e-6):
+    """Compare autograd's gradients of ``loss`` with hand-derived ones.
+
+    ``loss`` is a scalar Tensor, or a function of no arguments that returns one
+    (it is called once).  ``params`` is a dict name -> Tensor (for example
+    ``dict(model.named_parameters())``) or a list of Tensors (named p0, p1, ...).
+    ``expected`` is a dict name -> array, or a callable returning such a dict.
+    Returns a ``GradReport``; ``print`` it for the table, test ``report.passed``.
+    """
+    if not isinstance(params, dict):
+        params = {getattr(p, "name", None) or f"p{i}": p for i, p in enumerate(params)}
+    if callable(expected):
+        expected = expected()
+    missing = [k for k in params if k not in expected]
+    extra = [k for k in expected if k not in params]
+    if missing or extra:
+        raise KeyError(f"compare_grads: hand-derived gradients are missing {missing} and have "
+                       f"unknown names {extra}; parameter names are {list(params)}")
+    saved = {k: p.grad for k, p in params.items()}
+    for p in params.values():
+        p.grad = None
+    try:
+        loss = loss() if callable(loss) else loss
+        if not isinstance(loss, Tensor) or loss.size != 1:
+            raise ValueError("compare_grads: loss must be a Tensor with one element")
+        loss.backward()
+        auto = {k: (np.zeros(p.shape) if p.grad is None else p.grad) for k, p in params.items()}
+    finally:
+        for k, p in params.items():
+            p.grad = saved[k]
+    return GradReport([(k, auto[k], expected[k]) for k in params], atol=atol, rtol=rtol,
+                      left="autograd", right="hand")

@@ -1,0 +1,142 @@
+"""Activations and losses, each a plain composition of Tensor operations.
+
+None of these has a backward of its own: autograd differentiates the
+composition.  Each is written so that no intermediate overflows anywhere in
+the float range, so values and gradients stay finite (and exact at 0) for
+inputs from -1e308 to 1e308 and at +-inf where the function has a limit.
+The constants below (``sign`` arrays, shifts) are plain numpy arrays computed
+from the input's values; they carry no gradient, which is correct because the
+composition is differentiated on each side of x = 0 separately.
+"""
+import numpy as np
+
+from .tensor import Tensor, where
+
+__all__ = ["tanh", "sigmoid", "relu", "softmax", "log_softmax", "cross_entropy", "mse_loss"]
+
+
+def _tensor(x):
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def tanh(x):
+    """tanh(x) = -expm1(-2|x|) / (2 + expm1(-2|x|)), with the sign of x.
+
+    expm1 keeps full precision near 0; clipping at +-350 (where tanh is 1 to the
+    last bit) keeps -2|x| from overflowing.
+    """
+    x = _tensor(x)
+    neg_sign = np.where(x.data >= 0, -1.0, 1.0).astype(x.dtype)    # -sign(x), with 0 as positive
+    e = (x.clip(-350.0, 350.0) * (2 * neg_sign)).expm1()           # expm1(-2|x|), in (-1, 0]
+    return (e * neg_sign) / (e + 2.0)
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)) for x >= 0 and exp(x) / (1 + exp(x)) for x < 0: exp never overflows."""
+    x = _tensor(x)
+    positive = x.data >= 0
+    e = (x * np.where(positive, -1.0, 1.0).astype(x.dtype)).exp()  # exp(-|x|), in [0, 1]
+    return where(positive, 1.0, e) / (e + 1.0)
+
+
+def relu(x):
+    """max(x, 0); its gradient at 0 is 0, and NaN stays NaN."""
+    x = _tensor(x)
+    return where(~(x.data <= 0), x, 0.0)
+
+
+def _shifted(x, axis):
+    """x minus its (constant) maximum along ``axis``, never overflowing.
+
+    +inf is first limited to the largest float (so softmax has its limit there),
+    and finite inputs to no less than the largest float below the maximum (exp
+    of that is 0 already, and the subtraction cannot overflow).  -inf stays -inf.
+    """
+    big = np.finfo(x.dtype).max
+    top = np.clip(x.data, -big, big).max(axis=axis, keepdims=True)
+    lo = np.where(x.data == -np.inf, -np.inf, np.maximum(top, 0) - big)
+    return x.clip(lo, big) - top
+
+
+def _check_axis(x, axis, name):
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"{name}: axis {axis} is out of range for shape {x.shape}")
+
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along ``axis``, computed on x - max(x)."""
+    x = _tensor(x)
+    _check_axis(x, axis, "softmax")
+    e = _shifted(x, axis).exp()
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    """x - logsumexp(x) along ``axis``, computed on x - max(x)."""
+    x = _tensor(x)
+    _check_axis(x, axis, "log_softmax")
+    z = _shifted(x, axis)
+    return z - z.exp().sum(axis=axis, keepdims=True).log()
+
+
+def _reduce(loss, reduction, name):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+
+
+def cross_entropy(logits, target, axis=-1, reduction="mean"):
+    """Cross-entropy of ``softmax(logits)`` against class indices or probabilities.
+
+    ``target`` is either integers with the shape of ``logits`` without ``axis``
+    (numpy array, list or integer Tensor), or floats with the shape of
+    ``logits`` (one-hot rows or any distribution).
+    """
+    logits = _tensor(logits)
+    if logits.ndim == 0:
+        raise ValueError("cross_entropy: logits must have at least one dimension (the classes)")
+    _check_axis(logits, axis, "cross_entropy")
+    axis = axis % logits.ndim
+    t = np.asarray(target.data if isinstance(target, Tensor) else target)
+    logp = log_softmax(logits, axis=axis)
+    if t.dtype.kind == "f":
+        if t.shape != logits.shape:
+            raise ValueError(f"cross_entropy: probability targets must have the logits' shape "
+                             f"{logits.shape}, got {t.shape}")
+        loss = -(logp * t.astype(logits.dtype, copy=False)).sum(axis=axis)
+    elif t.dtype.kind in "iu":
+        expected = logits.shape[:axis] + logits.shape[axis + 1:]
+        if t.shape != expected:
+            raise ValueError(f"cross_entropy: class-index targets must have shape {expected} "
+                             f"(logits {logits.shape} without axis {axis}), got {t.shape}")
+        classes = logits.shape[axis]
+        if t.size and (t.min() < 0 or t.max() >= classes):
+            bad = t[(t < 0) | (t >= classes)].flat[0]
+            raise IndexError(f"cross_entropy: class index {bad} is out of range for {classes} classes")
+        index = list(np.indices(t.shape, sparse=True))
+        index.insert(axis, t)
+        loss = -logp[tuple(index)]
+    else:
+        raise TypeError(f"cross_entropy: target must be integer class indices or float probabilities, "
+                        f"got dtype {t.dtype}")
+    return _reduce(loss, reduction, "cross_entropy")
+
+
+def mse_loss(pred, target, reduction="mean"):
+    """Mean (or summed) squared difference; shapes must match exactly."""
+    pred = _tensor(pred)
+    target_shape = np.shape(target.data if isinstance(target, Tensor) else target)
+    if pred.shape != target_shape:
+        raise ValueError(f"mse_loss: pred has shape {pred.shape} but target has shape {target_shape}")
+    diff = pred - target
+    return _reduce(diff * diff, reduction, "mse_loss")
+
+
+# The Tensor methods are these same compositions.
+Tensor.tanh = tanh
+Tensor.sigmoid = sigmoid
+Tensor.relu = relu

@@ -1,0 +1,525 @@
+"""The engine: a Tensor that remembers how it was made, and reverse-mode autodiff over that record.
+
+Every operation below computes its result with numpy and, next to it, a small
+``backward`` closure: given the gradient of the loss with respect to the result,
+it returns the gradients with respect to each input.  The result Tensor keeps
+that closure and its inputs (``_parents``); together they form the graph.
+
+``Tensor.backward`` orders the graph with an explicit stack (no recursion, so a
+graph of any depth works), walks it from the output back to the leaves, reduces
+each gradient to its input's shape (undoing numpy broadcasting in one place),
+accumulates gradients that meet, and frees the graph as it goes.
+
+This module imports nothing else from the package.  ``tanh``, ``sigmoid`` and
+``relu`` are compositions of the operations here; ``functional.py`` defines them
+and attaches them as methods.
+"""
+import contextlib
+
+import numpy as np
+
+__all__ = ["Tensor", "concat", "stack", "where", "no_grad", "is_grad_enabled"]
+
+_grad_enabled = True
+
+
+def is_grad_enabled():
+    """True when new operations are being recorded for backward."""
+    return _grad_enabled
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Stop recording the graph, as a context manager (``with no_grad():``) or a decorator."""
+
+    def __init__(self):
+        self._saved = []
+
+    def __enter__(self):
+        global _grad_enabled
+        self._saved.append(_grad_enabled)
+        _grad_enabled = False
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._saved.pop()
+        return False
+
+
+def _graph_freed(g):
+    raise RuntimeError(
+        "backward through a graph that has already been freed: a previous backward() released it. "
+        "Pass retain_graph=True to the first backward() to keep it, or call detach() on a state "
+        "carried over from an earlier step (truncated BPTT).")
+
+
+def _unbroadcast(g, shape):
+    """Sum ``g`` down to ``shape``: the adjoint of numpy broadcasting."""
+    extra = g.ndim - len(shape)
+    if extra:
+        g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return np.asarray(g).reshape(shape)
+
+
+def _is_basic_index(idx):
+    parts = idx if isinstance(idx, tuple) else (idx,)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts)
+
+
+def _index_data(idx):
+    """Replace Tensors inside an index by their arrays."""
+    if isinstance(idx, Tensor):
+        return idx.data
+    if isinstance(idx, tuple):
+        return tuple(p.data if isinstance(p, Tensor) else p for p in idx)
+    if isinstance(idx, list):
+        return np.asarray(idx)
+    return idx
+
+
+class Tensor:
+    """An n-dimensional array that records the operations applied to it."""
+
+    __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_op",
+                 "_retain_grad", "__weakref__")
+    __array_ufunc__ = None  # so that `ndarray + Tensor` calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad=False, dtype=None, name=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if isinstance(data, (np.ndarray, np.generic)):
+            data = np.array(data, dtype=dtype)          # a copy: the Tensor owns its data
+        else:
+            data = np.array(data, dtype=dtype)
+            if dtype is None and data.dtype.kind == "f":
+                data = data.astype(np.float64, copy=False)
+        if data.dtype.kind not in "fcbiu":
+            raise TypeError(f"Tensor: cannot make a numeric array from this data (numpy dtype {data.dtype})")
+        if requires_grad and data.dtype.kind != "f":
+            raise TypeError(f"Tensor: requires_grad=True needs a floating dtype, got {data.dtype}; "
+                            f"only floating-point tensors can have gradients")
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self.name = name
+        self._parents = ()
+        self._backward = None
+        self._op = None
+        self._retain_grad = False
+
+    # ------------------------------------------------------------------ plumbing
+    @staticmethod
+    def _make(data, parents, backward, op):
+        """The result of an operation: linked into the graph when a parent needs a gradient."""
+        t = Tensor.__new__(Tensor)
+        t.data = data
+        t.grad = None
+        t.name = None
+        t._op = op
+        t._retain_grad = False
+        if _grad_enabled and any(p.requires_grad for p in parents):
+            t.requires_grad = True
+            t._parents = parents
+            t._backward = backward
+        else:
+            t.requires_grad = False
+            t._parents = ()
+            t._backward = None
+        return t
+
+    def _lift(self, other):
+        """A Tensor for the other operand; Python numbers take this tensor's dtype."""
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, (int, float, bool)) and self.data.dtype.kind == "f":
+            return _constant(np.asarray(other, dtype=self.data.dtype))
+        if isinstance(other, np.ndarray):
+            return _constant(other)
+        return Tensor(other)
+
+    def _broadcast(self, name, fn, other):
+        try:
+            return fn(self.data, other.data)
+        except ValueError:
+            raise ValueError(f"{name}: shapes {self.shape} and {other.shape} cannot be broadcast "
+                             f"together") from None
+
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    dtype = property(lambda self: self.data.dtype)
+    size = property(lambda self: self.data.size)
+    is_leaf = property(lambda self: self._backward is None)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        body = np.array2string(self.data, separator=", ", prefix="Tensor(")
+        return f"Tensor({body}, dtype={self.dtype}{grad})"
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d Tensor")
+        return len(self.data)
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(f"the truth value of a Tensor with {self.size} elements is ambiguous; "
+                             f"use (t == x).numpy().all() or .any()")
+        return bool(self.data)
+
+    __hash__ = object.__hash__
+
+    def numpy(self):
+        """The data as a numpy array (shared, not copied)."""
+        return self.data
+
+    def item(self):
+        """The single value of a size-1 Tensor as a Python number."""
+        if self.size != 1:
+            raise ValueError(f"item(): the Tensor has {self.size} elements (shape {self.shape}), not 1")
+        return self.data.item()
+
+    def detach(self):
+        """The same values as a new leaf that does not require grad (the graph stops here)."""
+        return Tensor._make(self.data, (), None, "detach")
+
+    def retain_grad(self):
+        """Keep ``.grad`` on this intermediate result after backward (leaves always keep it)."""
+        self._retain_grad = True
+        return self
+
+    # ------------------------------------------------------------------ arithmetic
+    def __add__(self, other):
+        other = self._lift(other)
+        out = self._broadcast("add", np.add, other)
+        return Tensor._make(out, (self, other), lambda g: (g, g), "add")
+
+    def __sub__(self, other):
+        other = self._lift(other)
+        out = self._broadcast("sub", np.subtract, other)
+        return Tensor._make(out, (self, other), lambda g: (g, -g if other.requires_grad else None), "sub")
+
+    def __mul__(self, other):
+        other = self._lift(other)
+        a, b = self.data, other.data
+        out = self._broadcast("mul", np.multiply, other)
+
+        def backward(g):
+            return (g * b if self.requires_grad else None, g * a if other.requires_grad else None)
+        return Tensor._make(out, (self, other), backward, "mul")
+
+    def __truediv__(self, other):
+        other = self._lift(other)
+        b = other.data
+        out = self._broadcast("div", np.divide, other)
+
+        def backward(g):
+            return (g / b if self.requires_grad else None, -g * out / b if other.requires_grad else None)
+        return Tensor._make(out, (self, other), backward, "div")
+
+    def __pow__(self, other):
+        other = self._lift(other)
+        a, b = self.data, other.data
+        out = self._broadcast("pow", np.power, other)
+
+        def backward(g):
+            ga = gb = None
+            if self.requires_grad:  # d/da a**b = b * a**(b-1), taken as 0 where b == 0 (also at a == 0)
+                ga = g * np.where(b == 0, 0, b * np.power(a, b - 1, where=b != 0, out=np.ones_like(out)))
+            if other.requires_grad:  # d/db a**b = a**b * log(a), taken as 0 where a == 0
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    gb = g * np.where(a == 0, 0, out * np.log(a))
+            return ga, gb
+        return Tensor._make(out, (self, other), backward, "pow")
+
+    def __neg__(self):
+        return Tensor._make(-self.data, (self,), lambda g: (-g,), "neg")
+
+    def __radd__(self, other):
+        return self._lift(other) + self
+
+    def __rsub__(self, other):
+        return self._lift(other) - self
+
+    def __rmul__(self, other):
+        return self._lift(other) * self
+
+    def __rtruediv__(self, other):
+        return self._lift(other) / self
+
+    def __rpow__(self, other):
+        return self._lift(other) ** self
+
+    def __matmul__(self, other):
+        other = self._lift(other)
+        a, b = self.data, other.data
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape}: both operands need at least 1 dimension")
+        try:
+            out = a @ b
+        except ValueError:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
+                             f"(inner dimensions {a.shape[-1]} and {b.shape[-2 if b.ndim > 1 else 0]})") from None
+
+        def backward(g):
+            # treat 1-D operands as a row (a) or a column (b), as numpy does
+            a2 = a[None, :] if a.ndim == 1 else a
+            b2 = b[:, None] if b.ndim == 1 else b
+            g2 = g
+            if b.ndim == 1:
+                g2 = g2[..., None]
+            if a.ndim == 1:
+                g2 = g2[..., None, :]
+            ga = gb = None
+            if self.requires_grad:
+                ga = _unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+            if other.requires_grad:
+                gb = _unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
+            return ga, gb
+        return Tensor._make(out, (self, other), backward, "matmul")
+
+    def __rmatmul__(self, other):
+        return self._lift(other) @ self
+
+    # ------------------------------------------------------------------ comparisons (no gradient)
+    def _compare(self, other, fn):
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor(fn(self.data, other))
+
+    def __lt__(self, other): return self._compare(other, np.less)
+    def __le__(self, other): return self._compare(other, np.less_equal)
+    def __gt__(self, other): return self._compare(other, np.greater)
+    def __ge__(self, other): return self._compare(other, np.greater_equal)
+    def __eq__(self, other): return self._compare(other, np.equal)
+    def __ne__(self, other): return self._compare(other, np.not_equal)
+
+    # ------------------------------------------------------------------ elementwise functions
+    def exp(self):
+        out = np.exp(self.data)
+        return Tensor._make(out, (self,), lambda g: (g * out,), "exp")
+
+    def expm1(self):
+        """exp(x) - 1, exact for small x (the stable tanh is built on it)."""
+        x = self.data
+        return Tensor._make(np.expm1(x), (self,), lambda g: (g * np.exp(x),), "expm1")
+
+    def log(self):
+        x = self.data
+        return Tensor._make(np.log(x), (self,), lambda g: (g / x,), "log")
+
+    def sqrt(self):
+        out = np.sqrt(self.data)
+        return Tensor._make(out, (self,), lambda g: (g / (2 * out),), "sqrt")
+
+    def abs(self):
+        x = self.data
+        return Tensor._make(np.abs(x), (self,), lambda g: (g * np.sign(x),), "abs")
+
+    def clip(self, lo=None, hi=None):
+        """Limit values to [lo, hi]; the gradient passes where lo <= x <= hi (as torch.clamp)."""
+        if lo is None and hi is None:
+            raise ValueError("clip: give lo, hi or both")
+        x = self.data
+        lo_ = lo.data if isinstance(lo, Tensor) else lo
+        hi_ = hi.data if isinstance(hi, Tensor) else hi
+        out = np.clip(x, lo_, hi_)
+        if out.dtype != x.dtype and x.dtype.kind == "f":
+            out = out.astype(x.dtype)
+
+        def backward(g):
+            outside = np.zeros(x.shape, dtype=bool)
+            if lo_ is not None:
+                outside |= x < lo_
+            if hi_ is not None:
+                outside |= x > hi_
+            return (np.where(outside, 0, g),)
+        return Tensor._make(out, (self,), backward, "clip")
+
+    # ------------------------------------------------------------------ reductions
+    def sum(self, axis=None, keepdims=False):
+        shape = self.shape
+        out = np.asarray(self.data.sum(axis=axis, keepdims=keepdims))
+
+        def backward(g):
+            if axis is not None and not keepdims:
+                g = np.expand_dims(g, axis)
+            elif axis is None and not keepdims:
+                g = np.reshape(g, (1,) * len(shape))
+            return (np.broadcast_to(g, shape),)
+        return Tensor._make(out, (self,), backward, "sum")
+
+    def mean(self, axis=None, keepdims=False):
+        total = self.sum(axis=axis, keepdims=keepdims)
+        return total / (self.size // max(total.size, 1))
+
+    def max(self, axis=None, keepdims=False):
+        """Maximum; where several elements tie, the gradient is shared equally among them."""
+        x = self.data
+        top = x.max(axis=axis, keepdims=True)
+        out = top if keepdims else np.asarray(np.squeeze(top, axis=axis))
+
+        def backward(g):
+            hit = x == top
+            g = np.reshape(g, top.shape)
+            return (np.where(hit, g / hit.sum(axis=axis, keepdims=True), 0),)
+        return Tensor._make(out, (self,), backward, "max")
+
+    # ------------------------------------------------------------------ shape
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        old = self.shape
+        try:
+            out = self.data.reshape(shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape shape {old} ({self.size} elements) "
+                             f"into shape {shape}") from None
+        return Tensor._make(out, (self,), lambda g: (g.reshape(old),), "reshape")
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        axes = axes or tuple(reversed(range(self.ndim)))
+        if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)):
+            raise ValueError(f"transpose: axes {axes} are not a permutation for shape {self.shape}")
+        inverse = np.argsort([a % self.ndim for a in axes])
+        out = self.data.transpose(axes)
+        return Tensor._make(out, (self,), lambda g: (g.transpose(inverse),), "transpose")
+
+    T = property(lambda self: self.transpose())
+
+    def __getitem__(self, idx):
+        idx = _index_data(idx)
+        x = self.data
+        try:
+            out = x[idx]
+        except IndexError as e:
+            raise IndexError(f"index into shape {x.shape}: {e}") from None
+
+        def backward(g):
+            full = np.zeros(x.shape, dtype=g.dtype)
+            if _is_basic_index(idx):
+                full[idx] = g              # basic indexing never repeats an element
+            else:
+                np.add.at(full, idx, g)    # repeated indices accumulate
+            return (full,)
+        return Tensor._make(np.asarray(out), (self,), backward, "index")
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        ``grad`` is the gradient flowing into this tensor (needed unless it has one
+        element).  The graph is freed afterwards unless ``retain_graph=True``.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward(): this Tensor does not require grad and has no graph "
+                               "(was it made under no_grad(), or from inputs without requires_grad?)")
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(f"backward(): the output has shape {self.shape}; pass grad= of that "
+                                   f"shape, or reduce it to a scalar (e.g. .sum()) first")
+            grad = np.ones_like(self.data)
+        else:
+            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(): grad has shape {grad.shape} but the output has shape {self.shape}")
+
+        grads = {id(self): grad}
+        for node in _topological_order(self):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            if node._backward is None or node._retain_grad:
+                if node.grad is None:
+                    node.grad = g.astype(node.dtype, copy=True)
+                else:
+                    node.grad += g
+            if node._backward is None:
+                continue
+            for parent, pg in zip(node._parents, node._backward(g)):
+                if pg is None or not parent.requires_grad:
+                    continue
+                if pg.shape != parent.data.shape:
+                    pg = _unbroadcast(pg, parent.data.shape)
+                if pg.dtype != parent.data.dtype:
+                    pg = pg.astype(parent.data.dtype)
+                key = id(parent)
+                grads[key] = pg if key not in grads else grads[key] + pg
+            if not retain_graph:
+                node._parents = ()
+                node._backward = _graph_freed
+
+
+def _constant(array):
+    """A Tensor around ``array`` without copying it (for operands that need no gradient)."""
+    return Tensor._make(array, (), None, "const")
+
+
+def _topological_order(root):
+    """Nodes that lead to ``root``, each before all of its inputs (iterative depth-first search)."""
+    order, seen = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        if node._backward is _graph_freed:   # fail before any gradient is accumulated
+            _graph_freed(None)
+        seen.add(id(node))
+        stack.append((node, True))
+        for p in node._parents:
+            if p.requires_grad and id(p) not in seen:
+                stack.append((p, False))
+    order.reverse()
+    return order
+
+
+# ---------------------------------------------------------------------- functions of several tensors
+def _as_tensors(tensors, name):
+    tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError(f"{name}: needs at least one tensor")
+    return tensors
+
+
+def concat(tensors, axis=0):
+    """Join tensors along an existing axis."""
+    tensors = _as_tensors(tensors, "concat")
+    try:
+        out = np.concatenate([t.data for t in tensors], axis=axis)
+    except (ValueError, np.exceptions.AxisError) as e:
+        raise ValueError(f"concat along axis {axis}: shapes {[t.shape for t in tensors]} do not fit: {e}") from None
+    splits = np.cumsum([t.shape[axis] for t in tensors])[:-1]
+    return Tensor._make(out, tuple(tensors), lambda g: tuple(np.split(g, splits, axis=axis)), "concat")
+
+
+def stack(tensors, axis=0):
+    """Join same-shaped tensors along a new axis."""
+    tensors = _as_tensors(tensors, "stack")
+    try:
+        out = np.stack([t.data for t in tensors], axis=axis)
+    except (ValueError, np.exceptions.AxisError) as e:
+        raise ValueError(f"stack along axis {axis}: shapes {[t.shape for t in tensors]}: {e}") from None
+    ax = axis % out.ndim
+    return Tensor._make(out, tuple(tensors), lambda g: tuple(np.moveaxis(g, ax, 0)), "stack")
+
+
+def where(cond, a, b):
+    """Elementwise ``a`` where ``cond`` is true, else ``b``; the gradient goes to the chosen side."""
+    cond = np.asarray(cond.data if isinstance(cond, Tensor) else cond, dtype=bool)
+    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else Tensor(np.asarray(a))
+    a, b = like._lift(a), like._lift(b)
+    try:
+        out = np.where(cond, a.data, b.data)
+    except ValueError:
+        raise ValueError(f"where: shapes {cond.shape}, {a.shape} and {b.shape} cannot be broadcast together") from None
+
+    def backward(g):
+        return (np.where(cond, g, 0) if a.requires_grad else None,
+                np.where(cond, 0, g) if b.requires_grad else None)
+    return Tensor._make(out, (a, b), backward, "where")
