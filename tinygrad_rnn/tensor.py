@@ -15,12 +15,15 @@ This module imports nothing else from the package.  ``tanh``, ``sigmoid`` and
 and attaches them as methods.
 """
 import contextlib
+import itertools
+import operator
 
 import numpy as np
 
 __all__ = ["Tensor", "concat", "stack", "where", "no_grad", "is_grad_enabled"]
 
 _grad_enabled = True
+_creation_counter = itertools.count()  # creation order is a topological order: inputs exist first
 
 
 def is_grad_enabled():
@@ -83,7 +86,7 @@ class Tensor:
     """An n-dimensional array that records the operations applied to it."""
 
     __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_op",
-                 "_retain_grad", "__weakref__")
+                 "_retain_grad", "_seq", "__weakref__")
     __array_ufunc__ = None  # so that `ndarray + Tensor` calls Tensor.__radd__
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
@@ -108,6 +111,7 @@ class Tensor:
         self._backward = None
         self._op = None
         self._retain_grad = False
+        self._seq = next(_creation_counter)
 
     # ------------------------------------------------------------------ plumbing
     @staticmethod
@@ -119,14 +123,17 @@ class Tensor:
         t.name = None
         t._op = op
         t._retain_grad = False
-        if _grad_enabled and any(p.requires_grad for p in parents):
-            t.requires_grad = True
-            t._parents = parents
-            t._backward = backward
-        else:
-            t.requires_grad = False
-            t._parents = ()
-            t._backward = None
+        t._seq = next(_creation_counter)
+        t.requires_grad = False
+        t._parents = ()
+        t._backward = None
+        if _grad_enabled:
+            for p in parents:
+                if p.requires_grad:
+                    t.requires_grad = True
+                    t._parents = parents
+                    t._backward = backward
+                    break
         return t
 
     def _lift(self, other):
@@ -426,27 +433,30 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ValueError(f"backward(): grad has shape {grad.shape} but the output has shape {self.shape}")
 
-        grads = {id(self): grad}
+        grads = {id(self): grad}   # gradients waiting to flow further, dropped once used
         for node in _topological_order(self):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
-            if node._backward is None or node._retain_grad:
+            backward = node._backward
+            if backward is None or node._retain_grad:
                 if node.grad is None:
-                    node.grad = g.astype(node.dtype, copy=True)
+                    node.grad = g.astype(node.data.dtype, copy=True)
                 else:
                     node.grad += g
-            if node._backward is None:
+            if backward is None:
                 continue
-            for parent, pg in zip(node._parents, node._backward(g)):
+            for parent, pg in zip(node._parents, backward(g)):
                 if pg is None or not parent.requires_grad:
                     continue
-                if pg.shape != parent.data.shape:
-                    pg = _unbroadcast(pg, parent.data.shape)
-                if pg.dtype != parent.data.dtype:
-                    pg = pg.astype(parent.data.dtype)
+                data = parent.data
+                if pg.shape != data.shape:
+                    pg = _unbroadcast(pg, data.shape)
+                if pg.dtype != data.dtype:
+                    pg = pg.astype(data.dtype)
                 key = id(parent)
-                grads[key] = pg if key not in grads else grads[key] + pg
+                before = grads.get(key)
+                grads[key] = pg if before is None else before + pg
             if not retain_graph:
                 node._parents = ()
                 node._backward = _graph_freed
@@ -454,29 +464,32 @@ class Tensor:
 
 def _constant(array):
     """A Tensor around ``array`` without copying it (for operands that need no gradient)."""
-    return Tensor._make(array, (), None, "const")
+    t = Tensor.__new__(Tensor)
+    t.data, t.grad, t.requires_grad, t.name = array, None, False, None
+    t._parents, t._backward, t._op, t._retain_grad, t._seq = (), None, "const", False, -1
+    return t
 
 
 def _topological_order(root):
-    """Nodes that lead to ``root``, each before all of its inputs (iterative depth-first search)."""
-    order, seen = [], set()
-    stack = [(root, False)]
+    """Every node that leads to ``root`` and needs a gradient, each before its inputs.
+
+    Collect the nodes with an explicit stack (no recursion), then sort them by
+    creation, newest first: an operation's inputs always exist before its result.
+    """
+    found = {id(root): root}
+    stack = [root]
     while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
+        node = stack.pop()
         if node._backward is _graph_freed:   # fail before any gradient is accumulated
             _graph_freed(None)
-        seen.add(id(node))
-        stack.append((node, True))
         for p in node._parents:
-            if p.requires_grad and id(p) not in seen:
-                stack.append((p, False))
-    order.reverse()
-    return order
+            if p.requires_grad and id(p) not in found:
+                found[id(p)] = p
+                stack.append(p)
+    return sorted(found.values(), key=_by_creation, reverse=True)
+
+
+_by_creation = operator.attrgetter("_seq")
 
 
 # ---------------------------------------------------------------------- functions of several tensors
