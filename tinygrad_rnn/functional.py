@@ -20,14 +20,22 @@ def _tensor(x):
 
 
 def tanh(x):
-    """tanh(x) = -expm1(-2|x|) / (2 + expm1(-2|x|)), with the sign of x.
+    """tanh(x) = -sign(x) * e / (e + 2) with e = expm1(-2|x|), which lies in (-1, 0].
 
-    expm1 keeps full precision near 0; clipping at +-350 (where tanh is 1 to the
-    last bit) keeps -2|x| from overflowing.
+    expm1 keeps full precision near 0, so tanh(x) is x to the last bit for tiny
+    x and its gradient at 0 is exactly 1.  The factor -2 sign(x) becomes
+    -sign(x) where |x| is within a factor 4 of the largest float, so that
+    -2|x| cannot overflow; expm1 is -1 there either way.
     """
     x = _tensor(x)
-    neg_sign = np.where(x.data >= 0, -1.0, 1.0).astype(x.dtype)    # -sign(x), with 0 as positive
-    e = (x.clip(-350.0, 350.0) * (2 * neg_sign)).expm1()           # expm1(-2|x|), in (-1, 0]
+    d = x.data
+    ftype = d.dtype.type if d.dtype.kind == "f" else np.float64
+    neg_sign = np.where(d >= 0, ftype(-1), ftype(1))       # -sign(x), with 0 counted as positive
+    scale = neg_sign + neg_sign
+    huge = np.abs(d) > np.finfo(ftype).max / 4
+    if huge.any():
+        scale[huge] = neg_sign[huge]
+    e = (x * scale).expm1()
     return (e * neg_sign) / (e + 2.0)
 
 

@@ -270,19 +270,21 @@ class Tensor:
                              f"(inner dimensions {a.shape[-1]} and {b.shape[-2 if b.ndim > 1 else 0]})") from None
 
         def backward(g):
-            # treat 1-D operands as a row (a) or a column (b), as numpy does
-            a2 = a[None, :] if a.ndim == 1 else a
-            b2 = b[:, None] if b.ndim == 1 else b
-            g2 = g
-            if b.ndim == 1:
-                g2 = g2[..., None]
-            if a.ndim == 1:
-                g2 = g2[..., None, :]
+            a2, b2 = a, b
+            if a.ndim == 1 or b.ndim == 1:  # treat a 1-D operand as a row (a) or a column (b), as numpy does
+                a2 = a[None, :] if a.ndim == 1 else a
+                b2 = b[:, None] if b.ndim == 1 else b
+                g = g[..., None] if b.ndim == 1 else g
+                g = g[..., None, :] if a.ndim == 1 else g
             ga = gb = None
             if self.requires_grad:
-                ga = _unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+                ga = _unbroadcast(g @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
             if other.requires_grad:
-                gb = _unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
+                if b2.ndim == 2:  # one weight matrix for all batches: a single product, not a sum of many
+                    gb = a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+                else:
+                    gb = _unbroadcast(np.swapaxes(a2, -1, -2) @ g, b2.shape)
+                gb = gb.reshape(b.shape)
             return ga, gb
         return Tensor._make(out, (self, other), backward, "matmul")
 
@@ -335,12 +337,10 @@ class Tensor:
             out = out.astype(x.dtype)
 
         def backward(g):
-            outside = np.zeros(x.shape, dtype=bool)
-            if lo_ is not None:
-                outside |= x < lo_
+            inside = (x >= lo_) if lo_ is not None else True
             if hi_ is not None:
-                outside |= x > hi_
-            return (np.where(outside, 0, g),)
+                inside = inside & (x <= hi_)
+            return (np.where(inside, g, 0),)
         return Tensor._make(out, (self,), backward, "clip")
 
     # ------------------------------------------------------------------ reductions
@@ -404,14 +404,11 @@ class Tensor:
         except IndexError as e:
             raise IndexError(f"index into shape {x.shape}: {e}") from None
 
-        def backward(g):
-            full = np.zeros(x.shape, dtype=g.dtype)
-            if _is_basic_index(idx):
-                full[idx] = g              # basic indexing never repeats an element
-            else:
-                np.add.at(full, idx, g)    # repeated indices accumulate
-            return (full,)
-        return Tensor._make(np.asarray(out), (self,), backward, "index")
+        # The gradient is g at idx and zero elsewhere; backward adds it into the
+        # input's gradient buffer in place, so slicing one time step out of a
+        # long sequence costs the size of the slice, not of the sequence.
+        basic = _is_basic_index(idx)
+        return Tensor._make(np.asarray(out), (self,), lambda g: (_Scatter(idx, g, basic),), "index")
 
     # ------------------------------------------------------------------ backward
     def backward(self, grad=None, retain_graph=False):
@@ -434,32 +431,78 @@ class Tensor:
                 raise ValueError(f"backward(): grad has shape {grad.shape} but the output has shape {self.shape}")
 
         grads = {id(self): grad}   # gradients waiting to flow further, dropped once used
+        owned = set()              # ids whose gradient array backward allocated: safe to add into
         for node in _topological_order(self):
-            g = grads.pop(id(node), None)
+            key = id(node)
+            g = grads.pop(key, None)
             if g is None:
                 continue
             backward = node._backward
             if backward is None or node._retain_grad:
-                if node.grad is None:
-                    node.grad = g.astype(node.data.dtype, copy=True)
-                else:
+                if node.grad is not None:
                     node.grad += g
+                elif key in owned and backward is None and g.dtype == node.data.dtype:
+                    node.grad = g          # allocated by this backward: hand it over uncopied
+                else:
+                    node.grad = g.astype(node.data.dtype, copy=True)
+            owned.discard(key)
             if backward is None:
                 continue
             for parent, pg in zip(node._parents, backward(g)):
                 if pg is None or not parent.requires_grad:
                     continue
-                data = parent.data
-                if pg.shape != data.shape:
-                    pg = _unbroadcast(pg, data.shape)
-                if pg.dtype != data.dtype:
-                    pg = pg.astype(data.dtype)
-                key = id(parent)
-                before = grads.get(key)
-                grads[key] = pg if before is None else before + pg
+                pkey = id(parent)
+                if pkey not in grads and pg.__class__ is np.ndarray and pg.shape == parent.data.shape:
+                    grads[pkey] = pg      # the common case: first gradient to arrive, right shape
+                else:
+                    _accumulate(grads, owned, parent, pg)
             if not retain_graph:
                 node._parents = ()
                 node._backward = _graph_freed
+
+
+class _Scatter:
+    """The gradient of ``x[idx]`` for ``x``: ``g`` at ``idx``, zero elsewhere, never materialised."""
+    __slots__ = ("idx", "g", "basic")
+
+    def __init__(self, idx, g, basic):
+        self.idx, self.g, self.basic = idx, g, basic
+
+    def add_into(self, buffer):
+        if self.basic:
+            buffer[self.idx] += self.g          # basic indexing never repeats an element
+        else:
+            np.add.at(buffer, self.idx, self.g)  # repeated indices accumulate
+
+
+def _accumulate(grads, owned, parent, pg):
+    """Add the gradient ``pg`` flowing into ``parent`` to the one gathered so far.
+
+    An array that backward allocated itself (``owned``) is added into in place;
+    an array an operation handed over may be shared (``add`` passes ``g`` to both
+    inputs), so the first sum makes a fresh, owned copy.
+    """
+    data = parent.data
+    key = id(parent)
+    before = grads.get(key)
+    if isinstance(pg, _Scatter):
+        if key not in owned:
+            before = np.zeros_like(data) if before is None else before.astype(data.dtype, copy=True)
+            owned.add(key)
+        pg.add_into(before)
+        grads[key] = before
+        return
+    if pg.shape != data.shape:
+        pg = _unbroadcast(pg, data.shape)
+    if pg.dtype != data.dtype:
+        pg = pg.astype(data.dtype)
+    if before is None:
+        grads[key] = pg
+    elif key in owned:
+        before += pg
+    else:
+        grads[key] = before + pg
+        owned.add(key)
 
 
 def _constant(array):
