@@ -56,14 +56,22 @@ def relu(x):
 def _shifted(x, axis):
     """x minus its (constant) maximum along ``axis``, never overflowing.
 
-    +inf is first limited to the largest float (so softmax has its limit there),
-    and finite inputs to no less than the largest float below the maximum (exp
-    of that is 0 already, and the subtraction cannot overflow).  -inf stays -inf.
+    When every maximum is finite and no difference can overflow (the usual
+    case), this is just ``x - max``.  Otherwise +inf is limited to the largest
+    float (so softmax has its limit there), and finite values so far below the
+    maximum that ``x - max`` would overflow are lifted by a constant to the
+    largest float below it: exp of that is 0 already, and the gradient still
+    flows to them (log_softmax's derivative there is 1).  -inf stays -inf.
     """
-    big = np.finfo(x.dtype).max
-    top = np.clip(x.data, -big, big).max(axis=axis, keepdims=True)
-    lo = np.where(x.data == -np.inf, -np.inf, np.maximum(top, 0) - big)
-    return x.clip(lo, big) - top
+    d = x.data
+    big = np.finfo(d.dtype).max
+    top = d.max(axis=axis, keepdims=True)
+    if np.isfinite(top).all() and d.min() >= np.maximum(top.max(), 0) - big:
+        return x - top
+    top = np.clip(d, -big, big).max(axis=axis, keepdims=True)
+    lo = np.maximum(top, 0) - big
+    lift = np.where((d < lo) & (d > -np.inf), lo - d, 0)
+    return x.clip(None, big) + (lift - top)
 
 
 def _check_axis(x, axis, name):
