@@ -30,10 +30,11 @@ def tanh(x):
     x = _tensor(x)
     d = x.data
     ftype = d.dtype.type if d.dtype.kind == "f" else np.float64
-    neg_sign = np.where(d >= 0, ftype(-1), ftype(1))       # -sign(x), with 0 counted as positive
+    neg_sign = -np.copysign(ftype(1), d)      # -sign(x); +0.0 and -0.0 each count with their sign
     scale = neg_sign + neg_sign
-    huge = np.abs(d) > np.finfo(ftype).max / 4
-    if huge.any():
+    limit = np.finfo(ftype).max / 4
+    if d.size and not np.abs(d).max() <= limit:     # (a NaN also takes this path)
+        huge = np.abs(d) > limit
         scale[huge] = neg_sign[huge]
     e = (x * scale).expm1()
     return (e * neg_sign) / (e + 2.0)

@@ -79,13 +79,15 @@ def _is_basic_index(idx):
 
 
 def _index_data(idx):
-    """Replace Tensors inside an index by their arrays."""
+    """Replace Tensors and lists inside an index by arrays."""
     if isinstance(idx, Tensor):
         return idx.data
-    if isinstance(idx, tuple):
-        return tuple(p.data if isinstance(p, Tensor) else p for p in idx)
     if isinstance(idx, list):
         return np.asarray(idx)
+    if isinstance(idx, tuple):
+        for p in idx:
+            if isinstance(p, (Tensor, list)):
+                return tuple(_index_data(q) if isinstance(q, (Tensor, list)) else q for q in idx)
     return idx
 
 
@@ -212,7 +214,9 @@ class Tensor:
     def __sub__(self, other):
         other = self._lift(other)
         out = self._broadcast("sub", np.subtract, other)
-        return Tensor._make(out, (self, other), lambda g: (g, -g if other.requires_grad else None), "sub")
+        # reduce before negating: cheaper when ``other`` was broadcast
+        return Tensor._make(out, (self, other), lambda g: (
+            g, -_unbroadcast(g, other.shape) if other.requires_grad else None), "sub")
 
     def __mul__(self, other):
         other = self._lift(other)
