@@ -10,6 +10,7 @@ composition is differentiated on each side of x = 0 separately.
 """
 import numpy as np
 
+from . import fused
 from .tensor import Tensor, where
 
 __all__ = ["tanh", "sigmoid", "relu", "softmax", "log_softmax", "cross_entropy", "mse_loss"]
@@ -28,6 +29,8 @@ def tanh(x):
     -2|x| cannot overflow; expm1 is -1 there either way.
     """
     x = _tensor(x)
+    if fused.is_enabled():
+        return fused.tanh(x)
     d = x.data
     ftype = d.dtype.type if d.dtype.kind == "f" else np.float64
     neg_sign = -np.copysign(ftype(1), d)      # -sign(x); +0.0 and -0.0 each count with their sign
@@ -43,6 +46,8 @@ def tanh(x):
 def sigmoid(x):
     """1 / (1 + exp(-x)) for x >= 0 and exp(x) / (1 + exp(x)) for x < 0: exp never overflows."""
     x = _tensor(x)
+    if fused.is_enabled():
+        return fused.sigmoid(x)
     positive = x.data >= 0
     e = (x * np.where(positive, -1.0, 1.0).astype(x.dtype)).exp()  # exp(-|x|), in [0, 1]
     return where(positive, 1.0, e) / (e + 1.0)
@@ -119,12 +124,10 @@ def cross_entropy(logits, target, axis=-1, reduction="mean"):
     _check_axis(logits, axis, "cross_entropy")
     axis = axis % logits.ndim
     t = np.asarray(target.data if isinstance(target, Tensor) else target)
-    logp = log_softmax(logits, axis=axis)
     if t.dtype.kind == "f":
         if t.shape != logits.shape:
             raise ValueError(f"cross_entropy: probability targets must have the logits' shape "
                              f"{logits.shape}, got {t.shape}")
-        loss = -(logp * t.astype(logits.dtype, copy=False)).sum(axis=axis)
     elif t.dtype.kind in "iu":
         expected = logits.shape[:axis] + logits.shape[axis + 1:]
         if t.shape != expected:
@@ -134,12 +137,22 @@ def cross_entropy(logits, target, axis=-1, reduction="mean"):
         if t.size and (t.min() < 0 or t.max() >= classes):
             bad = t[(t < 0) | (t >= classes)].flat[0]
             raise IndexError(f"cross_entropy: class index {bad} is out of range for {classes} classes")
-        index = list(np.indices(t.shape, sparse=True))
-        index.insert(axis, t)
-        loss = -logp[tuple(index)]
     else:
         raise TypeError(f"cross_entropy: target must be integer class indices or float probabilities, "
                         f"got dtype {t.dtype}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    if fused.is_enabled():
+        out = fused.cross_entropy(logits, t, axis, reduction)
+        if out is not None:
+            return out
+    logp = log_softmax(logits, axis=axis)
+    if t.dtype.kind == "f":
+        loss = -(logp * t.astype(logits.dtype, copy=False)).sum(axis=axis)
+    else:
+        index = list(np.indices(t.shape, sparse=True))
+        index.insert(axis, t)
+        loss = -logp[tuple(index)]
     return _reduce(loss, reduction, "cross_entropy")
 
 

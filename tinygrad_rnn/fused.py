@@ -1,0 +1,107 @@
+"""Fused tanh, sigmoid and cross-entropy: one graph node each, with a hand-written backward.
+
+The compositions in ``functional.py`` are the definition and the default.  A
+composition builds several nodes (tanh: five); on long sequences of small
+matrices the cost of creating and walking those nodes is most of the time
+of a training step.  These fused versions are an opt-in speed path that the
+tests hold to the compositions (1e-12 in values and gradients)::
+
+    with tinygrad_rnn.fused.enabled():
+        loss = train_step()          # F.tanh, F.sigmoid, F.cross_entropy run fused
+
+A fused function handles the common case only (finite inputs whose shifted
+logits cannot overflow) and returns ``None`` otherwise, so that the caller
+falls back to the composition, which is stable over the whole float range.
+"""
+import contextlib
+
+import numpy as np
+
+from .tensor import Tensor
+
+__all__ = ["enabled", "is_enabled", "tanh", "sigmoid", "cross_entropy"]
+
+_enabled = False
+
+
+def is_enabled():
+    """True inside ``fused.enabled()``."""
+    return _enabled
+
+
+class enabled(contextlib.ContextDecorator):
+    """Run ``F.tanh``, ``F.sigmoid`` and ``F.cross_entropy`` fused (context manager or decorator).
+
+    ``enabled(False)`` switches them off again inside an enabled region.
+    """
+
+    def __init__(self, on=True):
+        self.on = bool(on)
+        self._saved = []
+
+    def __enter__(self):
+        global _enabled
+        self._saved.append(_enabled)
+        _enabled = self.on
+        return self
+
+    def __exit__(self, *exc):
+        global _enabled
+        _enabled = self._saved.pop()
+        return False
+
+
+def tanh(x):
+    """np.tanh, with d tanh = 1 - tanh**2."""
+    y = np.tanh(x.data)
+    return Tensor._make(y, (x,), lambda g: (g * (1 - y * y),), "tanh")
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)) from exp(-|x|) (never overflows), with d sigmoid = y (1 - y)."""
+    d = x.data
+    e = np.exp(-np.abs(d))
+    y = np.where(d >= 0, 1, e) / (1 + e)
+    return Tensor._make(y, (x,), lambda g: (g * (y * (1 - y)),), "sigmoid")
+
+
+def cross_entropy(logits, target, axis, reduction):
+    """Softmax cross-entropy in one node; ``None`` where the composition must take over.
+
+    ``target`` is already checked by ``F.cross_entropy``: integer class indices
+    (the logits' shape without ``axis``) or float probabilities (the logits' shape).
+    """
+    d = logits.data
+    top = d.max(axis=axis, keepdims=True)
+    if not (np.isfinite(top).all() and d.min() >= np.maximum(top.max(), 0) - np.finfo(d.dtype).max):
+        return None
+    z = d - top
+    e = np.exp(z)
+    total = e.sum(axis=axis, keepdims=True)
+    logp = z - np.log(total)
+    if target.dtype.kind == "f":
+        target = target.astype(d.dtype, copy=False)
+        loss = -(logp * target).sum(axis=axis)
+    else:
+        index = np.expand_dims(target, axis)
+        loss = -np.take_along_axis(logp, index, axis=axis).squeeze(axis)
+    count = loss.size
+    if reduction == "mean":
+        out = np.asarray(loss.sum() / d.dtype.type(max(count, 1)))
+    elif reduction == "sum":
+        out = np.asarray(loss.sum())
+    else:
+        out = loss
+
+    def backward(g):
+        # d loss_i / d logits_i = softmax_i * sum(target_i) - target_i (sum(target_i) = 1 for indices)
+        if reduction == "mean":
+            g = g / d.dtype.type(max(count, 1))
+        w = np.expand_dims(np.broadcast_to(g, loss.shape), axis)
+        p = e / total
+        if target.dtype.kind == "f":
+            return (p * (target.sum(axis=axis, keepdims=True) * w) - target * w,)
+        grad = p * w
+        np.put_along_axis(grad, index, np.take_along_axis(grad, index, axis=axis) - w, axis=axis)
+        return (grad,)
+    return Tensor._make(out, (logits,), backward, "cross_entropy")
