@@ -57,6 +57,8 @@ def _graph_freed(g):
 
 def _unbroadcast(g, shape):
     """Sum ``g`` down to ``shape``: the adjoint of numpy broadcasting."""
+    if g.shape == shape:
+        return g
     extra = g.ndim - len(shape)
     if extra:
         g = g.sum(axis=tuple(range(extra)))
@@ -281,6 +283,8 @@ class Tensor:
                              f"(inner dimensions {a.shape[-1]} and {b.shape[-2 if b.ndim > 1 else 0]})") from None
 
         def backward(g):
+            if a.ndim == 2 and b.ndim == 2:  # the common case, written out plainly
+                return (g @ b.T if self.requires_grad else None, a.T @ g if other.requires_grad else None)
             a2, b2 = a, b
             if a.ndim == 1 or b.ndim == 1:  # treat a 1-D operand as a row (a) or a column (b), as numpy does
                 a2 = a[None, :] if a.ndim == 1 else a
@@ -455,7 +459,7 @@ class Tensor:
                 elif key in owned and backward is None and g.dtype == node.data.dtype:
                     node.grad = g          # allocated by this backward: hand it over uncopied
                 else:
-                    node.grad = g.astype(node.data.dtype, copy=True)
+                    node.grad = np.array(g, dtype=node.data.dtype)  # an ndarray even for 0-d results
             owned.discard(key)
             if backward is None:
                 continue
@@ -512,7 +516,8 @@ def _accumulate(grads, owned, parent, pg):
     elif key in owned:
         before += pg
     else:
-        grads[key] = before + pg
+        # asarray: two 0-d arrays add to a numpy scalar, which `+=` above could not update in place
+        grads[key] = np.asarray(before + pg)
         owned.add(key)
 
 
