@@ -116,7 +116,14 @@ def gradcheck_report(fn, *inputs, eps=1e-6, atol=1e-6, rtol=1e-4, params=None):
 
 
 class GradReport:
-    """Per-tensor comparison of two gradients: shape, max abs difference, relative error, worst index."""
+    """Per-tensor comparison of two gradients: shape, max abs difference, relative error, worst index.
+
+    ``rows`` holds one dict per tensor (``name, shape, max_abs, rel, worst, left, right, passed``);
+    ``report[name]`` returns a row, ``report.passed`` is True when every row passes, and
+    ``print(report)`` shows the table.  The relative error is the max abs difference over the
+    largest magnitude of either gradient (at least ``atol``); ``worst`` is the index of the
+    element furthest beyond its tolerance, ``left``/``right`` the two values there.
+    """
 
     def __init__(self, entries, atol=1e-6, rtol=1e-4, left="autograd", right="expected"):
         self.atol, self.rtol, self.left, self.right = atol, rtol, left, right
@@ -131,7 +138,9 @@ class GradReport:
             excess = diff - (atol + rtol * np.abs(b))
             excess = np.where(np.isnan(excess), np.inf, excess)
             worst = np.unravel_index(np.argmax(excess), a.shape) if a.size else ()
-            scale = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0))
+            # relative to the larger gradient, but never to less than atol: two gradients that are
+            # both rounding noise around 0 should not show a relative error near 1
+            scale = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0), atol)
             max_abs = float(diff.max(initial=0.0))
             self.rows.append(dict(
                 name=name, shape=a.shape, other_shape=b.shape, max_abs=max_abs,
@@ -187,17 +196,34 @@ def compare_grads(loss, params, expected, atol=1e-8, rtol=1e-6):
     (it is called once).  ``params`` is a dict name -> Tensor (for example
     ``dict(model.named_parameters())``) or a list of Tensors (named p0, p1, ...).
     ``expected`` is a dict name -> array, or a callable returning such a dict.
+    An element passes when ``|autograd - hand| <= atol + rtol * |hand|``.
     Returns a ``GradReport``; ``print`` it for the table, test ``report.passed``.
+    Missing or unknown names raise ``KeyError``; a hand-derived gradient whose
+    shape differs from its parameter's raises ``ValueError`` naming both shapes.
     """
     if not isinstance(params, dict):
         params = {getattr(p, "name", None) or f"p{i}": p for i, p in enumerate(params)}
+    for k, p in params.items():
+        if not isinstance(p, Tensor):
+            raise TypeError(f"compare_grads: parameter {k!r} is a {type(p).__name__}, not a Tensor")
+        if not p.requires_grad:
+            raise ValueError(f"compare_grads: parameter {k!r} does not require grad, so autograd "
+                             f"computes no gradient for it")
     if callable(expected):
         expected = expected()
+    if not isinstance(expected, dict):
+        raise TypeError(f"compare_grads: hand-derived gradients must be a dict name -> array (or a "
+                        f"callable returning one), got {type(expected).__name__}")
     missing = [k for k in params if k not in expected]
     extra = [k for k in expected if k not in params]
     if missing or extra:
         raise KeyError(f"compare_grads: hand-derived gradients are missing {missing} and have "
                        f"unknown names {extra}; parameter names are {list(params)}")
+    expected = {k: np.asarray(v.data if isinstance(v, Tensor) else v) for k, v in expected.items()}
+    wrong = [f"{k!r}: parameter {params[k].shape}, hand-derived {expected[k].shape}"
+             for k in params if expected[k].shape != params[k].shape]
+    if wrong:
+        raise ValueError("compare_grads: hand-derived gradients have the wrong shape: " + "; ".join(wrong))
     saved = {k: p.grad for k, p in params.items()}
     for p in params.values():
         p.grad = None
