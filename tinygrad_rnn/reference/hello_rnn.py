@@ -177,9 +177,11 @@ def sgd_train(params, X, Y, lr=0.005, steps=2000, grad_fn=None):
     """
     params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
     losses = []
+    _check(params, X, Y)
     for _ in range(steps):
-        losses.append(loss(params, X, Y))
-        grads = backward(params, X, Y, *forward(params, X)) if grad_fn is None else grad_fn(params, X, Y)
+        hs, ps = forward(params, X)
+        losses.append(float(-np.sum(Y * np.log(ps))))
+        grads = backward(params, X, Y, hs, ps) if grad_fn is None else grad_fn(params, X, Y)
         for k in PARAM_NAMES:
             params[k] -= lr * grads[k]
     losses.append(loss(params, X, Y))
