@@ -62,7 +62,7 @@ def main(argv=None, out=print):
 
     params, mgu = make_mgu(1, args.hidden, rng=args.seed)
     head = nn.Linear(args.hidden, 2, rng=args.seed)
-    everything = dict(params, **{f"head.{k}": p for k, p in head.named_parameters()})
+    everything = dict(params, **{f"head.{k}": p for k, p in dict(head.named_parameters()).items()})
 
     def logits(xs):
         h0 = Tensor(np.zeros((xs.shape[0], args.hidden)))

@@ -58,19 +58,24 @@ def numpy_weights(params):
 
 
 def train(hidden, steps, lr, log_every, out=print):
-    """SGD from the textbook initialisation; returns (params, losses after each update)."""
+    """SGD from the textbook initialisation; returns (params, losses).
+
+    ``losses[i]`` is the loss before update i and ``losses[steps]`` the loss after the last one.
+    """
     X, Y = hello_rnn.hello_data()
     params = to_params(hello_rnn.init_params(hidden, seed=SEED))
     opt = SGD(list(params.values()), lr=lr)
     losses = []
     for step in range(1, steps + 1):
         opt.zero_grad()
-        hello_loss(params, X, Y).backward()
+        loss = hello_loss(params, X, Y)
+        loss.backward()
         opt.step()
-        with no_grad():
-            losses.append(hello_loss(params, X, Y).item())
-        if log_every and (step % log_every == 0 or step == steps):
+        losses.append(loss.item())
+        if log_every and step % log_every == 0:
             out(f"  step {step:5d}  loss {losses[-1]:.8f}  predicts {predict(params, X)!r}")
+    with no_grad():
+        losses.append(hello_loss(params, X, Y).item())
     return params, losses
 
 
@@ -103,7 +108,7 @@ def main(argv=None, out=print):
         out(f"SGD, lr {args.lr}, {args.steps} updates:")
         trained, losses = train(hidden, args.steps, args.lr, args.log_every, out=out)
         prediction = predict(trained, X)
-        out(f"final loss {losses[-1]:.11f}, predictions {prediction!r}")
+        out(f"loss after {args.steps} updates {losses[-1]:.11f}, predictions {prediction!r}")
         results[hidden] = dict(initial_loss=loss, report=report, losses=losses, prediction=prediction,
                                params=numpy_weights(trained))
 

@@ -113,7 +113,7 @@ def main(argv=None, out=print):
         f"batch {args.batch_size}, time {args.time_size}")
 
     model = Rnnlm(len(vocab), args.wordvec, args.hidden, cell=args.cell, rng=args.seed)
-    params = model.parameters()
+    params = list(model.parameters())
     opt = SGD(params, lr=args.lr) if args.optim == "sgd" else Adam(params, lr=args.lr)
     perplexities = []
     for epoch in range(1, args.epochs + 1):
