@@ -502,7 +502,7 @@ def _accumulate(grads, owned, parent, pg):
     before = grads.get(key)
     if isinstance(pg, _Scatter):
         if key not in owned:
-            before = np.zeros_like(data) if before is None else before.astype(data.dtype, copy=True)
+            before = np.zeros_like(data) if before is None else np.array(before, dtype=data.dtype)
             owned.add(key)
         pg.add_into(before)
         grads[key] = before
