@@ -3,16 +3,19 @@
 Layers, each importing only those below it:
   tensor      the engine (Tensor, graph, backward)
   functional  activations and losses as compositions of Tensor operations
+  fused       opt-in one-node tanh, sigmoid and cross-entropy (speed; checked against functional)
   checking    gradcheck, numerical_grad, compare_grads
   nn          modules, recurrent cells, unrolling
   optim       SGD, Adam, gradient clipping
 """
 from .tensor import Tensor, concat, stack, where, no_grad, is_grad_enabled
-from . import functional
+from . import functional, fused
 from .checking import GradcheckError, GradReport, numerical_grad, gradcheck, gradcheck_report, compare_grads
+from . import nn, optim
 
 __version__ = "0.1.0"
 
-__all__ = ["Tensor", "concat", "stack", "where", "no_grad", "is_grad_enabled", "functional",
+__all__ = ["Tensor", "concat", "stack", "where", "no_grad", "is_grad_enabled", "functional", "fused",
+           "nn", "optim",
            "GradcheckError", "GradReport", "numerical_grad", "gradcheck", "gradcheck_report",
            "compare_grads"]

@@ -1,0 +1,8 @@
+"""Modules, cells and unrolling: everything built on Tensor operations and ``functional``."""
+from .cells import GRUCell, LSTMCell, RNNCell
+from .layers import Embedding, Linear
+from .module import Module, Parameter, StateDictError
+from .recurrent import RNN, detach_state, unroll
+
+__all__ = ["Module", "Parameter", "StateDictError", "Linear", "Embedding",
+           "RNNCell", "LSTMCell", "GRUCell", "unroll", "RNN", "detach_state"]

@@ -1,0 +1,129 @@
+"""Module and Parameter: finding parameters, zeroing gradients, saving and loading them."""
+import zipfile
+
+import numpy as np
+
+from ..tensor import Tensor
+
+__all__ = ["Parameter", "Module", "StateDictError"]
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module trains: ``requires_grad=True`` and always a float array."""
+    __slots__ = ()
+
+    def __init__(self, data, dtype=None):
+        data = data.data if isinstance(data, Tensor) else data
+        array = np.array(data, dtype=dtype)
+        if array.dtype.kind != "f":
+            array = array.astype(np.float64)
+        super().__init__(array, requires_grad=True)
+
+
+class StateDictError(KeyError, ValueError):
+    """A state dict or checkpoint that does not fit the module (missing, extra or mis-shaped key)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+class Module:
+    """Base class: attributes that are Parameters or Modules (also in lists, tuples and dicts) are found."""
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def named_parameters(self, prefix=""):
+        """Pairs ``(dotted name, Parameter)`` in attribute order; a shared Parameter appears once."""
+        seen = set()
+        for name, p in _walk(self, prefix.rstrip(".")):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def parameters(self):
+        """The Parameters of this module and its submodules, as a list."""
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self):
+        """Forget the gradients of every parameter."""
+        for p in self.parameters():
+            p.grad = None
+
+    def state_dict(self):
+        """``{dotted name: copy of the parameter's array}``."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters, in place, after checking every key, shape and dtype."""
+        params = dict(self.named_parameters())
+        missing = [k for k in params if k not in state]
+        extra = [k for k in state if k not in params]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing keys {missing}")
+            if extra:
+                parts.append(f"unexpected keys {extra}")
+            raise StateDictError(f"load_state_dict into {type(self).__name__}: {'; '.join(parts)} "
+                                 f"(the module has {list(params)})")
+        arrays = {}
+        for name, p in params.items():
+            value = np.asarray(state[name].data if isinstance(state[name], Tensor) else state[name])
+            if value.shape != p.shape:
+                raise StateDictError(f"load_state_dict: key {name!r} has shape {value.shape}, "
+                                     f"but the parameter has shape {p.shape}")
+            if value.dtype.kind not in "fiu":
+                raise StateDictError(f"load_state_dict: key {name!r} has dtype {value.dtype}, "
+                                     f"not a number type")
+            arrays[name] = value
+        for name, value in arrays.items():   # only after every key has passed
+            params[name].data[...] = value
+        return self
+
+    def save(self, path):
+        """Write the parameters to an ``.npz`` file at exactly ``path``."""
+        with open(path, "wb") as f:
+            np.savez(f, **self.state_dict())
+
+    def load(self, path):
+        """Fill this module's parameters from an ``.npz`` written by ``save``; returns the module.
+
+        The file is read with ``allow_pickle=False``: loading never runs code.
+        """
+        return self.load_state_dict(read_npz(path))
+
+
+def read_npz(path):
+    """Every array of an ``.npz`` file, read without pickle; a clear ValueError if it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array, not an .npz archive")
+            return {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist") from None
+    except AttributeError:   # np.load returned a plain array (a .npy file): no context manager
+        raise ValueError(f"{str(path)!r} is not an .npz checkpoint: it holds a single array") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ValueError(f"{str(path)!r} is not a readable .npz checkpoint "
+                         f"(corrupt, truncated, or holding objects that would need pickle): {e}") from None
+
+
+def _walk(value, name):
+    """Yield (name, Parameter) for everything reachable through attributes, lists, tuples and dicts."""
+    if isinstance(value, Parameter):
+        yield name, value
+    elif isinstance(value, Module):
+        for key, item in vars(value).items():
+            if not key.startswith("_"):
+                yield from _walk(item, f"{name}.{key}" if name else key)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _walk(item, f"{name}.{i}" if name else str(i))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _walk(item, f"{name}.{key}" if name else str(key))

@@ -1,0 +1,110 @@
+"""Optimisers (PyTorch's update rules) and gradient-norm clipping.  Updates are in place, in each
+parameter's dtype; parameters without a gradient are left alone."""
+import math
+
+import numpy as np
+
+from .tensor import Tensor
+
+__all__ = ["SGD", "Adam", "clip_grad_norm"]
+
+
+def _param_list(params, who):
+    params = list(params)
+    if not params:
+        raise ValueError(f"{who}: got an empty parameter list")
+    unique, seen = [], set()
+    for p in params:
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{who}: parameters must be Tensors, got {type(p).__name__}")
+        if not p.requires_grad:
+            raise ValueError(f"{who}: a parameter of shape {p.shape} does not require grad")
+        if id(p) not in seen:
+            seen.add(id(p))
+            unique.append(p)
+    return unique
+
+
+class Optimizer:
+    def __init__(self, params, lr):
+        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"{type(self).__name__}: lr must be a positive number, got {lr!r}")
+        self.params = _param_list(params, type(self).__name__)
+        self.lr = float(lr)
+
+    def zero_grad(self):
+        """Forget every parameter's gradient."""
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """``v = momentum * v + grad; p -= lr * v`` (plain gradient descent when momentum is 0)."""
+
+    def __init__(self, params, lr, momentum=0.0):
+        super().__init__(params, lr)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
+        self.velocity = [None] * len(self.params)
+
+    def step(self):
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            g = p.grad
+            if self.momentum:
+                v = self.velocity[i]
+                self.velocity[i] = g.copy() if v is None else v * self.momentum + g
+                g = self.velocity[i]
+            p.data -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam with bias correction: ``p -= lr * m_hat / (sqrt(v_hat) + eps)``."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(params, lr)
+        b1, b2 = betas
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ValueError(f"Adam: betas must be in [0, 1), got {betas!r}")
+        if not eps > 0:
+            raise ValueError(f"Adam: eps must be positive, got {eps!r}")
+        self.betas, self.eps = (float(b1), float(b2)), float(eps)
+        self.t = 0
+        self.m = [np.zeros_like(p.data) for p in self.params]
+        self.v = [np.zeros_like(p.data) for p in self.params]
+
+    def step(self):
+        self.t += 1
+        b1, b2 = self.betas
+        correction1, correction2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            g = p.grad
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            p.data -= self.lr * (m / correction1) / (np.sqrt(v / correction2) + self.eps)
+
+
+def clip_grad_norm(params, max_norm):
+    """Scale all gradients together so that their joint L2 norm is at most ``max_norm``.
+
+    Returns the norm before clipping (a float).  As in PyTorch, the scale is
+    ``max_norm / (norm + 1e-6)`` and is applied only when it is below 1.
+    """
+    if not max_norm > 0:
+        raise ValueError(f"clip_grad_norm: max_norm must be positive, got {max_norm!r}")
+    grads = [p.grad for p in params if p.grad is not None]
+    total = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))
+    scale = max_norm / (total + 1e-6)
+    if scale < 1:
+        for g in grads:
+            g *= scale
+    return total
