@@ -55,7 +55,7 @@ def main(argv=None, out=print):
     parser.add_argument("--length", type=int, default=10, help="sequence length to remember across")
     parser.add_argument("--train", type=int, default=256, help="training sequences")
     parser.add_argument("--steps", type=int, default=300, help="full-batch Adam steps")
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=50)
     args = parser.parse_args(argv)
