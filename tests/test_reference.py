@@ -413,3 +413,117 @@ def test_count_ones_rejects_bad_shapes():
         count_ones.loss(X, t[:4], 1.0, 1.0)
     with pytest.raises(ValueError, match="samples, steps"):
         count_ones.forward_states(X[0], 1.0, 1.0)
+
+
+# ---------------------------------------------------------------- the references against tinygrad_rnn.nn
+
+def _load_cell(cell, **weights):
+    for name, value in weights.items():
+        getattr(cell, name).data[...] = value
+    return cell
+
+
+@given(N=st.integers(1, 3), T=st.integers(1, 5), D=st.integers(1, 4), H=st.integers(1, 4),
+       seed=st.integers(0, 2 ** 31 - 1))
+def test_time_rnn_equals_nn_rnncell_unrolled(N, T, D, H, seed):
+    from tinygrad_rnn import nn
+    Wx, Wh, b = rnn_weights(D, H, seed)
+    rs = np.random.RandomState(seed ^ 1)
+    xs, dhs, h0 = rs.randn(N, T, D), rs.randn(N, T, H), rs.randn(N, H)
+    layer = time_rnn.TimeRNN(Wx, Wh, b)
+    layer.set_state(h0)
+    layer.stateful = True                                  # start from h0, as a carried state
+    hs = layer.forward(xs)
+    dxs = layer.backward(dhs)
+    cell = _load_cell(nn.RNNCell(D, H), Wx=Wx, Wh=Wh, b=b)
+    x, h = Tensor(xs, requires_grad=True), Tensor(h0, requires_grad=True)
+    out, _ = nn.unroll(cell, x, state=h)
+    (out * Tensor(dhs)).sum().backward()
+    np.testing.assert_allclose(out.data, hs, rtol=0, atol=1e-13)
+    for got, auto, name in zip(layer.grads + [dxs, layer.dh], [cell.Wx.grad, cell.Wh.grad, cell.b.grad,
+                                                                x.grad, h.grad], ["Wx", "Wh", "b", "xs", "h0"]):
+        assert_close(got, auto, AG_ATOL, AG_RTOL, name)
+
+
+def lstm_weights(D, H, seed):
+    rs = np.random.RandomState(seed)
+    return rs.randn(D, 4 * H) / np.sqrt(D), rs.randn(H, 4 * H) / np.sqrt(H), rs.randn(4 * H) * 0.5
+
+
+def test_lstm_layout_adapters_are_inverse_and_move_whole_blocks():
+    Wx, Wh, b = lstm_weights(2, 3, 0)
+    back = time_rnn.ifgo_lstm_to_book(*time_rnn.book_lstm_to_ifgo(Wx, Wh, b))
+    for a, c in zip((Wx, Wh, b), back):
+        np.testing.assert_array_equal(a, c)
+    _, _, ours = time_rnn.book_lstm_to_ifgo(Wx, Wh, b)
+    H = 3
+    np.testing.assert_array_equal(ours[:H], b[2 * H:3 * H])          # i
+    np.testing.assert_array_equal(ours[H:2 * H], b[:H])              # f
+    np.testing.assert_array_equal(ours[2 * H:3 * H], b[H:2 * H])     # g
+    np.testing.assert_array_equal(ours[3 * H:], b[3 * H:])           # o
+
+
+def test_lstm_step_matches_finite_differences():
+    Wx, Wh, b = lstm_weights(3, 2, 1)
+    rs = np.random.RandomState(2)
+    x, h, c, dh, dc = rs.randn(2, 3), rs.randn(2, 2), rs.randn(2, 2), rs.randn(2, 2), rs.randn(2, 2)
+    layer = time_rnn.LSTM(Wx, Wh, b)
+    layer.forward(x, h, c)
+    dx, dh_prev, dc_prev = layer.backward(dh, dc)
+
+    def f():
+        h2, c2 = time_rnn.LSTM(Wx, Wh, b).forward(x, h, c)
+        return float(np.sum(h2 * dh) + np.sum(c2 * dc))
+    numeric = central_diff(f, [Wx, Wh, b, x, h, c])
+    for got, num, name in zip(layer.grads + [dx, dh_prev, dc_prev], numeric,
+                              ["Wx", "Wh", "b", "x", "h_prev", "c_prev"]):
+        assert_close(got, num, FD_ATOL, FD_RTOL, name)
+
+
+def test_time_lstm_matches_finite_differences():
+    N, T, D, H = 2, 4, 3, 2
+    Wx, Wh, b = lstm_weights(D, H, 3)
+    rs = np.random.RandomState(4)
+    xs, dhs = rs.randn(N, T, D), rs.randn(N, T, H)
+    layer = time_rnn.TimeLSTM(Wx, Wh, b)
+    layer.forward(xs)
+    dxs = layer.backward(dhs)
+    f = lambda: float(np.sum(time_rnn.TimeLSTM(Wx, Wh, b).forward(xs) * dhs))
+    numeric = central_diff(f, [Wx, Wh, b, xs])
+    for got, num, name in zip(layer.grads + [dxs], numeric, ["Wx", "Wh", "b", "xs"]):
+        assert_close(got, num, FD_ATOL, FD_RTOL, name)
+
+
+@given(N=st.integers(1, 3), T=st.integers(1, 5), D=st.integers(1, 3), H=st.integers(1, 3),
+       seed=st.integers(0, 2 ** 31 - 1))
+def test_time_lstm_equals_nn_lstmcell_unrolled(N, T, D, H, seed):
+    from tinygrad_rnn import nn
+    Wx, Wh, b = lstm_weights(D, H, seed)
+    rs = np.random.RandomState(seed ^ 1)
+    xs, dhs, h0, c0 = rs.randn(N, T, D), rs.randn(N, T, H), rs.randn(N, H), rs.randn(N, H)
+    layer = time_rnn.TimeLSTM(Wx, Wh, b, stateful=True)
+    layer.set_state(h0, c0)
+    hs = layer.forward(xs)
+    dxs = layer.backward(dhs)
+    ours = dict(zip(("Wx", "Wh", "b"), time_rnn.book_lstm_to_ifgo(Wx, Wh, b)))
+    cell = _load_cell(nn.LSTMCell(D, H), **ours)
+    x = Tensor(xs, requires_grad=True)
+    h, c = Tensor(h0, requires_grad=True), Tensor(c0, requires_grad=True)
+    out, _ = nn.unroll(cell, x, state=(h, c))
+    (out * Tensor(dhs)).sum().backward()
+    np.testing.assert_allclose(out.data, hs, rtol=0, atol=1e-13)
+    auto = dict(zip(("Wx", "Wh", "b"), time_rnn.ifgo_lstm_to_book(cell.Wx.grad, cell.Wh.grad, cell.b.grad)))
+    for got, a, name in zip(layer.grads + [dxs, layer.dh, layer.dc],
+                            [auto["Wx"], auto["Wh"], auto["b"], x.grad, h.grad, c.grad],
+                            ["Wx", "Wh", "b", "xs", "h0", "c0"]):
+        assert_close(got, a, AG_ATOL, AG_RTOL, name)
+
+
+def test_time_lstm_stateful_carries_h_and_c():
+    Wx, Wh, b = lstm_weights(2, 3, 5)
+    xs = np.random.RandomState(6).randn(2, 6, 2)
+    full = time_rnn.TimeLSTM(Wx, Wh, b).forward(xs)
+    layer = time_rnn.TimeLSTM(Wx, Wh, b, stateful=True)
+    layer.forward(xs[:, :2])
+    layer.forward(xs[:, 2:4])
+    np.testing.assert_allclose(layer.forward(xs[:, 4:]), full[:, 4:], rtol=0, atol=1e-14)

@@ -7,8 +7,9 @@ differences):
 
   hello_rnn   the one-hot "hell" -> "ello" many-to-many tanh RNN, summed cross-entropy,
               plus the original post's two mistakes, reproduced
-  time_rnn    Deep Learning from Scratch 2, chapter 5: RNN, TimeRNN (stateful truncated
-              BPTT), TimeEmbedding, TimeAffine, TimeSoftmaxWithLoss, SimpleRnnlm
+  time_rnn    Deep Learning from Scratch 2, chapters 5 and 6: RNN, TimeRNN (stateful truncated
+              BPTT), LSTM, TimeLSTM (the book's f, g, i, o gate layout, with an adapter to
+              ours), TimeEmbedding, TimeAffine, TimeSoftmaxWithLoss, SimpleRnnlm
   count_ones  the linear recurrence s_k = s_{k-1} * w_rec + x_k * w_x with MSE loss
 """
 from . import count_ones, hello_rnn, time_rnn

@@ -23,17 +23,27 @@ the gradient reaching h_t is the one from above (``dhs[:, t]``) plus the one fro
 step t+1 (``dh``).  With ``stateful=True`` the last h is kept for the next call
 (the forward connection stays) while the backward starts each call with
 ``dh = 0`` (the backward connection is cut): truncated BPTT.
+
+``LSTM`` and ``TimeLSTM`` do the same for the LSTM, with the book's gate layout
+(f, g, i, o); ``book_lstm_to_ifgo`` reorders its weights into the i, f, g, o
+layout of ``tinygrad_rnn.nn.LSTMCell`` so the two can be compared.
 """
 import numpy as np
 
-__all__ = ["RNN", "TimeRNN", "TimeEmbedding", "TimeAffine", "TimeSoftmaxWithLoss", "SimpleRnnlm",
-           "softmax", "truncated_batches"]
+__all__ = ["RNN", "TimeRNN", "LSTM", "TimeLSTM", "TimeEmbedding", "TimeAffine", "TimeSoftmaxWithLoss",
+           "SimpleRnnlm", "softmax", "sigmoid", "truncated_batches", "book_lstm_to_ifgo", "ifgo_lstm_to_book"]
 
 
 def softmax(x):
     """Softmax over the last axis, shifted by the maximum so exp cannot overflow."""
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)), written so that exp never overflows."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 class RNN:
@@ -109,6 +119,136 @@ class TimeRNN:
             self.grads[i][...] = g
         self.dh = dh                                      # dL/dh of the state this chunk started from
         return dxs
+
+
+class LSTM:
+    """One LSTM step with the book's gate layout: the column blocks of Wx (D, 4H), Wh (H, 4H)
+    and b (4H,) are f, g, i, o (forget, candidate, input, output), in that order.
+
+    Forward::
+
+        A      = x @ Wx + h_prev @ Wh + b           split into four (N, H) blocks
+        f, g, i, o = sigmoid(A_f), tanh(A_g), sigmoid(A_i), sigmoid(A_o)
+        c_next = f * c_prev + g * i
+        h_next = o * tanh(c_next)
+
+    Backward: c_next is reached both directly (dc_next, from step t+1) and through
+    h_next, so its gradient is the sum ``ds`` below; each gate then gets ds (or
+    dh_next) times what it multiplies, and the derivative of its nonlinearity::
+
+        ds      = dc_next + dh_next * o * (1 - tanh(c_next)^2)
+        dc_prev = ds * f
+        df = ds * c_prev * f (1 - f)      dg = ds * i * (1 - g^2)
+        di = ds * g * i (1 - i)           do = dh_next * tanh(c_next) * o (1 - o)
+        dA = [df, dg, di, do]             then as in the RNN step: dWx = x^T dA, ...
+    """
+
+    def __init__(self, Wx, Wh, b):
+        self.params = [Wx, Wh, b]
+        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.cache = None
+
+    def forward(self, x, h_prev, c_prev):
+        Wx, Wh, b = self.params
+        H = h_prev.shape[1]
+        A = x @ Wx + h_prev @ Wh + b
+        f, g = sigmoid(A[:, :H]), np.tanh(A[:, H:2 * H])
+        i, o = sigmoid(A[:, 2 * H:3 * H]), sigmoid(A[:, 3 * H:])
+        c_next = f * c_prev + g * i
+        tanh_c = np.tanh(c_next)
+        h_next = o * tanh_c
+        self.cache = (x, h_prev, c_prev, f, g, i, o, tanh_c)
+        return h_next, c_next
+
+    def backward(self, dh_next, dc_next):
+        Wx, Wh, b = self.params
+        x, h_prev, c_prev, f, g, i, o, tanh_c = self.cache
+        ds = dc_next + dh_next * o * (1.0 - tanh_c ** 2)  # both paths into c_next
+        dc_prev = ds * f
+        df = ds * c_prev * f * (1.0 - f)
+        dg = ds * i * (1.0 - g ** 2)
+        di = ds * g * i * (1.0 - i)
+        do = dh_next * tanh_c * o * (1.0 - o)
+        dA = np.hstack((df, dg, di, do))                  # the same block order as the weights
+        self.grads[0][...] = x.T @ dA
+        self.grads[1][...] = h_prev.T @ dA
+        self.grads[2][...] = dA.sum(axis=0)
+        return dA @ Wx.T, dA @ Wh.T, dc_prev              # dx, dh_prev, dc_prev
+
+
+class TimeLSTM:
+    """T LSTM steps over xs (N, T, D); the state (h, c) is carried like TimeRNN's h.
+
+    With ``stateful=True`` both h and c are kept between calls, and the backward
+    starts each call with ``dh = dc = 0``: truncated BPTT.  ``dh`` and ``dc`` after
+    backward are the gradients of the state the call started from.
+    """
+
+    def __init__(self, Wx, Wh, b, stateful=False):
+        self.params = [Wx, Wh, b]
+        self.grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        self.layers = None
+        self.h = self.c = self.dh = self.dc = None
+        self.stateful = stateful
+
+    def set_state(self, h, c=None):
+        self.h, self.c = h, c
+
+    def reset_state(self):
+        self.h = self.c = None
+
+    def forward(self, xs):
+        Wx, Wh, b = self.params
+        N, T, D = xs.shape
+        if D != Wx.shape[0]:
+            raise ValueError(f"TimeLSTM: inputs have {D} features but Wx has shape {Wx.shape}")
+        H = Wh.shape[0]
+        if not self.stateful or self.h is None:
+            self.h = np.zeros((N, H))
+        if not self.stateful or self.c is None:
+            self.c = np.zeros((N, H))
+        hs = np.empty((N, T, H), dtype=np.float64)
+        self.layers = []
+        for t in range(T):
+            layer = LSTM(*self.params)
+            self.h, self.c = layer.forward(xs[:, t, :], self.h, self.c)
+            hs[:, t, :] = self.h
+            self.layers.append(layer)
+        return hs
+
+    def backward(self, dhs):
+        Wx, Wh, b = self.params
+        N, T, H = dhs.shape
+        dxs = np.empty((N, T, Wx.shape[0]), dtype=np.float64)
+        dh, dc = np.zeros((N, H)), np.zeros((N, H))       # truncated: nothing from the next chunk
+        grads = [np.zeros_like(Wx), np.zeros_like(Wh), np.zeros_like(b)]
+        for t in reversed(range(T)):
+            layer = self.layers[t]
+            dx, dh, dc = layer.backward(dhs[:, t, :] + dh, dc)
+            dxs[:, t, :] = dx
+            for k, g in enumerate(layer.grads):
+                grads[k] += g
+        for k, g in enumerate(grads):
+            self.grads[k][...] = g
+        self.dh, self.dc = dh, dc
+        return dxs
+
+
+def _reorder_blocks(a, order):
+    H = a.shape[-1] // 4
+    blocks = [a[..., k * H:(k + 1) * H] for k in range(4)]
+    return np.concatenate([blocks[k] for k in order], axis=-1)
+
+
+def book_lstm_to_ifgo(Wx, Wh, b):
+    """The book's LSTM weights (gate blocks f, g, i, o) in the order i, f, g, o of
+    ``tinygrad_rnn.nn.LSTMCell`` (and PyTorch, transposed).  Returns new arrays."""
+    return tuple(_reorder_blocks(a, (2, 0, 1, 3)) for a in (Wx, Wh, b))
+
+
+def ifgo_lstm_to_book(Wx, Wh, b):
+    """The inverse of ``book_lstm_to_ifgo``: blocks i, f, g, o back to f, g, i, o."""
+    return tuple(_reorder_blocks(a, (1, 2, 0, 3)) for a in (Wx, Wh, b))
 
 
 class TimeEmbedding:
