@@ -11,7 +11,9 @@ offset.  Prints the perplexity (exp of the mean loss) after every epoch.
     python examples/rnnlm.py --cell lstm --optim adam --lr 0.01
 
 The corpus is a short text written for this example (the Penn Treebank cannot
-be redistributed), or a file given with ``--corpus``.
+be redistributed), the package's own corpus with ``--shipped`` (the book trains
+on the first 1,000 words of its corpus, as ``--max-words`` does), or a file
+given with ``--corpus``.
 """
 import argparse
 import re
@@ -96,6 +98,8 @@ def main(argv=None, out=print):
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--clip", type=float, default=None, help="clip the gradient norm to this")
     parser.add_argument("--corpus", default=None, help="a text file to train on instead")
+    parser.add_argument("--shipped", action="store_true",
+                        help="train on the corpus shipped in tinygrad_rnn.data instead")
     parser.add_argument("--max-words", type=int, default=1000, help="use the first N words")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=1, help="print every N epochs")
@@ -105,6 +109,9 @@ def main(argv=None, out=print):
     if args.corpus:
         with open(args.corpus, encoding="utf-8") as f:
             text = f.read()
+    elif args.shipped:
+        from tinygrad_rnn.data import default_corpus
+        text = default_corpus()
     ids, vocab = build_corpus(tokenize(text)[:args.max_words])
     if len(ids) < args.batch_size * args.time_size + 1:
         parser.error(f"the corpus has {len(ids)} words, too few for batch {args.batch_size} "

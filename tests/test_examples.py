@@ -143,6 +143,16 @@ def test_rnnlm_gated_cells_halve_perplexity(cell):
     assert len(result["sample"]) == 13
 
 
+def test_rnnlm_lstm_halves_perplexity_on_the_shipped_corpus():
+    pytest.importorskip("tinygrad_rnn.data")
+    result, text = run("rnnlm", "--shipped", "--cell", "lstm", "--optim", "adam", "--lr", "0.01",
+                       "--epochs", "3", "--hidden", "32", "--wordvec", "32", "--clip", "5")
+    assert result["words"] == 1000                        # the book's "first 1,000 words"
+    ppl = result["perplexities"]
+    assert ppl[0] < result["vocab_size"] * 1.5
+    assert ppl[-1] < ppl[0] / 2
+
+
 def test_rnnlm_truncated_bptt_equals_the_books_numpy_rnnlm():
     """The example's model, with stateful nn.RNN, against the hand-written DLFS2 SimpleRnnlm:
     the same weights and batches give the same losses and gradients, chunk after chunk
