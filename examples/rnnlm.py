@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-from tinygrad_rnn import Tensor, no_grad
+from tinygrad_rnn import no_grad
 from tinygrad_rnn import functional as F
 from tinygrad_rnn import nn
 from tinygrad_rnn.optim import SGD, Adam, clip_grad_norm
