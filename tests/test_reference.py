@@ -201,6 +201,21 @@ def test_hello_bptt_matches_autograd_any_sequence(hidden, seed, text):
         assert_close(grads[k], auto[k], AG_ATOL, AG_RTOL, k)
 
 
+def test_hello_hidden_grads_match_autograd_retained_grads():
+    X, Y = hello_rnn.hello_data()
+    params = hello_rnn.init_params(3)
+    P = {k: Tensor(v, requires_grad=True) for k, v in params.items()}
+    h = Tensor(np.zeros((1, 3)))
+    total, hs = Tensor(0.0), []
+    for t in range(4):
+        h = (Tensor(X[t:t + 1]) @ P["Wxh"] + h @ P["Whh"] + P["Bh"]).tanh()
+        hs.append(h.retain_grad())                         # keep dE/dh_t on the intermediate
+        total = total + F.cross_entropy(h @ P["Wy"] + P["By"], Y[t:t + 1], reduction="sum")
+    total.backward()
+    expected = hello_rnn.hidden_grads(params, X, Y)
+    assert_close(expected, np.concatenate([h.grad for h in hs]), AG_ATOL, AG_RTOL, "dE/dh_t")
+
+
 def test_hello_original_mistakes_disagree_with_finite_differences():
     X, Y = hello_rnn.hello_data()
     params = hello_rnn.init_params(3)

@@ -32,7 +32,7 @@ comparison can show them.
 import numpy as np
 
 __all__ = ["CHARS", "PARAM_NAMES", "one_hot", "hello_data", "init_params", "softmax", "forward",
-           "loss", "backward", "loss_and_grads", "sgd_train", "predict", "decode",
+           "loss", "backward", "loss_and_grads", "hidden_grads", "sgd_train", "predict", "decode",
            "grads_single_target_typo", "grads_overwritten_output"]
 
 CHARS = "helo"                      # index order h=0, e=1, l=2, o=3
@@ -136,6 +136,24 @@ def loss_and_grads(params, X, Y):
     _check(params, X, Y)
     hs, ps = forward(params, X)
     return float(-np.sum(Y * np.log(ps))), backward(params, X, Y, hs, ps)
+
+
+def hidden_grads(params, X, Y):
+    """dE/dh_t for every step, (T, H): the ``dh_t`` of the backward pass, output path plus future path.
+
+    Its norm per step shows how much of the loss's gradient reaches each time step
+    (it fades going back in time when ``Whh`` is small: vanishing gradients).
+    """
+    _check(params, X, Y)
+    hs, ps = forward(params, X)
+    Wy, Whh = params["Wy"], params["Whh"]
+    out = np.zeros_like(hs)
+    dnext = np.zeros((1, Whh.shape[0]))
+    for t in reversed(range(X.shape[0])):
+        dh = (ps[t:t + 1] - Y[t:t + 1]) @ Wy.T + dnext
+        out[t] = dh[0]
+        dnext = (dh * (1.0 - hs[t:t + 1] ** 2)) @ Whh.T
+    return out
 
 
 def grads_single_target_typo(params, X, Y):
