@@ -1,0 +1,304 @@
+"""The ``tinygrad-rnn`` command: train, sample, gradcheck, bptt, graph.
+
+Every subcommand runs with no arguments on built-in defaults.  A bad argument
+gives one line on stderr and exit status 2; a failed gradient check exits 1.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """Bad input from the command line: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text):
+    value = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
+    return value
+
+
+def _build_parser():
+    parser = _Parser(prog="tinygrad-rnn", description="Recurrent networks on a small numpy autograd engine.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    from .training import TrainConfig
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a character language model (default: on the shipped corpus)",
+                       description="Train a character-level language model with truncated BPTT. With no "
+                                   "arguments it trains on the English corpus shipped in the package.")
+    p.add_argument("--text", metavar="FILE", help="UTF-8 text to train on (default: the shipped corpus)")
+    p.add_argument("--cell", default=d.cell, help="rnn, lstm, gru, or MODULE:CALLABLE for your own cell, "
+                   "called as CALLABLE(input_size, hidden_size, rng=..., dtype=...) (default: %(default)s)")
+    p.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size, help="default: %(default)s")
+    p.add_argument("--embed-size", type=_positive_int, default=d.embed_size, help="default: %(default)s")
+    p.add_argument("--seq-len", type=_positive_int, default=d.seq_len,
+                   help="time steps per truncated-BPTT chunk (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="default: %(default)s")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer, help="default: %(default)s")
+    p.add_argument("--lr", type=_positive_float, default=d.lr, help="learning rate (default: %(default)s)")
+    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (default: %(default)s)")
+    p.add_argument("--epochs", type=_positive_int, default=None, help=f"default: {d.epochs}")
+    p.add_argument("--max-steps", type=_count, default=None, help="stop after this many updates (0: no limit)")
+    p.add_argument("--clip", type=_nonnegative_float, default=d.clip,
+                   help="clip the gradient norm to this (0: off; default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype, help="default: %(default)s")
+    p.add_argument("--fused", action="store_true", help="use the fused tanh/sigmoid/cross-entropy (faster)")
+    p.add_argument("--out", default="runs/charlm", metavar="DIR",
+                   help="where the checkpoint, metrics and plot go (default: %(default)s)")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in this checkpoint")
+    p.add_argument("--sample-length", type=_positive_int, default=d.sample_length, help="default: %(default)s")
+    p.add_argument("--temperature", type=_positive_float, default=d.temperature, help="default: %(default)s")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("sample", help="generate text from a checkpoint",
+                       description="Generate text from a checkpoint written by train.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--length", type=_positive_int, default=300, help="characters to generate (default: %(default)s)")
+    p.add_argument("--temperature", type=_positive_float, default=0.8, help="default: %(default)s")
+    p.add_argument("--prime", default="", help="text to start from (default: a random character)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
+    p.set_defaults(run=_sample)
+
+    p = sub.add_parser("gradcheck", help="check a cell's gradients against finite differences",
+                       description="Unroll a cell over a few steps in float64 and compare autograd with "
+                                   "central finite differences for every parameter, the inputs and the "
+                                   "initial state. Exit status 1 when a gradient disagrees.")
+    p.add_argument("--cell", default="rnn", help="rnn, lstm, gru or MODULE:CALLABLE (default: %(default)s)")
+    p.add_argument("--steps", type=_positive_int, default=4, help="time steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=2, help="default: %(default)s")
+    p.add_argument("--input-size", type=_positive_int, default=3, help="default: %(default)s")
+    p.add_argument("--hidden-size", type=_positive_int, default=4, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.set_defaults(run=_gradcheck)
+
+    p = sub.add_parser("bptt", help="hand-derived BPTT next to autograd, and gradients through time",
+                       description="On the textbook 'hello' network, print the hand-derived BPTT gradients "
+                                   "next to autograd's; then the norm of dL/dh_t for every step t of a long "
+                                   "sequence, for small and large recurrent weights (vanishing and "
+                                   "exploding gradients).")
+    p.add_argument("--hidden-size", type=_positive_int, default=3, help="hello network (default: %(default)s)")
+    p.add_argument("--steps", type=_positive_int, default=40, help="long sequence length (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--out", default=".", metavar="DIR", help="where the PNG goes (default: %(default)s)")
+    p.set_defaults(run=_bptt)
+
+    p = sub.add_parser("graph", help="draw a cell's unrolled computation graph (Graphviz DOT)",
+                       description="Write the graph of a cell unrolled over T steps as DOT, with time steps "
+                                   "in boxes and gradient norms after backward; SVG too when Graphviz's "
+                                   "dot program is installed.")
+    p.add_argument("--cell", default="rnn", help="rnn, lstm, gru or MODULE:CALLABLE (default: %(default)s)")
+    p.add_argument("--steps", type=_positive_int, default=4, help="time steps (default: %(default)s)")
+    p.add_argument("--input-size", type=_positive_int, default=3, help="default: %(default)s")
+    p.add_argument("--hidden-size", type=_positive_int, default=4, help="default: %(default)s")
+    p.add_argument("--output", default="graph.dot", metavar="FILE", help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.set_defaults(run=_graph)
+    return parser
+
+
+# ---------------------------------------------------------------------- subcommands
+def _train(args):
+    from .data import default_corpus, read_text
+    from .training import TrainConfig, train
+    text = read_text(args.text) if args.text else default_corpus()
+    given = {k: v for k, v in (("epochs", args.epochs), ("max_steps", args.max_steps)) if v is not None}
+    if args.resume:
+        result = train(text, resume=args.resume, out_dir=args.out, progress=not args.no_progress,
+                       overrides=given)
+    else:
+        config = TrainConfig(cell=args.cell, hidden_size=args.hidden_size, embed_size=args.embed_size,
+                             seq_len=args.seq_len, batch_size=args.batch_size, optimizer=args.optimizer,
+                             lr=args.lr, momentum=args.momentum, clip=args.clip, seed=args.seed,
+                             dtype=args.dtype, fused=args.fused, sample_length=args.sample_length,
+                             temperature=args.temperature, **given)
+        result = train(text, config, out_dir=args.out, progress=not args.no_progress)
+    print(f"validation perplexity {result['valid_perplexity']:.2f} "
+          f"(unigram baseline {result['unigram_perplexity']:.2f}) after {result['epochs']} epochs, "
+          f"{result['steps']} steps")
+    for key in ("checkpoint", "metrics", "plot"):
+        if result.get(key):
+            print(f"{key}: {result[key]}")
+    return 130 if result["interrupted"] else 0
+
+
+def _sample(args):
+    from .training import load_checkpoint, sample
+    model, vocab, _, _, _ = load_checkpoint(args.checkpoint)
+    print(sample(model, vocab, args.length, args.temperature, args.prime, rng=args.seed))
+    return 0
+
+
+def _small_cell(spec, input_size, hidden_size, seed):
+    from .training import make_cell
+    return make_cell(spec, input_size, hidden_size, np.random.default_rng(seed), np.float64)
+
+
+def _gradcheck(args):
+    from . import nn
+    from .checking import gradcheck_report
+    from .tensor import Tensor
+    cell = _small_cell(args.cell, args.input_size, args.hidden_size, args.seed)
+    rng = np.random.default_rng(args.seed + 1)
+    xs = Tensor(rng.normal(size=(args.batch_size, args.steps, args.input_size)), requires_grad=True, name="xs")
+    start = cell.initial_state(args.batch_size) if hasattr(cell, "initial_state") else None
+    states = list(start) if isinstance(start, tuple) else ([start] if start is not None else [])
+    states = [Tensor(rng.normal(size=s.shape) * 0.5, requires_grad=True, name=f"state{i}")
+              for i, s in enumerate(states)]
+    # each step's output weighted differently, so every step's gradient is checked
+    weights = Tensor(rng.normal(size=(args.batch_size, args.steps, args.hidden_size)))
+
+    def loss(xs, *state):
+        initial = tuple(state) if len(state) > 1 else (state[0] if state else None)
+        hs, _ = nn.unroll(cell, xs, initial)
+        return (hs * weights).sum()
+
+    report = gradcheck_report(loss, xs, *states, params=dict(cell.named_parameters()), atol=1e-6, rtol=1e-4)
+    print(f"{args.cell} cell, {args.steps} steps, batch {args.batch_size}, input {args.input_size}, "
+          f"hidden {args.hidden_size}, float64: autograd against central differences")
+    print(report)
+    print("all gradients agree" if report.passed else report.failure_message())
+    return 0 if report.passed else 1
+
+
+def _bptt(args):
+    from . import nn
+    from .checking import compare_grads
+    from .reference import hello_rnn
+    from .tensor import Tensor
+    from .viz import gradient_through_time, plot_gradient_norms
+    import tinygrad_rnn.functional as F
+
+    X, Y = hello_rnn.hello_data()
+    params = hello_rnn.init_params(args.hidden_size)
+    hand_loss, hand = hello_rnn.loss_and_grads(params, X, Y)
+    tensors = {k: Tensor(v, requires_grad=True, name=k) for k, v in params.items()}
+    h = Tensor(np.zeros((1, args.hidden_size)))
+    loss = 0
+    for t in range(len(X)):
+        h = F.tanh(Tensor(X[t:t + 1]) @ tensors["Wxh"] + h @ tensors["Whh"] + tensors["Bh"])
+        loss = loss + F.cross_entropy(h @ tensors["Wy"] + tensors["By"], Y[t:t + 1], reduction="sum")
+    print(f"The 'hello' network (hidden {args.hidden_size}, seed {hello_rnn.SEED}): "
+          f"loss {loss.item():.15g} by graph, {hand_loss:.15g} by hand")
+    print("Hand-derived BPTT (the textbook's) against autograd's backward through the graph:")
+    report = compare_grads(loss, tensors, hand)
+    print(report)
+
+    # small inputs keep tanh near its linear range, where dL/dh_t behaves like Wh^(T-t):
+    # it shrinks or grows geometrically with Wh's spectral radius
+    rng = np.random.default_rng(args.seed)
+    xs = Tensor(rng.normal(size=(1, args.steps, 4)) * 1e-3)
+    print(f"\nGradient through time: |dL/dh_t| with L the sum of h_T (T = {args.steps - 1}), for a tanh RNN "
+          f"whose recurrent weights Wh have spectral radius 0.7, 1.0 and 1.3")
+    curves = {}
+    for radius, label in ((0.7, "radius 0.7 (vanishing)"), (1.0, "radius 1.0"), (1.3, "radius 1.3 (exploding)")):
+        cell = nn.RNNCell(4, 16, rng=np.random.default_rng(args.seed))
+        cell.Wh.data *= radius / np.abs(np.linalg.eigvals(cell.Wh.data)).max()
+        curves[label] = gradient_through_time(cell, xs)
+    names = list(curves)
+    print("  t  " + "  ".join(f"{n:>22}" for n in names))
+    for t in range(args.steps):
+        print(f"{t:3d}  " + "  ".join(f"{curves[n][t]:22.4g}" for n in names))
+    os.makedirs(args.out, exist_ok=True)
+    png = plot_gradient_norms(curves, os.path.join(args.out, "gradient_through_time.png"))
+    if png:
+        print(f"plot: {png}")
+    return 0 if report.passed else 1
+
+
+def _graph(args):
+    from .tensor import Tensor
+    from .viz import StepRecorder, retain_all_grads, to_dot
+    cell = _small_cell(args.cell, args.input_size, args.hidden_size, args.seed)
+    rng = np.random.default_rng(args.seed + 1)
+    xs = Tensor(rng.normal(size=(1, args.steps, args.input_size)), name="xs")
+    state = cell.initial_state(1) if hasattr(cell, "initial_state") else None
+    steps = StepRecorder()
+    for t in range(args.steps):
+        with steps.step(f"t = {t}"):
+            state = cell(xs[:, t], state)
+    h = state[0] if isinstance(state, tuple) else state
+    loss = (h * h).sum()
+    loss.name = "loss"
+    retain_all_grads(loss)
+    loss.backward(retain_graph=True)
+    dot = to_dot(loss, groups=steps.groups, title=f"{args.cell} cell unrolled over {args.steps} steps")
+    directory = os.path.dirname(args.output)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(args.output, "w") as f:
+        f.write(dot)
+    print(f"wrote {args.output} ({dot.count('->')} edges)")
+    if shutil.which("dot"):
+        svg = os.path.splitext(args.output)[0] + ".svg"
+        subprocess.run(["dot", "-Tsvg", args.output, "-o", svg], check=True)
+        print(f"wrote {svg}")
+    else:
+        print("install Graphviz (the dot program) to render it, e.g. dot -Tsvg graph.dot -o graph.svg")
+    return 0
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status (0 ok, 1 a check failed, 2 bad input)."""
+    from .data import DataError
+    from .training import CheckpointError
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.run(args)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except (DataError, CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"tinygrad-rnn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinygrad-rnn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

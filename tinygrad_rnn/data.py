@@ -1,0 +1,106 @@
+"""Text data for character language models: the shipped corpus, a vocabulary, truncated-BPTT batches."""
+import importlib.resources
+import math
+
+import numpy as np
+
+__all__ = ["default_corpus", "read_text", "Vocab", "split", "bptt_batches", "unigram_perplexity"]
+
+
+class DataError(ValueError):
+    """Text that cannot be used for training (missing, empty, too small)."""
+
+
+def default_corpus():
+    """The English prose shipped inside the package (written for it; free to redistribute)."""
+    return importlib.resources.files("tinygrad_rnn").joinpath("data/corpus.txt").read_text(encoding="utf-8")
+
+
+def read_text(path):
+    """The UTF-8 text of ``path``, with a clear error when it is missing, unreadable or too small."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise DataError(f"text file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"{str(path)!r} is a directory, not a text file") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise DataError(f"cannot read {str(path)!r}: {e.strerror}") from None
+    check_text(text, str(path))
+    return text
+
+
+def check_text(text, where="text"):
+    if len(text) < 2:
+        raise DataError(f"{where}: needs at least 2 characters to learn from, got {len(text)}")
+    if len(set(text)) < 2:
+        raise DataError(f"{where}: needs at least 2 distinct characters, got only {text[0]!r}")
+
+
+class Vocab:
+    """The characters of a text, each with an integer id (sorted, so the ids are reproducible)."""
+
+    def __init__(self, chars):
+        chars = list(chars)
+        if len(set(chars)) != len(chars):
+            raise DataError("Vocab: characters must be distinct")
+        self.chars = chars
+        self.index = {c: i for i, c in enumerate(chars)}
+
+    @classmethod
+    def from_text(cls, text):
+        return cls(sorted(set(text)))
+
+    def __len__(self):
+        return len(self.chars)
+
+    def encode(self, text):
+        unknown = sorted(set(text) - self.index.keys())
+        if unknown:
+            raise DataError(f"characters {''.join(unknown)!r} are not in the vocabulary")
+        return np.fromiter((self.index[c] for c in text), dtype=np.int64, count=len(text))
+
+    def decode(self, ids):
+        return "".join(self.chars[int(i)] for i in np.ravel(ids))
+
+
+def split(ids, valid_fraction=0.1):
+    """The first part for training and the last ``valid_fraction`` for validation."""
+    if not 0 <= valid_fraction < 1:
+        raise DataError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    cut = len(ids) - int(len(ids) * valid_fraction)
+    return ids[:cut], ids[cut:]
+
+
+def bptt_batches(ids, batch_size, seq_len):
+    """Inputs and targets of shape (batch_size, seq_len) for truncated BPTT, one epoch.
+
+    As Deep Learning from Scratch 2 does it: the text is cut into ``batch_size``
+    lanes that are read in parallel, and consecutive batches continue each lane
+    where the last one stopped, so a stateful RNN can carry its state across.
+    """
+    if batch_size < 1 or seq_len < 1:
+        raise DataError(f"batch_size and seq_len must be at least 1, got {batch_size} and {seq_len}")
+    lane = (len(ids) - 1) // batch_size
+    steps = lane // seq_len
+    if steps == 0:
+        raise DataError(f"text of {len(ids)} characters is too short for batch_size {batch_size} "
+                        f"x seq_len {seq_len}: need at least {batch_size * seq_len + 1}")
+    starts = np.arange(batch_size)[:, None] * lane + np.arange(seq_len)[None, :]
+    for step in range(steps):
+        pos = starts + step * seq_len
+        yield ids[pos], ids[pos + 1]
+
+
+def unigram_perplexity(train_ids, eval_ids, vocab_size):
+    """Perplexity of ``eval_ids`` under character frequencies of ``train_ids`` (add-one smoothed).
+
+    The baseline a language model must beat: it knows how common each character
+    is and nothing about order.
+    """
+    counts = np.bincount(train_ids, minlength=vocab_size) + 1.0
+    logp = np.log(counts / counts.sum())
+    return math.exp(-float(logp[eval_ids].mean()))
