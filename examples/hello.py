@@ -31,13 +31,18 @@ def to_params(weights):
     return {k: Tensor(v, requires_grad=True, name=k) for k, v in weights.items()}
 
 
-def hello_loss(params, X, Y):
-    """The summed cross-entropy over the steps, as a graph: autograd does the BPTT."""
+def hello_loss(params, X, Y, scores=None):
+    """The summed cross-entropy over the steps, as a graph: autograd does the BPTT.
+
+    If ``scores`` is a list, each step's logits (numpy) are appended to it.
+    """
     h = Tensor(np.zeros((1, params["Whh"].shape[0])))
     total = Tensor(0.0)
     for t in range(X.shape[0]):
         h = (Tensor(X[t:t + 1]) @ params["Wxh"] + h @ params["Whh"] + params["Bh"]).tanh()
         z = h @ params["Wy"] + params["By"]
+        if scores is not None:
+            scores.append(z.data[0])
         total = total + F.cross_entropy(z, Y[t:t + 1], reduction="sum")
     return total
 
@@ -58,25 +63,32 @@ def numpy_weights(params):
 
 
 def train(hidden, steps, lr, log_every, out=print):
-    """SGD from the textbook initialisation; returns (params, losses).
+    """SGD from the textbook initialisation; returns (params, losses, first_ello).
 
-    ``losses[i]`` is the loss before update i and ``losses[steps]`` the loss after the last one.
+    ``losses[i]`` is the loss before update i and ``losses[steps]`` the loss after
+    the last one; ``first_ello`` is the number of updates after which the
+    predictions first read "ello" (None if they never do).
     """
     X, Y = hello_rnn.hello_data()
     params = to_params(hello_rnn.init_params(hidden, seed=SEED))
     opt = SGD(list(params.values()), lr=lr)
-    losses = []
-    for step in range(1, steps + 1):
+    losses, first_ello = [], None
+    for step in range(steps):
+        scores = []
         opt.zero_grad()
-        loss = hello_loss(params, X, Y)
+        loss = hello_loss(params, X, Y, scores)
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        if log_every and step % log_every == 0:
-            out(f"  step {step:5d}  loss {losses[-1]:.8f}  predicts {predict(params, X)!r}")
+        if first_ello is None and hello_rnn.decode(np.array(scores)) == "ello":
+            first_ello = step                      # the scores were computed before this update
+        if log_every and (step + 1) % log_every == 0:
+            out(f"  step {step + 1:5d}  loss {losses[-1]:.8f}  predicts {predict(params, X)!r}")
     with no_grad():
         losses.append(hello_loss(params, X, Y).item())
-    return params, losses
+    if first_ello is None and predict(params, X) == "ello":
+        first_ello = steps
+    return params, losses, first_ello
 
 
 def main(argv=None, out=print):
@@ -106,11 +118,13 @@ def main(argv=None, out=print):
         out(str(report))
 
         out(f"SGD, lr {args.lr}, {args.steps} updates:")
-        trained, losses = train(hidden, args.steps, args.lr, args.log_every, out=out)
+        trained, losses, first_ello = train(hidden, args.steps, args.lr, args.log_every, out=out)
         prediction = predict(trained, X)
+        if first_ello is not None:
+            out(f"the predictions read 'ello' after {first_ello} updates")
         out(f"loss after {args.steps} updates {losses[-1]:.11f}, predictions {prediction!r}")
         results[hidden] = dict(initial_loss=loss, report=report, losses=losses, prediction=prediction,
-                               params=numpy_weights(trained))
+                               first_ello=first_ello, params=numpy_weights(trained))
 
     if not args.no_mistakes:
         out("== the original post's two mistakes, caught by compare_grads (hidden size 3) ==")

@@ -40,6 +40,16 @@ def test_hello_reproduces_the_textbook_and_catches_the_mistakes():
     assert max(row["max_abs"] for row in r["report"].rows) < 1e-12
     assert r["losses"][-1] == pytest.approx(0.15103531464, abs=1e-9)
     assert r["prediction"] == "ello" and "'ello'" in text
+    # the first update count after which the predictions read "ello", from the numpy reference
+    from tinygrad_rnn.reference import hello_rnn
+    X, Y = hello_rnn.hello_data()
+    weights, first = hello_rnn.init_params(3), 0
+    while hello_rnn.predict(weights, X) != "ello":
+        grads = hello_rnn.loss_and_grads(weights, X, Y)[1]
+        weights = {k: v - 0.005 * grads[k] for k, v in weights.items()}
+        first += 1
+    assert r["first_ello"] == first
+    assert f"read 'ello' after {first} updates" in text
     over = result["mistakes"]["overwritten output gradients"]
     assert [row["name"] for row in over["report"].rows if not row["passed"]] == ["Wy"]
     assert over["final_loss"] > 2.0                       # where the correct gradient reaches 0.151
