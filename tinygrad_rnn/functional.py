@@ -34,7 +34,7 @@ def tanh(x):
     d = x.data
     ftype = d.dtype.type if d.dtype.kind == "f" else np.float64
     neg_sign = -np.copysign(ftype(1), d)      # -sign(x); +0.0 and -0.0 each count with their sign
-    scale = neg_sign + neg_sign
+    scale = np.asarray(neg_sign + neg_sign)   # an array even for 0-d x, so the line below can assign into it
     limit = np.finfo(ftype).max / 4
     if d.size and not np.abs(d).max() <= limit:     # (a NaN also takes this path)
         huge = np.abs(d) > limit
@@ -148,7 +148,10 @@ def cross_entropy(logits, target, axis=-1, reduction="mean"):
             return out
     logp = log_softmax(logits, axis=axis)
     if t.dtype.kind == "f":
-        loss = -(logp * t.astype(logits.dtype, copy=False)).sum(axis=axis)
+        t = t.astype(logits.dtype, copy=False)
+        if np.isneginf(logp.data).any():   # 0 * log(0) is 0 here, not NaN: an impossible class with no target mass
+            logp = where(t != 0, logp, 0.0)
+        loss = -(logp * t).sum(axis=axis)
     else:
         index = list(np.indices(t.shape, sparse=True))
         index.insert(axis, t)
@@ -162,6 +165,8 @@ def mse_loss(pred, target, reduction="mean"):
     target_shape = np.shape(target.data if isinstance(target, Tensor) else target)
     if pred.shape != target_shape:
         raise ValueError(f"mse_loss: pred has shape {pred.shape} but target has shape {target_shape}")
+    if not isinstance(target, Tensor) and pred.dtype.kind == "f":
+        target = np.asarray(target, dtype=pred.dtype)   # plain data takes pred's dtype: float32 stays float32
     diff = pred - target
     return _reduce(diff * diff, reduction, "mse_loss")
 
