@@ -1,6 +1,7 @@
 """Optimisers (PyTorch's update rules) and gradient-norm clipping.  Updates are in place, in each
 parameter's dtype; parameters without a gradient are left alone."""
 import math
+import numbers
 
 import numpy as np
 
@@ -27,7 +28,8 @@ def _param_list(params, who):
 
 class Optimizer:
     def __init__(self, params, lr):
-        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        # numbers.Real also admits numpy scalars (np.float32(0.1)); a bool is not a learning rate
+        if not (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and lr > 0 and math.isfinite(lr)):
             raise ValueError(f"{type(self).__name__}: lr must be a positive number, got {lr!r}")
         self.params = _param_list(params, type(self).__name__)
         self.lr = float(lr)
@@ -68,23 +70,32 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(params, lr)
-        b1, b2 = betas
-        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+        try:
+            b1, b2 = betas
+            ok = 0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise ValueError(f"Adam: betas must be in [0, 1), got {betas!r}")
         if not eps > 0:
             raise ValueError(f"Adam: eps must be positive, got {eps!r}")
         self.betas, self.eps = (float(b1), float(b2)), float(eps)
         self.t = 0
+        # steps each parameter sat out for lack of a gradient: its own step count is t - skipped,
+        # as PyTorch counts per parameter, so skipping does not advance its bias correction
+        self.skipped = [0] * len(self.params)
         self.m = [np.zeros_like(p.data) for p in self.params]
         self.v = [np.zeros_like(p.data) for p in self.params]
 
     def step(self):
         self.t += 1
         b1, b2 = self.betas
-        correction1, correction2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        for p, m, v in zip(self.params, self.m, self.v):
+        for i, (p, m, v) in enumerate(zip(self.params, self.m, self.v)):
             if p.grad is None:
+                self.skipped[i] += 1
                 continue
+            t = self.t - self.skipped[i]
+            correction1, correction2 = 1 - b1 ** t, 1 - b2 ** t
             g = p.grad
             m *= b1
             m += (1 - b1) * g

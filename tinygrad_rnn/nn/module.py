@@ -39,7 +39,7 @@ class Module:
     def named_parameters(self, prefix=""):
         """Pairs ``(dotted name, Parameter)`` in attribute order; a shared Parameter appears once."""
         seen = set()
-        for name, p in _walk(self, prefix.rstrip(".")):
+        for name, p in _walk(self, prefix.rstrip("."), set()):
             if id(p) not in seen:
                 seen.add(id(p))
                 yield name, p
@@ -65,20 +65,22 @@ class Module:
         if missing or extra:
             parts = []
             if missing:
-                parts.append(f"missing keys {missing}")
+                parts.append("missing keys " + ", ".join(
+                    f"{k!r} (shape {params[k].shape}, {params[k].dtype})" for k in missing))
             if extra:
-                parts.append(f"unexpected keys {extra}")
+                parts.append("unexpected keys " + ", ".join(
+                    f"{k!r} (shape {np.shape(state[k])})" for k in extra))
             raise StateDictError(f"load_state_dict into {type(self).__name__}: {'; '.join(parts)} "
                                  f"(the module has {list(params)})")
         arrays = {}
         for name, p in params.items():
             value = np.asarray(state[name].data if isinstance(state[name], Tensor) else state[name])
             if value.shape != p.shape:
-                raise StateDictError(f"load_state_dict: key {name!r} has shape {value.shape}, "
-                                     f"but the parameter has shape {p.shape}")
+                raise StateDictError(f"load_state_dict: key {name!r} has shape {value.shape} ({value.dtype}), "
+                                     f"but the parameter has shape {p.shape} ({p.dtype})")
             if value.dtype.kind not in "fiu":
                 raise StateDictError(f"load_state_dict: key {name!r} has dtype {value.dtype}, "
-                                     f"not a number type")
+                                     f"not a number type (the parameter is {p.dtype})")
             arrays[name] = value
         for name, value in arrays.items():   # only after every key has passed
             params[name].data[...] = value
@@ -100,30 +102,43 @@ class Module:
 def read_npz(path):
     """Every array of an ``.npz`` file, read without pickle; a clear ValueError if it is not one."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise ValueError("it holds a single array, not an .npz archive")
-            return {key: archive[key] for key in archive.files}
+        archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist") from None
-    except AttributeError:   # np.load returned a plain array (a .npy file): no context manager
-        raise ValueError(f"{str(path)!r} is not an .npz checkpoint: it holds a single array") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ValueError(f"{str(path)!r} is not a readable .npz checkpoint "
+                         f"(corrupt, truncated, or holding objects that would need pickle): {e}") from None
+    # a .npy file loads as a plain array, which is not a context manager: check before `with`
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{str(path)!r} is not an .npz checkpoint: it holds a single array")
+    try:
+        with archive:
+            return {key: archive[key] for key in archive.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise ValueError(f"{str(path)!r} is not a readable .npz checkpoint "
                          f"(corrupt, truncated, or holding objects that would need pickle): {e}") from None
 
 
-def _walk(value, name):
-    """Yield (name, Parameter) for everything reachable through attributes, lists, tuples and dicts."""
+def _walk(value, name, visiting):
+    """Yield (name, Parameter) for everything reachable through attributes, lists, tuples and dicts.
+
+    ``visiting`` holds the containers on the current path, so that a module that
+    refers back to its parent does not recurse forever.
+    """
     if isinstance(value, Parameter):
         yield name, value
-    elif isinstance(value, Module):
-        for key, item in vars(value).items():
-            if not key.startswith("_"):
-                yield from _walk(item, f"{name}.{key}" if name else key)
+        return
+    if isinstance(value, Module):
+        items = ((key, item) for key, item in vars(value).items() if not key.startswith("_"))
     elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            yield from _walk(item, f"{name}.{i}" if name else str(i))
+        items = ((str(i), item) for i, item in enumerate(value))
     elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _walk(item, f"{name}.{key}" if name else str(key))
+        items = ((str(key), item) for key, item in value.items())
+    else:
+        return
+    if id(value) in visiting:
+        return
+    visiting.add(id(value))
+    for key, item in items:
+        yield from _walk(item, f"{name}.{key}" if name else key, visiting)
+    visiting.discard(id(value))
