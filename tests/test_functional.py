@@ -21,6 +21,7 @@ from hypothesis.extra import numpy as hnp
 import tinygrad_rnn as tg
 from tinygrad_rnn import Tensor
 from tinygrad_rnn import functional as F
+from tinygrad_rnn import fused
 
 import strategies as S
 from strategies import covers
@@ -115,6 +116,28 @@ def test_cross_entropy(case, reduction, target_form):
 def test_mse_loss(pair, reduction):
     # the target may need a gradient too (e.g. matching two networks' outputs)
     check(lambda p, t: F.mse_loss(p, t, reduction=reduction), *pair)
+
+
+@covers("fused.tanh")
+@given(S.any_array(S.floats(-5.0, 5.0)))
+def test_fused_tanh(x):
+    with fused.enabled():
+        check(F.tanh, x)
+
+
+@covers("fused.sigmoid")
+@given(S.any_array(S.floats(-8.0, 8.0)))
+def test_fused_sigmoid(x):
+    with fused.enabled():
+        check(F.sigmoid, x)
+
+
+@covers("fused.cross_entropy")
+@given(S.cross_entropy_case(), st.sampled_from(["mean", "sum", "none"]))
+def test_fused_cross_entropy(case, reduction):
+    logits, target, axis = case
+    with fused.enabled():
+        check(lambda t: F.cross_entropy(t, target, axis=axis, reduction=reduction), logits)
 
 
 def test_cross_entropy_matches_its_definition():

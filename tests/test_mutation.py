@@ -14,7 +14,7 @@ import pytest
 
 import tinygrad_rnn as tg
 import tinygrad_rnn.tensor as engine
-from tinygrad_rnn import GradcheckError, Tensor
+from tinygrad_rnn import GradcheckError, Tensor, fused
 
 import test_functional as tf
 import test_ops_gradients as to
@@ -31,7 +31,7 @@ def scaled_backward(make, factor, only=None):
     @functools.wraps(make)
     def broken(*args, **kwargs):
         out = make(*args, **kwargs)
-        right = out._backward
+        right = getattr(out, "_backward", None)   # (a fused function may return None: not handled)
         if right is None:
             return out
 
@@ -90,6 +90,10 @@ CASES = [
     (Tensor, "exp", None, tf.test_softmax),
     (Tensor, "log", None, tf.test_log_softmax),
     (Tensor, "__getitem__", None, tf.test_cross_entropy),
+    # the opt-in fused versions have a backward of their own
+    (fused, "tanh", None, tf.test_fused_tanh),
+    (fused, "sigmoid", None, tf.test_fused_sigmoid),
+    (fused, "cross_entropy", None, tf.test_fused_cross_entropy),
 ]
 
 
