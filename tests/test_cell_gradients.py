@@ -1,0 +1,201 @@
+"""Recurrent cells unrolled over several steps: autograd against central finite differences (float64).
+
+Every check covers every parameter, the inputs and the initial state.  Tolerance: an element
+passes when |autograd - numeric| <= 1e-7 + 1e-5 * |numeric|, with eps = 1e-6 (truncation error
+~eps^2, rounding ~1e-16/eps: both far below the tolerance for these smooth functions).
+"""
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from tinygrad_rnn import Tensor, concat, gradcheck, gradcheck_report, nn
+from tinygrad_rnn import functional as F
+
+TOL = dict(eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def _randomise(cell, rng, scale=0.5):
+    """Non-zero biases too, so that their gradients are not checked at a special point."""
+    for p in cell.parameters():
+        p.data[...] = rng.standard_normal(p.shape) * scale
+
+
+def _inputs(rng, batch, steps, features, hidden, pairs=1):
+    xs = Tensor(rng.standard_normal((batch, steps, features)), requires_grad=True, name="xs")
+    states = [Tensor(rng.standard_normal((batch, hidden)) * 0.5, requires_grad=True, name=f"s{i}")
+              for i in range(pairs)]
+    return xs, states
+
+
+def _flat(*tensors):
+    return concat([t.reshape(-1) for t in tensors])
+
+
+def check_rnn(batch, steps, features, hidden, nonlinearity, seed, guard=assume):
+    rng = np.random.default_rng(seed)
+    cell = nn.RNNCell(features, hidden, nonlinearity, rng=rng)
+    _randomise(cell, rng)
+    xs, (h0,) = _inputs(rng, batch, steps, features, hidden)
+    if nonlinearity == "relu":
+        # relu has a kink at 0: finite differences are only meaningful away from it
+        h, margin = h0.data, np.inf
+        for t in range(steps):
+            a = xs.data[:, t] @ cell.Wx.data + h @ cell.Wh.data + cell.b.data
+            margin = min(margin, np.abs(a).min())
+            h = np.maximum(a, 0)
+        guard(margin > 1e-3)
+
+    def fn(xs, h0):
+        hs, last = nn.unroll(cell, xs, h0)
+        return _flat(hs, last)
+    return gradcheck(fn, xs, h0, params=dict(cell.named_parameters()), **TOL)
+
+
+def check_lstm(batch, steps, features, hidden, seed):
+    rng = np.random.default_rng(seed)
+    cell = nn.LSTMCell(features, hidden, rng=rng)
+    _randomise(cell, rng)
+    xs, (h0, c0) = _inputs(rng, batch, steps, features, hidden, pairs=2)
+
+    def fn(xs, h0, c0):
+        hs, (h, c) = nn.unroll(cell, xs, (h0, c0))
+        return _flat(hs, c)           # the final cell state takes part as well
+    return gradcheck(fn, xs, h0, c0, params=dict(cell.named_parameters()), **TOL)
+
+
+def check_gru(batch, steps, features, hidden, seed):
+    rng = np.random.default_rng(seed)
+    cell = nn.GRUCell(features, hidden, rng=rng)
+    _randomise(cell, rng)
+    xs, (h0,) = _inputs(rng, batch, steps, features, hidden)
+
+    def fn(xs, h0):
+        hs, last = nn.unroll(cell, xs, h0)
+        return hs
+    return gradcheck(fn, xs, h0, params=dict(cell.named_parameters()), **TOL)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_rnn_cell_gradients_over_five_steps(nonlinearity):
+    seed = 0 if nonlinearity == "tanh" else 4
+    def must_hold(condition):
+        assert condition, "the fixed example must stay away from relu's kink"
+    assert check_rnn(batch=2, steps=5, features=3, hidden=4, nonlinearity=nonlinearity, seed=seed,
+                     guard=must_hold)
+
+
+def test_lstm_cell_gradients_over_five_steps():
+    assert check_lstm(batch=2, steps=5, features=3, hidden=4, seed=1)
+
+
+def test_gru_cell_gradients_over_five_steps():
+    assert check_gru(batch=2, steps=5, features=3, hidden=4, seed=2)
+
+
+def test_the_report_covers_every_parameter_input_and_state():
+    rng = np.random.default_rng(0)
+    cell = nn.LSTMCell(2, 3, rng=rng)
+    _randomise(cell, rng)
+    xs, (h0, c0) = _inputs(rng, 1, 3, 2, 3, pairs=2)
+    report = gradcheck_report(lambda xs, h0, c0: nn.unroll(cell, xs, (h0, c0))[0], xs, h0, c0,
+                              params=dict(cell.named_parameters()), **TOL)
+    assert report.passed
+    for name in ["xs", "s0", "s1", "Wx", "Wh", "b"]:
+        assert report[name] is not None
+
+
+def test_a_wrong_gradient_is_caught():
+    # the check itself must be able to fail: a cell whose backward is deliberately wrong
+    rng = np.random.default_rng(0)
+    cell = nn.RNNCell(2, 3, rng=rng)
+    _randomise(cell, rng)
+    xs, (h0,) = _inputs(rng, 1, 3, 2, 3)
+
+    def wrong_cell(x, h):
+        a = x @ cell.Wx + h @ cell.Wh + cell.b
+        # forward is tanh(a); the detached term makes autograd miss d/d(a) of 0.01 * a^2
+        return F.tanh(a) + 0.01 * a.detach() * a - 0.01 * (a * a).detach()
+    report = gradcheck_report(lambda xs, h0: nn.unroll(wrong_cell, xs, h0)[0], xs, h0,
+                              params=dict(cell.named_parameters()), **TOL)
+    assert not report.passed
+
+
+sizes = dict(batch=st.integers(1, 2), steps=st.integers(1, 3), features=st.integers(1, 3),
+             hidden=st.integers(1, 3), seed=st.integers(0, 2 ** 16))
+
+
+@given(**sizes, nonlinearity=st.sampled_from(["tanh", "relu"]))
+def test_rnn_cell_gradients_property(batch, steps, features, hidden, seed, nonlinearity):
+    assert check_rnn(batch, steps, features, hidden, nonlinearity, seed)
+
+
+@given(**sizes)
+def test_lstm_cell_gradients_property(batch, steps, features, hidden, seed):
+    assert check_lstm(batch, steps, features, hidden, seed)
+
+
+@given(**sizes)
+def test_gru_cell_gradients_property(batch, steps, features, hidden, seed):
+    assert check_gru(batch, steps, features, hidden, seed)
+
+
+def make_mgu(features, hidden, rng):
+    """A minimal gated unit written as a plain function: a closure over its Parameters."""
+    Wf = nn.Parameter(rng.standard_normal((features, hidden)) * 0.5)
+    Uf = nn.Parameter(rng.standard_normal((hidden, hidden)) * 0.5)
+    bf = nn.Parameter(rng.standard_normal(hidden) * 0.5)
+    Wn = nn.Parameter(rng.standard_normal((features, hidden)) * 0.5)
+    Un = nn.Parameter(rng.standard_normal((hidden, hidden)) * 0.5)
+
+    def mgu(x, h):
+        if h is None:                          # unroll passes None first when no state is given
+            h = Tensor(np.zeros((x.shape[0], hidden)))
+        f = F.sigmoid(x @ Wf + h @ Uf + bf)
+        n = F.tanh(x @ Wn + (f * h) @ Un)
+        return (1 - f) * h + f * n
+    return [Wf, Uf, bf, Wn, Un], mgu
+
+
+def test_a_plain_function_cell_gradients_through_unroll_and_rnn():
+    rng = np.random.default_rng(5)
+    params, mgu = make_mgu(3, 4, rng)
+    xs, (h0,) = _inputs(rng, 2, 4, 3, 4)
+    named = {f"p{i}": p for i, p in enumerate(params)}
+    assert gradcheck(lambda xs, h0: nn.unroll(mgu, xs, h0)[0], xs, h0, params=named, **TOL)
+    # from no state at all (the function builds its zeros)
+    assert gradcheck(lambda xs: nn.unroll(mgu, xs)[0], xs, params=named, **TOL)
+
+    rnn = nn.RNN(mgu, params=params)
+    assert all(a is b for a, b in zip(rnn.parameters(), params)) and len(rnn.parameters()) == 5
+    assert [n for n, _ in rnn.named_parameters()] == [f"params.{i}" for i in range(5)]
+    assert gradcheck(lambda xs, h0: rnn(xs, h0)[0], xs, h0, params=dict(rnn.named_parameters()), **TOL)
+    hs, last = rnn(xs, h0)
+    np.testing.assert_array_equal(hs.data, nn.unroll(mgu, xs, h0)[0].data)
+    assert last is not None and hs.shape == (2, 4, 4)
+
+
+def test_a_function_cell_with_a_tuple_state():
+    rng = np.random.default_rng(6)
+    W = nn.Parameter(rng.standard_normal((2, 3)))
+    U = nn.Parameter(rng.standard_normal((3, 3)) * 0.5)
+
+    def two_track(x, state):
+        fast, slow = state
+        fast = F.tanh(x @ W + fast @ U)
+        return fast, 0.9 * slow + 0.1 * fast
+    xs, (a0, b0) = _inputs(rng, 2, 4, 2, 3, pairs=2)
+
+    def fn(xs, a0, b0):
+        hs, (fast, slow) = nn.unroll(two_track, xs, (a0, b0))
+        return _flat(hs, slow)
+    assert gradcheck(fn, xs, a0, b0, params={"W": W, "U": U}, **TOL)
+    hs, (fast, slow) = nn.unroll(two_track, xs, (a0, b0))
+    np.testing.assert_array_equal(hs.data[:, -1], fast.data)
+
+
+def test_rnn_params_must_be_parameters():
+    with pytest.raises(TypeError, match="Parameters"):
+        nn.RNN(lambda x, h: h, params=[np.ones(3)])
+    with pytest.raises(TypeError, match="callable"):
+        nn.RNN("not a cell")
