@@ -210,3 +210,48 @@ def cross_entropy_case(draw, probabilities=None):
         return logits, target, axis
     raw = draw(arrays(shape, floats(0.01, 1.0)))
     return logits, raw / raw.sum(axis=axis, keepdims=True), axis
+
+
+# ---------------------------------------------------------------- used by the test_prop_* files
+def seeds():
+    """A seed for a numpy Generator (cotangents, random conditions); shrinks towards 0."""
+    return st.integers(0, 2**32 - 1)
+
+
+@st.composite
+def array_and_one_axis(draw, elements=None, min_dims=1):
+    """An array with at least ``min_dims`` axes and one valid axis (negative too), for softmax-like functions."""
+    x = draw(any_array(elements, min_dims=min_dims))
+    return x, draw(st.integers(-x.ndim, x.ndim - 1))
+
+
+def whole_range(width=64):
+    """Any float of that width: huge, tiny, subnormal, signed zeros, +-inf (no NaN), and the
+    interesting points where exp or 2x would overflow listed explicitly so they are always tried."""
+    info = np.finfo(np.float64 if width == 64 else np.float32)
+    top, sub = float(info.max), float(info.smallest_subnormal)
+    special = [0.0, -0.0, np.inf, -np.inf, top, -top, top / 2, -top / 2, sub, -sub,
+               float(info.tiny), 1.0, -1.0, 20.0, -20.0, 88.75, -88.75, 89.0, -104.0, 710.0, -710.0, 746.0, -746.0]
+    if width == 32:
+        special = [v for v in special if not np.isfinite(v) or abs(v) <= top]
+    return st.one_of(st.sampled_from(special),
+                     st.floats(-40.0, 40.0, width=width),
+                     st.floats(allow_nan=False, allow_infinity=True, width=width))
+
+
+def whole_range_arrays(dtype=np.float64, max_dims=2, max_side=4):
+    width = 64 if np.dtype(dtype) == np.float64 else 32
+    return hnp.arrays(dtype, shapes(max_dims=max_dims, max_side=max_side), elements=whole_range(width))
+
+
+@st.composite
+def distinct_array_and_axis(draw):
+    """Distinct values on a 0.1 grid (the maximum is unique and 0.1 clear of the runner-up) and an
+    ``axis`` argument: None, an int or a tuple."""
+    x = draw(hnp.arrays(np.float64, shapes(), elements=grid(), unique=True))
+    kind = draw(st.sampled_from(["none", "int", "tuple"]))
+    if kind == "none" or x.ndim == 0:
+        return x, None
+    if kind == "int":
+        return x, draw(st.integers(-x.ndim, x.ndim - 1))
+    return x, draw(hnp.valid_tuple_axes(x.ndim, min_size=1))

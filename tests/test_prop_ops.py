@@ -1,0 +1,351 @@
+"""Property: for every differentiable Tensor operation, autograd equals central differences.
+
+How each example is checked (``check``): the operation's output ``y = fn(x0, x1, ...)``
+gets a random cotangent ``v`` (standard normal, the output's shape), autograd computes
+``y.backward(grad=v)``, and ``tinygrad_rnn.numerical_grad`` differentiates the scalar
+``sum(fn(...) * v)`` by central differences.  Both are vector-Jacobian products, so
+every output element takes part with a different weight and ``backward(grad=...)``
+is exercised as well.
+
+Tolerances, float64: an element passes when
+``|autograd - numeric| <= ATOL + RTOL * |numeric|`` with step ``EPS = 1e-6``,
+``ATOL = 1e-6`` and ``RTOL = 1e-4``.  Inputs have at most 3 axes of at most 3
+elements and magnitudes of at most ~30, so the finite-difference error is far below
+these tolerances, and a gradient that is off by 0.1 % fails
+(``test_suite_catches_bugs.py`` shows that it does).
+
+``GRADIENT_TESTS`` maps each public operation to the tests that differentiate it;
+``test_op_coverage.py`` fails when a public operation has no entry.
+"""
+import numpy as np
+from hypothesis import given, strategies as st
+
+import tinygrad_rnn as tg
+from tinygrad_rnn import Tensor
+
+import strategies as S
+
+EPS, ATOL, RTOL = 1e-6, 1e-6, 1e-4
+
+GRADIENT_TESTS = {}   # "Tensor.__add__", "concat", ... -> [test functions]
+
+
+def gradient_test(*ops):
+    """Register the decorated test as a gradient property test of the operations ``ops``."""
+    def register(test):
+        for op in ops:
+            GRADIENT_TESTS.setdefault(op, []).append(test)
+        return test
+    return register
+
+
+def leaf(a, name=None):
+    return Tensor(np.array(a, dtype=np.float64), requires_grad=True, name=name)
+
+
+def check(fn, *arrays, seed=0):
+    """Autograd's vector-Jacobian product of ``fn`` at ``arrays`` equals the central-difference one."""
+    xs = [leaf(a, f"x{i}") for i, a in enumerate(arrays)]
+    out = fn(*xs)
+    assert isinstance(out, Tensor) and out.dtype == np.float64
+    assert out.requires_grad, "the result of an operation on tensors that require grad must require grad"
+    v = np.random.default_rng(seed).standard_normal(out.shape)
+    out.backward(grad=v)
+    analytic = [np.zeros_like(x.data) if x.grad is None else x.grad for x in xs]
+    probes = [leaf(a) for a in arrays]   # fresh leaves: perturbed in place by numerical_grad
+    numeric = tg.numerical_grad(lambda *ts: (fn(*ts) * v).sum(), *probes, eps=EPS)
+    assert len(numeric) == len(xs)
+    for x, a, n in zip(xs, analytic, numeric):
+        assert a.shape == x.shape and a.dtype == np.float64, (x.name, a.shape, a.dtype, x.shape)
+        np.testing.assert_allclose(a, n, rtol=RTOL, atol=ATOL,
+                                   err_msg=f"gradient of {x.name} (shape {x.shape}): autograd vs numeric")
+
+
+# ---------------------------------------------------------------- arithmetic
+@gradient_test("Tensor.__add__")
+@given(S.broadcast_pair(), S.seeds())
+def test_add(pair, seed):
+    check(lambda a, b: a + b, *pair, seed=seed)
+
+
+@gradient_test("Tensor.__sub__")
+@given(S.broadcast_pair(), S.seeds())
+def test_sub(pair, seed):
+    check(lambda a, b: a - b, *pair, seed=seed)
+
+
+@gradient_test("Tensor.__mul__")
+@given(S.broadcast_pair(), S.seeds())
+def test_mul(pair, seed):
+    check(lambda a, b: a * b, *pair, seed=seed)
+
+
+@gradient_test("Tensor.__truediv__")
+@given(S.broadcast_pair(right=S.away_from_zero(0.5, 3.0)), S.seeds())
+def test_div(pair, seed):
+    check(lambda a, b: a / b, *pair, seed=seed)
+
+
+@gradient_test("Tensor.__neg__")
+@given(S.any_array(), S.seeds())
+def test_neg(x, seed):
+    check(lambda t: -t, x, seed=seed)
+
+
+@st.composite
+def number_power(draw):
+    """An exponent and a base that suits it: fractional powers need x > 0, negative ones x != 0."""
+    p = draw(st.sampled_from([2.0, 0.0, 1.0, 3.0, -1.0, -2.0, 0.5, 1.5, -0.5, 2]))
+    if p != int(p):
+        elements = S.floats(0.2, 3.0)
+    elif p < 0:
+        elements = S.away_from_zero(0.3, 3.0)
+    else:
+        elements = S.floats(-3.0, 3.0)
+    return draw(S.any_array(elements)), p
+
+
+@gradient_test("Tensor.__pow__")
+@given(number_power(), S.seeds())
+def test_pow_by_number(case, seed):
+    x, p = case
+    check(lambda t: t ** p, x, seed=seed)
+
+
+@gradient_test("Tensor.__pow__")
+@given(S.broadcast_pair(left=S.floats(0.2, 3.0), right=S.floats(-2.0, 2.0)), S.seeds())
+def test_pow_by_tensor(pair, seed):
+    check(lambda a, b: a ** b, *pair, seed=seed)
+
+
+@gradient_test("Tensor.__rpow__")
+@given(S.floats(0.2, 3.0), S.any_array(S.floats(-2.0, 2.0)), S.seeds())
+def test_rpow_number_to_a_tensor_power(base, x, seed):
+    check(lambda t: base ** t, x, seed=seed)
+
+
+REFLECTED = {"c + x": lambda c, t: c + t, "c - x": lambda c, t: c - t,
+             "c * x": lambda c, t: c * t, "c / x": lambda c, t: c / t}
+
+
+@gradient_test("Tensor.__radd__", "Tensor.__rsub__", "Tensor.__rmul__", "Tensor.__rtruediv__")
+@given(S.any_array(S.away_from_zero(0.5, 3.0)), S.away_from_zero(0.5, 3.0), st.sampled_from(sorted(REFLECTED)),
+       st.booleans(), S.seeds())
+def test_reflected_with_a_number_or_array_on_the_left(x, c, form, as_array, seed):
+    left = np.full(x.shape[-1:], c) if as_array else c   # an ndarray on the left takes the reflected path too
+    check(lambda t: REFLECTED[form](left, t), x, seed=seed)
+
+
+# ---------------------------------------------------------------- matmul
+@gradient_test("Tensor.__matmul__")
+@given(S.matmul_pair(), S.seeds())
+def test_matmul(pair, seed):
+    """1-D @ 1-D, 1-D @ 2-D, 2-D @ 1-D, 2-D @ 2-D and batched with broadcast batch axes."""
+    check(lambda a, b: a @ b, *pair, seed=seed)
+
+
+@gradient_test("Tensor.__matmul__")
+@given(S.batched_matmul_pair(), S.seeds())
+def test_matmul_batched_and_broadcast(pair, seed):
+    check(lambda a, b: a @ b, *pair, seed=seed)
+
+
+@gradient_test("Tensor.__rmatmul__")
+@given(S.matmul_pair(), S.seeds())
+def test_rmatmul_array_at_tensor(pair, seed):
+    a, b = pair
+    check(lambda t: a @ t, b, seed=seed)
+
+
+# ---------------------------------------------------------------- elementwise
+@gradient_test("Tensor.exp")
+@given(S.any_array(), S.seeds())
+def test_exp(x, seed):
+    check(lambda t: t.exp(), x, seed=seed)
+
+
+@gradient_test("Tensor.expm1")
+@given(S.any_array(), S.seeds())
+def test_expm1(x, seed):
+    check(lambda t: t.expm1(), x, seed=seed)
+
+
+@gradient_test("Tensor.log")
+@given(S.any_array(S.floats(0.1, 5.0)), S.seeds())
+def test_log(x, seed):
+    check(lambda t: t.log(), x, seed=seed)
+
+
+@gradient_test("Tensor.sqrt")
+@given(S.any_array(S.floats(0.1, 5.0)), S.seeds())
+def test_sqrt(x, seed):
+    check(lambda t: t.sqrt(), x, seed=seed)
+
+
+@gradient_test("Tensor.abs")
+@given(S.any_array(S.away_from_zero(0.05, 3.0)), S.seeds())
+def test_abs(x, seed):
+    check(lambda t: t.abs(), x, seed=seed)
+
+
+@gradient_test("Tensor.clip")
+@given(S.clip_case(), S.seeds())
+def test_clip_number_bounds_one_or_both_sided(case, seed):
+    x, lo, hi = case
+    check(lambda t: t.clip(lo, hi), x, seed=seed)
+
+
+@gradient_test("Tensor.clip")
+@given(S.clip_case(array_bounds=True), st.booleans(), S.seeds())
+def test_clip_array_bounds(case, as_tensors, seed):
+    x, lo, hi = case
+    if as_tensors:
+        lo = None if lo is None else Tensor(lo)
+        hi = None if hi is None else Tensor(hi)
+    check(lambda t: t.clip(lo, hi), x, seed=seed)
+
+
+# ---------------------------------------------------------------- reductions
+@gradient_test("Tensor.sum")
+@given(S.array_and_axis(), st.booleans(), S.seeds())
+def test_sum(case, keepdims, seed):
+    x, axis = case
+    check(lambda t: t.sum(axis=axis, keepdims=keepdims), x, seed=seed)
+
+
+@gradient_test("Tensor.mean")
+@given(S.array_and_axis(), st.booleans(), S.seeds())
+def test_mean(case, keepdims, seed):
+    x, axis = case
+    check(lambda t: t.mean(axis=axis, keepdims=keepdims), x, seed=seed)
+
+
+@gradient_test("Tensor.max")
+@given(S.distinct_array_and_axis(), st.booleans(), S.seeds())
+def test_max(case, keepdims, seed):
+    x, axis = case
+    check(lambda t: t.max(axis=axis, keepdims=keepdims), x, seed=seed)
+
+
+# ---------------------------------------------------------------- shape
+@gradient_test("Tensor.reshape")
+@given(S.array_and_new_shape(), st.booleans(), S.seeds())
+def test_reshape(case, as_tuple, seed):
+    x, shape = case
+    check((lambda t: t.reshape(shape)) if as_tuple else (lambda t: t.reshape(*shape)), x, seed=seed)
+
+
+@gradient_test("Tensor.transpose")
+@given(S.array_and_permutation(), st.sampled_from(["tuple", "args", "none"]), S.seeds())
+def test_transpose(case, form, seed):
+    x, axes = case
+    fn = {"tuple": lambda t: t.transpose(axes), "args": lambda t: t.transpose(*axes),
+          "none": lambda t: t.transpose()}[form]
+    check(fn, x, seed=seed)
+
+
+@gradient_test("Tensor.T")
+@given(S.any_array(), S.seeds())
+def test_T(x, seed):
+    check(lambda t: t.T, x, seed=seed)
+
+
+@gradient_test("Tensor.__getitem__")
+@given(S.array_and_basic_index(), S.seeds())
+def test_getitem_basic_slices(case, seed):
+    x, idx = case
+    check(lambda t: t[idx], x, seed=seed)
+
+
+@gradient_test("Tensor.__getitem__")
+@given(S.array_and_integer_index(), st.sampled_from(["array", "list", "tensor"]), S.seeds())
+def test_getitem_integer_arrays_with_repeated_indices(case, form, seed):
+    x, idx = case
+    if form == "list":
+        idx = tuple(i.tolist() for i in idx)
+    elif form == "tensor":
+        idx = tuple(Tensor(i) for i in idx)
+    check(lambda t: t[idx], x, seed=seed)
+
+
+@gradient_test("Tensor.__getitem__")
+@given(S.array_and_mixed_index(), S.seeds())
+def test_getitem_slice_with_integer_list(case, seed):
+    x, idx = case
+    check(lambda t: t[idx], x, seed=seed)
+
+
+@gradient_test("Tensor.__getitem__")
+@given(S.array_and_mask(), st.booleans(), S.seeds())
+def test_getitem_boolean_mask(case, as_tensor, seed):
+    x, mask = case
+    m = Tensor(mask) if as_tensor else mask
+    check(lambda t: t[m], x, seed=seed)
+
+
+@gradient_test("Tensor.__getitem__")
+@given(S.any_array(max_dims=1), st.sampled_from(["()", "...", "None", "int", "-1"]), S.seeds())
+def test_getitem_zero_d(x, form, seed):
+    """Indexing a 0-d tensor, and integer indexing that yields a 0-d result."""
+    if x.ndim == 0:
+        idx = {"()": (), "...": Ellipsis, "None": None}.get(form, ())
+    else:
+        idx = {"int": 0, "-1": -1}.get(form, x.shape[0] - 1)
+    check(lambda t: t[idx], x, seed=seed)
+
+
+# ---------------------------------------------------------------- several tensors
+@gradient_test("concat")
+@given(S.arrays_to_join(), st.booleans(), S.seeds())
+def test_concat(case, with_constant, seed):
+    arrays, axis = case
+    if with_constant:   # a plain array among the tensors takes no gradient
+        const = arrays[0] * 0.5
+        check(lambda *ts: tg.concat([const, *ts], axis=axis), *arrays, seed=seed)
+    else:
+        check(lambda *ts: tg.concat(list(ts), axis=axis), *arrays, seed=seed)
+
+
+@gradient_test("stack")
+@given(S.arrays_to_join(same_shape=True), S.seeds())
+def test_stack(case, seed):
+    arrays, axis = case
+    check(lambda *ts: tg.stack(list(ts), axis=axis), *arrays, seed=seed)
+
+
+@gradient_test("where")
+@given(S.broadcast_pair(num_shapes=3), S.seeds(), st.booleans())
+def test_where(arrays, seed, cond_tensor):
+    a, b, c = arrays
+    cond = np.random.default_rng(seed + 1).random(c.shape) < 0.5   # the condition broadcasts too
+    cond = Tensor(cond) if cond_tensor else cond
+    check(lambda x, y: tg.where(cond, x, y), a, b, seed=seed)
+
+
+@gradient_test("where")
+@given(S.any_array(), S.floats(), st.booleans(), S.seeds())
+def test_where_with_a_number(x, c, number_first, seed):
+    cond = x > 0
+    check((lambda t: tg.where(cond, c, t)) if number_first else (lambda t: tg.where(cond, t, c)), x, seed=seed)
+
+
+# ---------------------------------------------------------------- compositions of operations
+@given(S.broadcast_pair(right=S.away_from_zero(0.5, 2.0)), S.seeds())
+def test_an_input_used_many_times_accumulates(pair, seed):
+    check(lambda x, y: (x * x + x * y - y / (1.0 + x * x)) * x - (x @ x.T if x.ndim == 2 else x).sum() / y,
+          *pair, seed=seed)
+
+
+def test_check_itself_fails_on_a_wrong_gradient():
+    """A control: ``check`` is not vacuous (a node whose backward is twice too large fails it)."""
+    def doubled(t):
+        out = t * 1.0
+        right = out._backward
+        out._backward = lambda g: right(2 * g)
+        return out
+    try:
+        check(doubled, np.array([1.0, -2.0]))
+    except AssertionError as e:
+        assert "autograd vs numeric" in str(e)
+    else:
+        raise AssertionError("check passed a gradient that is twice too large")
