@@ -361,7 +361,10 @@ class Tensor:
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False):
         shape = self.shape
-        out = np.asarray(self.data.sum(axis=axis, keepdims=keepdims))
+        try:
+            out = np.asarray(self.data.sum(axis=axis, keepdims=keepdims))
+        except ValueError as e:  # numpy's AxisError names neither the operation nor the shape
+            raise ValueError(f"sum: axis {axis!r} does not fit shape {shape}: {e}") from None
 
         def backward(g):
             if axis is not None and not keepdims:
@@ -378,7 +381,10 @@ class Tensor:
     def max(self, axis=None, keepdims=False):
         """Maximum; where several elements tie, the gradient is shared equally among them."""
         x = self.data
-        top = x.max(axis=axis, keepdims=True)
+        try:
+            top = x.max(axis=axis, keepdims=True)
+        except ValueError as e:  # numpy's AxisError names neither the operation nor the shape
+            raise ValueError(f"max: axis {axis!r} does not fit shape {x.shape}: {e}") from None
         out = top if keepdims else np.asarray(np.squeeze(top, axis=axis))
 
         def backward(g):
