@@ -357,3 +357,29 @@ def test_gradcheck_embedding_with_repeated_indices():
     emb.zero_grad()
     emb(idx).sum().backward()
     np.testing.assert_array_equal(emb.W.grad[:, 0], [1, 3, 0, 2, 0])
+
+
+@pytest.mark.parametrize("make", [lambda: nn.RNNCell(3, 4, "relu", rng=0), lambda: nn.LSTMCell(3, 4, rng=0),
+                                  lambda: nn.GRUCell(3, 4, rng=0)])
+def test_torch_weight_converters_work_from_numpy_dicts_without_torch(make):
+    # the PyTorch layout (weight_ih (gates*H, D) ...) as plain numpy arrays: no torch needed
+    cell = make()
+    rng = np.random.default_rng(0)
+    for p in cell.parameters():
+        p.data[...] = rng.standard_normal(p.shape)
+    d = nn.to_torch_state_dict(cell)
+    rows = cell.Wx.shape[1]                      # gates * hidden_size
+    assert d["weight_ih"].shape == (rows, 3) and d["weight_hh"].shape == (rows, 4)
+    np.testing.assert_array_equal(d["weight_ih"], cell.Wx.data.T)
+    kwargs = {"nonlinearity": "relu"} if isinstance(cell, nn.RNNCell) else {}
+    again = nn.from_torch_cell(d, **kwargs)
+    assert type(again) is type(cell) and getattr(again, "nonlinearity", "relu") == "relu"
+    for (n, p), (_, q) in zip(cell.named_parameters(), again.named_parameters()):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=n)
+    if not isinstance(cell, nn.GRUCell):
+        # one bias in ours: PyTorch's two are summed on the way in
+        d["bias_hh"] = np.full_like(d["bias_hh"], 0.25)
+        np.testing.assert_array_equal(nn.from_torch_cell(d, **kwargs).b.data, cell.b.data + 0.25)
+    d["extra"] = np.zeros(2)
+    with pytest.raises(KeyError, match="extra"):
+        nn.from_torch_cell(d, **kwargs)
