@@ -199,3 +199,19 @@ def test_rnn_params_must_be_parameters():
         nn.RNN(lambda x, h: h, params=[np.ones(3)])
     with pytest.raises(TypeError, match="callable"):
         nn.RNN("not a cell")
+
+
+def test_the_custom_cell_docs_page_runs(tmp_path, monkeypatch, capsys):
+    # docs/custom_cell.md: its python blocks share one namespace, top to bottom, and assert what they show
+    import pathlib
+    import re
+    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "custom_cell.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    assert len(blocks) >= 5
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert "(4, 5, 3) (4, 3)" in printed and "FAIL" in printed and "PASS" in printed
+    assert "['Wx', 'Uf', 'Un', 'b']" in printed
