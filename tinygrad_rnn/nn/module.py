@@ -1,5 +1,4 @@
 """Module and Parameter: finding parameters, zeroing gradients, saving and loading them."""
-import zipfile
 
 import numpy as np
 
@@ -105,7 +104,7 @@ def read_npz(path):
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    except Exception as e:   # numpy's readers raise many types on bad bytes: see below
         raise ValueError(f"{str(path)!r} is not a readable .npz checkpoint "
                          f"(corrupt, truncated, or holding objects that would need pickle): {e}") from None
     # a .npy file loads as a plain array, which is not a context manager: check before `with`
@@ -114,7 +113,10 @@ def read_npz(path):
     try:
         with archive:
             return {key: archive[key] for key in archive.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    except Exception as e:
+        # a damaged archive fails in many ways: BadZipFile, zlib.error (compressed members), ValueError,
+        # SyntaxError or tokenize.TokenError (a mangled array header), EOFError, MemoryError (a huge
+        # shape in a mangled header); each means the same thing to the caller
         raise ValueError(f"{str(path)!r} is not a readable .npz checkpoint "
                          f"(corrupt, truncated, or holding objects that would need pickle): {e}") from None
 
