@@ -159,6 +159,16 @@ def test_save_and_load_npz_round_trip(tmp_path):
         nn.Linear(2, 3).load(str(path))
 
 
+def test_parameter_names_that_are_also_savez_arguments_round_trip(tmp_path):
+    class Awkward(nn.Module):
+        def __init__(self, value):
+            self.file = nn.Parameter(np.full(2, value))
+            self.allow_pickle = nn.Parameter(np.full(3, value))
+    Awkward(1.5).save(tmp_path / "awkward.npz")
+    loaded = Awkward(0.0).load(tmp_path / "awkward.npz")
+    assert (loaded.file.data == 1.5).all() and (loaded.allow_pickle.data == 1.5).all()
+
+
 def test_load_float32_module(tmp_path):
     a = nn.Linear(3, 2, dtype=np.float32, rng=0)
     a.save(tmp_path / "a.npz")

@@ -1,4 +1,5 @@
 """Module and Parameter: finding parameters, zeroing gradients, saving and loading them."""
+import zipfile
 
 import numpy as np
 
@@ -87,8 +88,12 @@ class Module:
 
     def save(self, path):
         """Write the parameters to an ``.npz`` file at exactly ``path``."""
-        with open(path, "wb") as f:
-            np.savez(f, **self.state_dict())
+        # written member by member as np.savez does, but without passing names as keyword arguments:
+        # a parameter called "file" or "allow_pickle" would collide with np.savez's own arguments
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, array in self.state_dict().items():
+                with archive.open(name + ".npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, array, allow_pickle=False)
 
     def load(self, path):
         """Fill this module's parameters from an ``.npz`` written by ``save``; returns the module.
