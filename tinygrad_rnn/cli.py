@@ -85,7 +85,10 @@ def _build_parser():
                    help="clip the gradient norm to this (0: off; default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype, help="default: %(default)s")
-    p.add_argument("--fused", action="store_true", help="use the fused tanh/sigmoid/cross-entropy (faster)")
+    p.add_argument("--no-fused", dest="fused", action="store_false",
+                   help="use the composed tanh/sigmoid/cross-entropy instead of the fused ones (slower)")
+    p.add_argument("--blas-threads", type=_positive_int, default=1,
+                   help="threads for numpy's matrix products (default: %(default)s, fastest for small models)")
     p.add_argument("--out", default="runs/charlm", metavar="DIR",
                    help="where the checkpoint, metrics and plot go (default: %(default)s)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in this checkpoint")
@@ -143,7 +146,8 @@ def _build_parser():
 # ---------------------------------------------------------------------- subcommands
 def _train(args):
     from .data import default_corpus, read_text
-    from .training import TrainConfig, train
+    from .training import TrainConfig, limit_blas_threads, train
+    limit_blas_threads(args.blas_threads)
     text = read_text(args.text) if args.text else default_corpus()
     given = {k: v for k, v in (("epochs", args.epochs), ("max_steps", args.max_steps)) if v is not None}
     if args.resume:
@@ -251,21 +255,21 @@ def _bptt(args):
 
 def _graph(args):
     from .tensor import Tensor
-    from .viz import StepRecorder, retain_all_grads, to_dot
+    from .viz import retain_all_grads, to_dot
     cell = _small_cell(args.cell, args.input_size, args.hidden_size, args.seed)
     rng = np.random.default_rng(args.seed + 1)
     xs = Tensor(rng.normal(size=(1, args.steps, args.input_size)), name="xs")
     state = cell.initial_state(1) if hasattr(cell, "initial_state") else None
-    steps = StepRecorder()
+    hs = []
     for t in range(args.steps):
-        with steps.step(f"t = {t}"):
-            state = cell(xs[:, t], state)
-    h = state[0] if isinstance(state, tuple) else state
+        state = cell(xs[:, t], state)
+        hs.append(state[0] if isinstance(state, (tuple, list)) else state)
+    h = hs[-1]
     loss = (h * h).sum()
     loss.name = "loss"
     retain_all_grads(loss)
     loss.backward(retain_graph=True)
-    dot = to_dot(loss, groups=steps.groups, title=f"{args.cell} cell unrolled over {args.steps} steps")
+    dot = to_dot(loss, steps=hs, title=f"{args.cell} cell unrolled over {args.steps} steps")
     directory = os.path.dirname(args.output)
     if directory:
         os.makedirs(directory, exist_ok=True)

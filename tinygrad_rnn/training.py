@@ -21,7 +21,7 @@ from .nn.module import read_npz
 from .tensor import Tensor, no_grad
 
 __all__ = ["TrainConfig", "CharLM", "make_cell", "train", "evaluate", "sample",
-           "save_checkpoint", "load_checkpoint", "CheckpointError"]
+           "save_checkpoint", "load_checkpoint", "CheckpointError", "limit_blas_threads"]
 
 CHECKPOINT_FORMAT = "tinygrad_rnn.charlm/1"
 
@@ -46,7 +46,7 @@ class TrainConfig:
     seed: int = 0
     valid_fraction: float = 0.1
     dtype: str = "float32"
-    fused: bool = False           # opt-in one-node tanh/sigmoid/cross-entropy
+    fused: bool = True            # one-node tanh/sigmoid/cross-entropy (held to the compositions by tests)
     sample_length: int = 200
     temperature: float = 0.8
 
@@ -121,19 +121,26 @@ def _make_optimizer(params, config):
     return optim.SGD(params, lr=config.lr, momentum=config.momentum)
 
 
-def evaluate(model, ids, seq_len=256):
-    """Perplexity of ``model`` on ``ids``, read in one lane from a zero state (no gradient)."""
+def evaluate(model, ids, seq_len=64, lanes=8):
+    """Perplexity of ``model`` on ``ids`` (no gradient): exp of the mean cross-entropy per character.
+
+    The text is cut into ``lanes`` consecutive pieces read in parallel, each from
+    a zero state carried across chunks of ``seq_len`` steps (one lane per piece of
+    at least 64 characters, so a short text is read in one lane).
+    """
+    ids = np.asarray(ids)
     if len(ids) < 2:
         return float("nan")
+    lanes = max(1, min(lanes, (len(ids) - 1) // 64))
+    width = (len(ids) - 1) // lanes
+    rows = np.arange(lanes)[:, None] * width
     model.rnn.reset_state()
     total, count = 0.0, 0
     with no_grad():
-        for start in range(0, len(ids) - 1, seq_len):
-            x = ids[start:start + seq_len][None]
-            y = ids[start + 1:start + 1 + seq_len][None]
-            x = x[:, :y.shape[1]]
-            loss = F.cross_entropy(model(x), y, reduction="sum")
-            total += loss.item()
+        for start in range(0, width, seq_len):
+            cols = np.arange(start, min(start + seq_len, width))[None, :]
+            x, y = ids[rows + cols], ids[rows + cols + 1]
+            total += F.cross_entropy(model(x), y, reduction="sum").item()
             count += y.size
     model.rnn.reset_state()
     return math.exp(total / count)
@@ -311,6 +318,39 @@ def train(text, config=None, out_dir="runs/charlm", resume=None, progress=True, 
         from .viz import plot_training
         result["plot"] = plot_training(history, os.path.join(out_dir, "training.png"), baseline)
     return result
+
+
+def limit_blas_threads(n):
+    """Ask numpy's BLAS to use ``n`` threads; True if it could (best effort, never an error).
+
+    The matrices of a small recurrent model are tiny, and BLAS threads that spin
+    while waiting for a busy core can make each step many times slower on a
+    loaded machine; one thread is the safe choice for this workload.  Uses
+    threadpoolctl when it is installed, otherwise the OpenBLAS that numpy's
+    wheels ship.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        pass
+    else:
+        threadpool_limits(int(n), user_api="blas")
+        return True
+    import ctypes
+    import glob
+    libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in glob.glob(os.path.join(libdir, "*openblas*")):
+        try:
+            lib = ctypes.CDLL(path)   # the library numpy already loaded: same handle
+        except OSError:
+            continue
+        for symbol in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                       "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            setter = getattr(lib, symbol, None)
+            if setter is not None:
+                setter(int(n))
+                return True
+    return False
 
 
 def _progress_bar(enabled, total, initial):

@@ -4,35 +4,12 @@ The measurements are plain functions returning numbers or text (``to_dot``,
 ``gradient_through_time``); the PNG plots are a thin layer on top that needs
 the optional ``plot`` extra (matplotlib) and returns ``None`` without it.
 """
-import contextlib
-
 import numpy as np
 
-from . import tensor as _engine
 from .tensor import Tensor
 
-__all__ = ["StepRecorder", "to_dot", "retain_all_grads", "gradient_through_time",
+__all__ = ["to_dot", "step_groups", "retain_all_grads", "gradient_through_time",
            "plot_training", "plot_gradient_norms"]
-
-
-class StepRecorder:
-    """Remembers which operations each time step created, so that ``to_dot`` can group them::
-
-        steps = StepRecorder()
-        for t in range(T):
-            with steps.step(f"t = {t}"):
-                h = cell(xs[:, t], h)
-        dot = to_dot(loss, groups=steps.groups)
-    """
-
-    def __init__(self):
-        self.groups = []
-
-    @contextlib.contextmanager
-    def step(self, label):
-        first = next(_engine._creation_counter)   # nodes are numbered in creation order
-        yield
-        self.groups.append((str(label), first, next(_engine._creation_counter)))
 
 
 def _graph(root):
@@ -54,21 +31,47 @@ def retain_all_grads(root):
 
 
 def _quote(text):
-    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # DOT strings: backslash and quote escaped, line breaks as DOT's own \n
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def to_dot(root, groups=None, title=None):
+def step_groups(root, steps):
+    """``{id(node): label}``: the time step each operation under ``root`` belongs to.
+
+    ``steps`` is a list of Tensors, one per time step (say each step's new hidden
+    state), labelled ``t = 0, 1, ...``, or a dict ``{tensor: label}`` in time
+    order.  An operation belongs to the first step whose tensor depends on it;
+    leaves (parameters, inputs) belong to no step, since every step shares them.
+    """
+    items = list(steps.items()) if isinstance(steps, dict) else [(s, f"t = {i}") for i, s in enumerate(steps)]
+    owner = {}
+    for tensor, label in items:
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"steps: expected Tensors, got {type(tensor).__name__}")
+        stack = [tensor] if id(tensor) not in owner else []
+        while stack:
+            node = stack.pop()
+            if node._parents and id(node) not in owner:
+                owner[id(node)] = str(label)
+                # an operation already owned by an earlier step has all its inputs owned too
+                stack.extend(p for p in node._parents if id(p) not in owner)
+    return owner
+
+
+def to_dot(root, steps=None, title=None):
     """The graph that produced ``root`` as Graphviz DOT text.
 
-    Each node shows its operation (or name), shape and, once backward has run
-    with its gradient kept, the gradient's norm.  ``groups`` (from
-    ``StepRecorder``) draws each time step's operations in a box of its own.
-    Draw before backward, or backward with ``retain_graph=True``: backward
-    frees the graph it walks.
+    Each node shows its name or operation, its shape and, once backward has
+    run with its gradient kept (leaves always; intermediates after
+    ``retain_grad()`` or ``retain_all_grads``), the gradient's norm.  ``steps``
+    (see ``step_groups``) draws each time step's operations in a box of its own,
+    so the unrolling is visible.  Draw before backward, or backward with
+    ``retain_graph=True``: backward frees the graph it walks.
     """
     if not isinstance(root, Tensor):
         raise TypeError(f"to_dot: expected a Tensor, got {type(root).__name__}")
     nodes = _graph(root)
+    owner = step_groups(root, steps) if steps is not None else {}
     lines = ["digraph tinygrad_rnn {", "  rankdir=BT;",
              '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];']
     if title:
@@ -82,17 +85,15 @@ def to_dot(root, groups=None, title=None):
         fill = "#dbe9f6" if node._parents else ("#fde3c8" if node.requires_grad else "#eeeeee")
         return f"  n{id(node)} [label={_quote(label)}, fillcolor={_quote(fill)}];"
 
-    grouped = set()
-    for i, (label, first, last) in enumerate(groups or []):
-        members = [n for n in nodes if first < n._seq < last]
-        if not members:
-            continue
+    clusters = {}
+    for node in nodes:
+        clusters.setdefault(owner.get(id(node)), []).append(node)
+    for i, label in enumerate(label for label in dict.fromkeys(owner.values()) if label in clusters):
         lines.append(f"  subgraph cluster_{i} {{")
-        lines.append(f"    label={_quote(label)}; style=dashed; color=\"#888888\";")
-        lines += ["  " + line(n) for n in members]
+        lines.append(f'    label={_quote(label)}; style=dashed; color="#888888";')
+        lines += ["  " + line(n) for n in clusters[label]]
         lines.append("  }")
-        grouped.update(id(n) for n in members)
-    lines += [line(n) for n in nodes if id(n) not in grouped]
+    lines += [line(n) for n in clusters.get(None, [])]
     for node in nodes:
         lines += [f"  n{id(p)} -> n{id(node)};" for p in node._parents]
     lines.append("}")
