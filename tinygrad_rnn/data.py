@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-__all__ = ["default_corpus", "read_text", "Vocab", "split", "bptt_batches", "unigram_perplexity"]
+__all__ = ["DataError", "default_corpus", "read_text", "check_text", "Vocab", "split", "bptt_batches", "unigram_perplexity"]
 
 
 class DataError(ValueError):
@@ -34,6 +34,7 @@ def read_text(path):
 
 
 def check_text(text, where="text"):
+    """Raise DataError unless ``text`` has at least 2 characters, 2 of them distinct."""
     if len(text) < 2:
         raise DataError(f"{where}: needs at least 2 characters to learn from, got {len(text)}")
     if len(set(text)) < 2:
@@ -52,18 +53,21 @@ class Vocab:
 
     @classmethod
     def from_text(cls, text):
+        """The vocabulary of the distinct characters of ``text``, sorted."""
         return cls(sorted(set(text)))
 
     def __len__(self):
         return len(self.chars)
 
     def encode(self, text):
+        """The ids of the characters of ``text`` (int64 array); DataError for an unknown character."""
         unknown = sorted(set(text) - self.index.keys())
         if unknown:
             raise DataError(f"characters {''.join(unknown)!r} are not in the vocabulary")
         return np.fromiter((self.index[c] for c in text), dtype=np.int64, count=len(text))
 
     def decode(self, ids):
+        """The text of a sequence of ids."""
         return "".join(self.chars[int(i)] for i in np.ravel(ids))
 
 
