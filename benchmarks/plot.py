@@ -14,9 +14,10 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ORDER = ["numpy", "tg_rnncell", "tg_custom", "torch_loop", "torch_rnn"]
+ORDER = ["numpy", "tg_rnncell", "tg_custom", "tg_rnncell_fused", "tg_custom_fused", "torch_loop", "torch_rnn"]
 NAMES = {"numpy": "numpy (hand BPTT)", "tg_rnncell": "tinygrad_rnn RNNCell + unroll",
-         "tg_custom": "tinygrad_rnn function cell", "torch_loop": "PyTorch eager loop",
+         "tg_custom": "tinygrad_rnn function cell",
+         "tg_rnncell_fused": "RNNCell, fused ops on", "tg_custom_fused": "function cell, fused ops on", "torch_loop": "PyTorch eager loop",
          "torch_rnn": "torch.nn.RNN (fused)"}
 
 
@@ -42,7 +43,7 @@ def plot(res, path):
                    if key in res["timing"][n][dtype]]
             if pts:
                 style = "k--" if key == "numpy" else "o-"
-                ax.plot(*zip(*pts), style, label=NAMES[key], lw=2 if key.startswith("tg") else 1.2)
+                ax.plot(*zip(*pts), style, label=NAMES.get(key, key), lw=2 if key.startswith("tg") else 1.2)
         for x, n in zip(xs, present):
             ax.annotate(n, (x, 1), textcoords="offset points", xytext=(0, -14 - 10 * (names.index(n) % 2)),
                         ha="center", fontsize=9)
@@ -85,7 +86,7 @@ def markdown(res):
             continue
         lines.append(f"**{dtype}**: median time per training step (min-max), ratio to numpy")
         lines.append("")
-        lines.append("| workload | " + " | ".join(NAMES[k] for k in keys) + " |")
+        lines.append("| workload | " + " | ".join(NAMES.get(k, k) for k in keys) + " |")
         lines.append("|---|" + "---|" * len(keys))
         for n in names:
             per = res["timing"][n].get(dtype)
@@ -121,7 +122,7 @@ def markdown(res):
                 def cell(field):
                     b = v[f"{field}_bytes"]
                     return "n/a" if b is None else f"{b / 2 ** 20:.2f} MB ({v[f'{field}_ratio']:.2f}x)"
-                lines.append(f"| {dtype} | {NAMES[k]} | {cell('traced_peak')} | {cell('rss_growth')} |")
+                lines.append(f"| {dtype} | {NAMES.get(k, k)} | {cell('traced_peak')} | {cell('rss_growth')} |")
         lines.append("")
     if res.get("scaling"):
         s = res["scaling"]
@@ -133,7 +134,7 @@ def markdown(res):
         lines.append("|---|---|---|---|")
         for k, r in s["ratio"].items():
             a, b = s["times"][str(T0)][k]["median_s"], s["times"][str(T1)][k]["median_s"]
-            lines.append(f"| {NAMES[k]} | {_ms(a)} ms | {_ms(b)} ms | {r:.2f}x |")
+            lines.append(f"| {NAMES.get(k, k)} | {_ms(a)} ms | {_ms(b)} ms | {r:.2f}x |")
         lines.append("")
     if res.get("blas_peak_gflops"):
         lines.append("BLAS peak of this machine (1024 x 1024 product): "
