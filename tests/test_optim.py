@@ -1,0 +1,180 @@
+"""SGD, Adam and clip_grad_norm against updates written out by hand (PyTorch's conventions)."""
+import math
+
+import numpy as np
+import pytest
+
+import tinygrad_rnn.nn as nn
+import tinygrad_rnn.optim as optim
+from tinygrad_rnn import Tensor
+
+
+def grads_sequence(shape, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape) for _ in range(steps)]
+
+
+def test_sgd_plain():
+    p = nn.Parameter([1.0, -2.0, 3.0])
+    opt = optim.SGD([p], lr=0.1)
+    p.grad = np.array([0.5, 1.0, -1.0])
+    opt.step()
+    np.testing.assert_array_equal(p.data, [1.0 - 0.05, -2.0 - 0.1, 3.0 + 0.1])
+
+
+def test_sgd_momentum_by_hand():
+    """PyTorch's convention: v_1 = g_1, v_t = mu v_{t-1} + g_t, p -= lr v_t."""
+    p = nn.Parameter(np.zeros(3))
+    opt = optim.SGD([p], lr=0.1, momentum=0.9)
+    expected, v = np.zeros(3), None
+    for g in grads_sequence(3, 5):
+        p.grad = g.copy()
+        opt.step()
+        v = g if v is None else 0.9 * v + g
+        expected = expected - 0.1 * v
+        np.testing.assert_allclose(p.data, expected, rtol=1e-15, atol=1e-16)
+
+
+def test_adam_by_hand():
+    p = nn.Parameter(np.array([0.5, -1.0]))
+    lr, b1, b2, eps = 0.01, 0.8, 0.99, 1e-6
+    opt = optim.Adam([p], lr=lr, betas=(b1, b2), eps=eps)
+    m = v = np.zeros(2)
+    expected = p.data.copy()
+    for t, g in enumerate(grads_sequence(2, 6), start=1):
+        p.grad = g.copy()
+        opt.step()
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        expected = expected - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        np.testing.assert_allclose(p.data, expected, rtol=1e-14)
+
+
+def test_adam_first_step_moves_by_lr():
+    """With bias correction, the first step is lr * g / (|g| + eps): about lr for every element."""
+    p = nn.Parameter(np.zeros(4))
+    p.grad = np.array([1e-3, -5.0, 200.0, 0.3])
+    optim.Adam([p], lr=0.1, eps=1e-12).step()
+    np.testing.assert_allclose(p.data, [-0.1, 0.1, -0.1, -0.1], rtol=1e-8)   # eps/|g| <= 1e-9
+
+
+def test_parameters_without_grad_are_skipped():
+    a, b = nn.Parameter(np.ones(2)), nn.Parameter(np.ones(2))
+    for opt in (optim.SGD([a, b], lr=1.0, momentum=0.5), optim.Adam([a, b], lr=1.0)):
+        a.grad, b.grad = np.ones(2), None
+        before = b.data.copy()
+        opt.step()
+        np.testing.assert_array_equal(b.data, before)
+
+
+def test_adam_counts_steps_per_parameter():
+    """A parameter that first gets a gradient at step 3 starts its own bias correction at 1, as PyTorch does."""
+    a, b = nn.Parameter(np.zeros(1)), nn.Parameter(np.zeros(1))
+    opt = optim.Adam([a, b], lr=0.1)
+    for step in range(3):
+        a.grad = np.ones(1)
+        b.grad = np.array([2.0]) if step == 2 else None
+        opt.step()
+    np.testing.assert_allclose(b.data, [-0.1], rtol=1e-7)     # a first step: lr * g / |g|
+
+
+def test_updates_in_place_and_keep_dtype():
+    p = nn.Parameter(np.ones(3, dtype=np.float32))
+    data = p.data
+    for opt in (optim.SGD([p], lr=0.1, momentum=0.9), optim.Adam([p], lr=0.1)):
+        for _ in range(2):
+            p.grad = np.full(3, 0.5, dtype=np.float32)
+            opt.step()
+        assert p.data is data and p.dtype == np.float32
+
+
+def test_zero_grad_and_shared_parameters():
+    lin = nn.Linear(2, 2, rng=0)
+    opt = optim.SGD([lin.W, lin.b, lin.W], lr=0.1)      # a repeated parameter is updated once
+    assert len(opt.params) == 2
+    lin.W.grad = np.ones((2, 2))
+    before = lin.W.data.copy()
+    opt.step()
+    np.testing.assert_allclose(lin.W.data, before - 0.1)
+    opt.zero_grad()
+    assert lin.W.grad is None and lin.b.grad is None
+
+
+def test_trains_a_linear_model():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 3))
+    y = x @ np.array([[1.0], [-2.0], [0.5]]) + 0.3
+    for make in (lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: optim.Adam(p, lr=0.1)):
+        lin = nn.Linear(3, 1, rng=1)
+        opt = make(lin.parameters())
+        for _ in range(200):
+            loss = ((lin(x) - y) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert loss.item() < 1e-4
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, float("nan"), float("inf"), "0.1", True, None])
+def test_bad_learning_rate(bad):
+    for cls in (optim.SGD, optim.Adam):
+        with pytest.raises(ValueError, match="lr must be a positive number"):
+            cls([nn.Parameter(np.ones(1))], lr=bad)
+
+
+def test_numpy_learning_rate_accepted():
+    assert optim.SGD([nn.Parameter(np.ones(1))], lr=np.float32(0.5)).lr == 0.5
+
+
+def test_other_bad_arguments():
+    p = nn.Parameter(np.ones(1))
+    with pytest.raises(ValueError, match="momentum"):
+        optim.SGD([p], lr=0.1, momentum=-0.5)
+    with pytest.raises(ValueError, match="betas"):
+        optim.Adam([p], betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="betas"):
+        optim.Adam([p], betas=0.9)
+    with pytest.raises(ValueError, match="eps"):
+        optim.Adam([p], eps=0)
+    with pytest.raises(ValueError, match="empty parameter list"):
+        optim.SGD([], lr=0.1)
+    with pytest.raises(TypeError, match="must be Tensors, got ndarray"):
+        optim.SGD([np.ones(1)], lr=0.1)
+    with pytest.raises(ValueError, match="does not require grad"):
+        optim.Adam([Tensor(np.ones(1))])
+
+
+def test_clip_grad_norm_scales_when_above():
+    a, b = nn.Parameter(np.zeros(2)), nn.Parameter(np.zeros(1))
+    a.grad, b.grad = np.array([3.0, 0.0]), np.array([4.0])
+    total = optim.clip_grad_norm([a, b], 1.0)
+    assert isinstance(total, float) and total == 5.0
+    scale = 1.0 / (5.0 + 1e-6)
+    np.testing.assert_allclose(a.grad, [3 * scale, 0.0], rtol=1e-15)
+    np.testing.assert_allclose(b.grad, [4 * scale], rtol=1e-15)
+    assert math.sqrt((a.grad ** 2).sum() + (b.grad ** 2).sum()) <= 1.0
+
+
+def test_clip_grad_norm_leaves_small_gradients_and_skips_none():
+    a, b = nn.Parameter(np.zeros(2)), nn.Parameter(np.zeros(2))
+    a.grad = np.array([0.3, 0.4])
+    grad = a.grad
+    assert optim.clip_grad_norm([a, b], 1.0) == pytest.approx(0.5, rel=1e-15)
+    assert a.grad is grad and np.array_equal(a.grad, [0.3, 0.4]) and b.grad is None
+    assert optim.clip_grad_norm([b], 1.0) == 0.0
+
+
+def test_clip_grad_norm_float32_in_place():
+    a = nn.Parameter(np.zeros(3, dtype=np.float32))
+    a.grad = np.full(3, 10.0, dtype=np.float32)
+    grad = a.grad
+    total = optim.clip_grad_norm([a], 2.0)
+    assert total == pytest.approx(math.sqrt(300), rel=1e-6)
+    assert a.grad is grad and a.grad.dtype == np.float32
+    assert np.linalg.norm(a.grad) == pytest.approx(2.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0])
+def test_clip_grad_norm_bad_max(bad):
+    with pytest.raises(ValueError, match="max_norm must be positive"):
+        optim.clip_grad_norm([nn.Parameter(np.ones(1))], bad)
