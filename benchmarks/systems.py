@@ -1,19 +1,30 @@
-"""The systems under test, each training the same token language model from the same weights.
+"""The systems under test, each training the same token language model from the same weights and data.
 
-Every system is built from a weight dict (``baseline_numpy.make_weights``) and
-one batch ``(xs, ts)``; ``step()`` runs one training step (forward, backward,
-SGD update) on that batch and returns the loss as a float; ``grads()`` returns
-the gradients of the last step by parameter name, in the baseline's layout, so
-the systems can be checked against each other.
+Every system is built as ``System(weights, xs, ts, lr)`` from a weight dict
+(``numpy_bptt.make_weights``, whose dtype is the system's dtype) and one batch of
+token ids ``xs`` and targets ``ts`` (B, T).  ``step()`` runs one training step
+(forward, backward, SGD update) and returns the loss as a float; ``grads()``
+returns the last step's gradients by parameter name in the baseline's layout,
+so that the systems can be checked against each other.
+
+Systems (``key``):
+  numpy           hand-written numpy BPTT (numpy_bptt.py), the baseline
+  tg_rnncell      tinygrad_rnn: nn.Embedding + nn.RNNCell through nn.unroll + nn.Linear,
+                  F.cross_entropy, optim.SGD
+  tg_custom       tinygrad_rnn: a plain Python function cell tanh(x @ Wx + h @ Wh + b)
+  tg_rnncell_fused, tg_custom_fused
+                  the same two, each step inside ``tinygrad_rnn.fused.enabled()``
+  torch_loop      PyTorch eager, the same cell as a Python loop of torch ops
+  torch_rnn       torch.nn.RNN (one fused recurrent kernel)
 """
 import numpy as np
 
-import baseline_numpy
+import numpy_bptt
 
-LR = 0.01
+LR = 0.1
 
 
-def _torch():
+def torch_module():
     """The torch module, or None when it is not installed."""
     try:
         import torch
@@ -24,10 +35,10 @@ def _torch():
 
 class NumpyBaseline:
     key = "numpy"
-    label = "hand-written numpy BPTT"
+    label = "hand-written numpy BPTT (baseline)"
 
     def __init__(self, weights, xs, ts, lr=LR):
-        self.model = baseline_numpy.NumpyRnnlm(weights)
+        self.model = numpy_bptt.NumpyRNNLM(weights)
         self.xs, self.ts, self.lr = xs, ts, lr
 
     def step(self):
@@ -40,11 +51,12 @@ class NumpyBaseline:
 class TinygradRNNCell:
     key = "tg_rnncell"
     label = "tinygrad_rnn: nn.Embedding + nn.RNNCell via nn.unroll + nn.Linear"
+    fused = False
 
     def __init__(self, weights, xs, ts, lr=LR):
+        import tinygrad_rnn
         from tinygrad_rnn import nn, optim
-        import tinygrad_rnn.functional as F
-        self.nn, self.F = nn, F
+        self.tg, self.nn, self.F = tinygrad_rnn, nn, tinygrad_rnn.functional
         V, D = weights["E"].shape
         H = weights["Wh"].shape[0]
         dtype = weights["E"].dtype
@@ -54,12 +66,14 @@ class TinygradRNNCell:
         pairs = [(self.embed.W, "E"), (self.cell.Wx, "Wx"), (self.cell.Wh, "Wh"), (self.cell.b, "b"),
                  (self.fc.W, "Wo"), (self.fc.b, "bo")]
         for p, name in pairs:
+            if p.data.shape != weights[name].shape:
+                raise ValueError(f"{self.key}: {name} is {p.data.shape} here, {weights[name].shape} given")
             p.data[...] = weights[name]
         self.named = {name: p for p, name in pairs}
         self.opt = optim.SGD([p for p, _ in pairs], lr=lr)
         self.xs, self.ts = xs, ts
 
-    def step(self):
+    def _step(self):
         self.opt.zero_grad()
         hs, _ = self.nn.unroll(self.cell, self.embed(self.xs))
         loss = self.F.cross_entropy(self.fc(hs), self.ts)
@@ -67,30 +81,39 @@ class TinygradRNNCell:
         self.opt.step()
         return float(loss.data)
 
+    def step(self):
+        if self.fused:
+            with self.tg.fused.enabled():
+                return self._step()
+        return self._step()
+
     def grads(self):
         return {k: p.grad.copy() for k, p in self.named.items()}
 
 
 class TinygradCustomCell:
     key = "tg_custom"
-    label = "tinygrad_rnn: plain-function cell tanh(x @ Wx + h @ Wh + b), raw Tensors"
+    label = "tinygrad_rnn: plain-function cell tanh(x @ Wx + h @ Wh + b)"
+    fused = False
 
     def __init__(self, weights, xs, ts, lr=LR):
+        import tinygrad_rnn
         from tinygrad_rnn import Tensor, nn, optim
-        import tinygrad_rnn.functional as F
-        self.nn, self.F = nn, F
-        self.p = {k: nn.Parameter(v) for k, v in weights.items()}
+        F = tinygrad_rnn.functional
+        self.tg, self.nn, self.F = tinygrad_rnn, nn, F
+        self.p = {k: nn.Parameter(np.array(v)) for k, v in weights.items()}
         Wx, Wh, b = self.p["Wx"], self.p["Wh"], self.p["b"]
 
         def cell(x, h):
             return F.tanh(x @ Wx + h @ Wh + b)
 
         self.cell = cell
+        # a plain function has no initial_state: unroll needs the zero state given
         self.h0 = Tensor(np.zeros((xs.shape[0], Wh.shape[0]), dtype=Wh.dtype))
         self.opt = optim.SGD(list(self.p.values()), lr=lr)
         self.xs, self.ts = xs, ts
 
-    def step(self):
+    def _step(self):
         p = self.p
         self.opt.zero_grad()
         hs, _ = self.nn.unroll(self.cell, p["E"][self.xs], self.h0)
@@ -99,8 +122,26 @@ class TinygradCustomCell:
         self.opt.step()
         return float(loss.data)
 
+    def step(self):
+        if self.fused:
+            with self.tg.fused.enabled():
+                return self._step()
+        return self._step()
+
     def grads(self):
         return {k: p.grad.copy() for k, p in self.p.items()}
+
+
+class TinygradRNNCellFused(TinygradRNNCell):
+    key = "tg_rnncell_fused"
+    label = "tg_rnncell inside tinygrad_rnn.fused.enabled() (one-node tanh and cross-entropy)"
+    fused = True
+
+
+class TinygradCustomCellFused(TinygradCustomCell):
+    key = "tg_custom_fused"
+    label = "tg_custom inside tinygrad_rnn.fused.enabled()"
+    fused = True
 
 
 class TorchLoop:
@@ -108,7 +149,7 @@ class TorchLoop:
     label = "PyTorch eager, the same cell as a Python loop of torch ops"
 
     def __init__(self, weights, xs, ts, lr=LR):
-        torch = self.torch = _torch()
+        torch = self.torch = torch_module()
         self.p = {k: torch.tensor(v, requires_grad=True) for k, v in weights.items()}
         self.xs = torch.from_numpy(xs)
         self.ts = torch.from_numpy(ts.reshape(-1))
@@ -139,7 +180,7 @@ class TorchFused:
     label = "torch.nn.Embedding + torch.nn.RNN (fused) + torch.nn.Linear"
 
     def __init__(self, weights, xs, ts, lr=LR):
-        torch = self.torch = _torch()
+        torch = self.torch = torch_module()
         V, D = weights["E"].shape
         H = weights["Wh"].shape[0]
         dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[weights["E"].dtype]
@@ -147,7 +188,8 @@ class TorchFused:
         self.rnn = torch.nn.RNN(D, H, nonlinearity="tanh", batch_first=True, dtype=dtype)
         self.fc = torch.nn.Linear(H, V, dtype=dtype)
         with torch.no_grad():
-            # torch keeps weights as (out, in): ours transposed; its second bias stays at zero, frozen
+            # torch keeps weights as (out, in): ours transposed.  Its second bias is held at zero
+            # and frozen, so the model is exactly ours.
             self.embed.weight.copy_(torch.from_numpy(weights["E"]))
             self.rnn.weight_ih_l0.copy_(torch.from_numpy(weights["Wx"].T.copy()))
             self.rnn.weight_hh_l0.copy_(torch.from_numpy(weights["Wh"].T.copy()))
@@ -172,10 +214,34 @@ class TorchFused:
         return float(loss.detach())
 
     def grads(self):
-        g = lambda p: p.grad.numpy().copy()
+        def g(p):
+            return p.grad.numpy().copy()
         return {"E": g(self.embed.weight), "Wx": g(self.rnn.weight_ih_l0).T, "Wh": g(self.rnn.weight_hh_l0).T,
                 "b": g(self.rnn.bias_ih_l0), "Wo": g(self.fc.weight).T, "bo": g(self.fc.bias)}
 
 
-ALL = [NumpyBaseline, TinygradRNNCell, TinygradCustomCell, TorchLoop, TorchFused]
+ALL = [NumpyBaseline, TinygradRNNCell, TinygradCustomCell, TinygradRNNCellFused, TinygradCustomCellFused,
+       TorchLoop, TorchFused]
+BY_KEY = {c.key: c for c in ALL}
 TORCH_SYSTEMS = {TorchLoop.key, TorchFused.key}
+
+
+def available(names=None):
+    """The system classes to run (all, or those named), torch ones dropped when torch is missing.
+
+    Returns ``(classes, notes)``; the numpy baseline is always included.
+    """
+    notes = []
+    if names is None:
+        classes = list(ALL)
+    else:
+        unknown = [n for n in names if n not in BY_KEY]
+        if unknown:
+            raise ValueError(f"unknown system(s) {unknown}; choose from {list(BY_KEY)}")
+        classes = [c for c in ALL if c.key in set(names) | {"numpy"}]
+    if torch_module() is None:
+        dropped = [c.key for c in classes if c.key in TORCH_SYSTEMS]
+        classes = [c for c in classes if c.key not in TORCH_SYSTEMS]
+        if dropped:
+            notes.append(f"torch is not installed: {', '.join(dropped)} skipped")
+    return classes, notes
