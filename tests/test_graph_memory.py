@@ -1,0 +1,188 @@
+"""Deep graphs, freeing the graph after backward, memory, retain_graph, no_grad and detach."""
+import gc
+import sys
+import tracemalloc
+import weakref
+
+import numpy as np
+import pytest
+
+import tinygrad_rnn as tg
+from tinygrad_rnn import Tensor
+
+STEPS = 100_000
+
+
+def test_a_100000_step_chain_differentiates_without_recursion():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    y = x
+    for i in range(STEPS):                 # 100,000 operations, each on the result of the one before
+        y = y * 0.9999 if i % 2 else y + 0.0001
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(200)           # backward must not recurse, not even a little per node
+    try:
+        y.sum().backward()
+    finally:
+        sys.setrecursionlimit(limit)
+    np.testing.assert_allclose(x.grad, [0.9999 ** (STEPS // 2)] * 2, rtol=1e-9)
+
+
+def test_a_100000_step_recurrence_over_a_sliced_sequence():
+    """h_t = h_{t-1} * w + xs[t]: 100,000 slices of one input, gradients scattered back into it."""
+    rng = np.random.default_rng(0)
+    xs = Tensor(rng.standard_normal(STEPS), requires_grad=True)
+    w = Tensor(0.5, requires_grad=True)
+    h = Tensor(0.0)
+    for t in range(STEPS):
+        h = h * w + xs[t]
+    h.backward()
+    # dh_T/dxs[t] = w ** (T - 1 - t); dh_T/dw = sum_t h_{t-1} w^(T-1-t), from the same recurrence in numpy
+    powers = 0.5 ** np.arange(STEPS - 1, -1, -1, dtype=np.float64)
+    np.testing.assert_allclose(xs.grad, powers, rtol=1e-12, atol=0)
+    hs = np.zeros(STEPS + 1)
+    for t in range(STEPS):
+        hs[t + 1] = hs[t] * 0.5 + xs.data[t]
+    np.testing.assert_allclose(w.grad, (hs[:-1] * powers).sum(), rtol=1e-10)
+
+
+def build_chain(x, steps):
+    y = x
+    for _ in range(steps):
+        y = (y * 1.0001).tanh() + y * 0.5
+    return y.sum()
+
+
+def test_memory_returns_to_its_starting_level_after_backward():
+    x = Tensor(np.linspace(-1, 1, 2000), requires_grad=True)     # 16 KB per intermediate array
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory()
+        loss = build_chain(x, 200)                    # about 1,800 intermediate arrays: ~30 MB held
+        held, _ = tracemalloc.get_traced_memory()
+        loss.backward()
+        after_backward, peak = tracemalloc.get_traced_memory()   # the output is still alive here
+        del loss
+        gc.collect()
+        end, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    graph = held - start
+    assert graph > 10_000_000, f"the graph should hold megabytes while alive, held {graph} bytes"
+    grad_bytes = x.grad.nbytes
+    # what stays: x.grad and small bookkeeping, not the graph
+    assert after_backward - start < grad_bytes + 0.02 * graph, (start, held, after_backward, peak)
+    assert end - start < grad_bytes + 0.02 * graph, (start, held, end, peak)
+
+
+def test_intermediates_die_after_backward_even_while_the_output_lives():
+    x = Tensor([0.5, -0.5], requires_grad=True)
+    mid = (x * 3.0).tanh()
+    ref = weakref.ref(mid)
+    out = (mid * mid).sum()
+    del mid
+    assert ref() is not None                  # the output's graph keeps it alive
+    gc_was_enabled = gc.isenabled()
+    gc.disable()                              # freed by reference counting: the graph has no cycles
+    try:
+        out.backward()
+        assert ref() is None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    assert out.data.shape == () and x.grad is not None
+
+
+def test_the_graph_is_freed_after_backward_and_deleting_the_output():
+    x = Tensor(np.ones((3, 3)), requires_grad=True)
+    mid = x @ x + 1.0
+    refs = [weakref.ref(mid)]
+    out = tg.functional.softmax(mid).sum()
+    refs.append(weakref.ref(out))
+    del mid
+    out.backward()
+    del out
+    gc.collect()
+    assert all(r() is None for r in refs)
+
+
+def test_retain_graph_keeps_it_until_the_output_goes():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    mid = x * x
+    ref = weakref.ref(mid)
+    out = (mid * 2.0).sum()
+    del mid
+    out.backward(retain_graph=True)
+    assert ref() is not None
+    out.backward()                             # the second pass accumulates: twice d/dx 2x^2
+    np.testing.assert_array_equal(x.grad, 2 * 4 * x.data)
+    del out
+    gc.collect()
+    assert ref() is None
+
+
+def test_second_backward_through_a_freed_graph_raises_and_says_why():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="retain_graph") as info:
+        y.backward()
+    assert "freed" in str(info.value)
+    np.testing.assert_array_equal(x.grad, 2 * x.data)     # unchanged by the failed call
+
+
+def test_a_new_output_on_a_freed_part_of_the_graph_raises_before_touching_any_gradient():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    w = Tensor([3.0, 4.0], requires_grad=True)
+    h = x * w                   # shared by both losses
+    (h * 2.0).sum().backward()
+    before_x, before_w = x.grad.copy(), w.grad.copy()
+    second = (h * 3.0).sum() + (w * w).sum()
+    with pytest.raises(RuntimeError, match="retain_graph"):
+        second.backward()
+    np.testing.assert_array_equal(x.grad, before_x)
+    np.testing.assert_array_equal(w.grad, before_w)
+
+
+def test_detach_cuts_the_graph_for_truncated_bptt():
+    w = Tensor(0.9, requires_grad=True)
+    h = Tensor(1.0)
+    for _ in range(3):                         # first segment
+        h = h * w
+    h.sum().backward()
+    first = w.grad.copy()
+    h = h.detach()                             # the first segment's graph is freed and cut off
+    assert not h.requires_grad and h.is_leaf
+    w.grad = None
+    for _ in range(2):                         # second segment differentiates on its own
+        h = h * w
+    h.backward()
+    np.testing.assert_allclose(first, 3 * 0.9 ** 2, rtol=1e-15)
+    np.testing.assert_allclose(w.grad, 2 * 0.9 ** 3 * 0.9, rtol=1e-15)   # d/dw (c w^2) with c = w^3 held fixed
+
+
+def test_no_grad_records_nothing():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    with tg.no_grad():
+        y = (x * x).exp().sum()
+        assert not tg.is_grad_enabled()
+    assert tg.is_grad_enabled()
+    assert not y.requires_grad and y.is_leaf
+    with pytest.raises(RuntimeError):
+        y.backward()
+
+    @tg.no_grad()
+    def f(t):
+        return t * 2.0
+    assert not f(x).requires_grad
+    assert (x * 2.0).requires_grad            # recording is back on after the decorated call
+
+
+def test_no_grad_nests_and_restores_after_an_exception():
+    with pytest.raises(ZeroDivisionError):
+        with tg.no_grad():
+            with tg.no_grad():
+                pass
+            assert not tg.is_grad_enabled()
+            1 / 0
+    assert tg.is_grad_enabled()
