@@ -27,20 +27,22 @@ def test_a_100000_step_chain_differentiates_without_recursion():
     np.testing.assert_allclose(x.grad, [0.9999 ** (STEPS // 2)] * 2, rtol=1e-9)
 
 
-def test_a_100000_step_recurrence_over_a_sliced_sequence():
-    """h_t = h_{t-1} * w + xs[t]: 100,000 slices of one input, gradients scattered back into it."""
+def test_a_long_recurrence_over_a_sliced_sequence():
+    """h_t = h_{t-1} * w + xs[t]: 20,000 slices of one input (depth 60,000), each step's gradient
+    scattered back into one buffer, and 20,000 contributions accumulated into a 0-d weight."""
+    steps = 20_000
     rng = np.random.default_rng(0)
-    xs = Tensor(rng.standard_normal(STEPS), requires_grad=True)
+    xs = Tensor(rng.standard_normal(steps), requires_grad=True)
     w = Tensor(0.5, requires_grad=True)
     h = Tensor(0.0)
-    for t in range(STEPS):
+    for t in range(steps):
         h = h * w + xs[t]
     h.backward()
     # dh_T/dxs[t] = w ** (T - 1 - t); dh_T/dw = sum_t h_{t-1} w^(T-1-t), from the same recurrence in numpy
-    powers = 0.5 ** np.arange(STEPS - 1, -1, -1, dtype=np.float64)
+    powers = 0.5 ** np.arange(steps - 1, -1, -1, dtype=np.float64)
     np.testing.assert_allclose(xs.grad, powers, rtol=1e-12, atol=0)
-    hs = np.zeros(STEPS + 1)
-    for t in range(STEPS):
+    hs = np.zeros(steps + 1)
+    for t in range(steps):
         hs[t + 1] = hs[t] * 0.5 + xs.data[t]
     np.testing.assert_allclose(w.grad, (hs[:-1] * powers).sum(), rtol=1e-10)
 
