@@ -90,7 +90,11 @@ def make_cell(spec, input_size, hidden_size, rng, dtype):
         raise ValueError(f"cell {spec!r}: cannot import module {module_name!r} ({e})") from None
     except AttributeError:
         raise ValueError(f"cell {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
-    cell = factory(input_size, hidden_size, rng=rng, dtype=dtype)
+    try:
+        cell = factory(input_size, hidden_size, rng=rng, dtype=dtype)
+    except Exception as e:   # the user's code: report it in one line, with its own message
+        raise ValueError(f"cell {spec!r}: {attr}(input_size, hidden_size, rng=..., dtype=...) failed: "
+                         f"{type(e).__name__}: {e}") from None
     if not isinstance(cell, nn.Module):
         raise ValueError(f"cell {spec!r}: {attr}(input_size, hidden_size, rng=, dtype=) must return "
                          f"an nn.Module cell, got {type(cell).__name__}")

@@ -58,19 +58,21 @@ def step_groups(root, steps):
     return owner
 
 
-def to_dot(root, steps=None, title=None):
+def to_dot(root, steps=None, title=None, names=None):
     """The graph that produced ``root`` as Graphviz DOT text.
 
     Each node shows its name or operation, its shape and, once backward has
     run with its gradient kept (leaves always; intermediates after
     ``retain_grad()`` or ``retain_all_grads``), the gradient's norm.  ``steps``
     (see ``step_groups``) draws each time step's operations in a box of its own,
-    so the unrolling is visible.  Draw before backward, or backward with
+    so the unrolling is visible.  ``names`` (``{name: tensor}``, such as
+    ``dict(cell.named_parameters())``) labels those tensors by name.  Draw before backward, or backward with
     ``retain_graph=True``: backward frees the graph it walks.
     """
     if not isinstance(root, Tensor):
         raise TypeError(f"to_dot: expected a Tensor, got {type(root).__name__}")
     nodes = _graph(root)
+    given = {id(t): str(n) for n, t in (names or {}).items()}
     owner = step_groups(root, steps) if steps is not None else {}
     lines = ["digraph tinygrad_rnn {", "  rankdir=BT;",
              '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];']
@@ -78,7 +80,7 @@ def to_dot(root, steps=None, title=None):
         lines.append(f"  label={_quote(title)}; labelloc=t;")
 
     def line(node):
-        kind = node.name or node._op or ("parameter" if node.requires_grad else "input")
+        kind = given.get(id(node)) or node.name or node._op or ("parameter" if node.requires_grad else "input")
         label = f"{kind}\n{tuple(node.shape)}"
         if node.grad is not None:
             label += f"\n|grad| = {np.linalg.norm(node.grad):.3g}"

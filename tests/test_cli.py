@@ -1,0 +1,226 @@
+"""The command line: every subcommand run with small settings and its outputs checked; bad arguments exit 2.
+
+Most runs call ``main(argv)`` in-process; a few run ``python -m tinygrad_rnn`` as a real subprocess.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tinygrad_rnn.cli import main
+from tinygrad_rnn.data import default_corpus
+from tinygrad_rnn.training import load_checkpoint
+
+SMALL = ["--hidden-size", "32", "--embed-size", "16", "--seq-len", "16", "--batch-size", "8", "--lr", "0.01",
+         "--sample-length", "40", "--no-progress"]
+
+
+def cli(capsys, *argv):
+    """(exit status, stdout, stderr) of ``tinygrad-rnn argv``."""
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text(default_corpus()[:4000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def trained(tmp_path, corpus, capsys):
+    status, out, err = cli(capsys, "train", "--text", corpus, "--cell", "rnn", "--epochs", 3, "--out",
+                           tmp_path / "run", *SMALL)
+    assert status == 0, err
+    return tmp_path / "run", out
+
+
+def test_train(trained):
+    run, out = trained
+    valid, base = map(float, re.search(r"validation perplexity ([\d.]+) \(unigram baseline ([\d.]+)\)", out).groups())
+    assert valid < 0.75 * base
+    assert re.search(r"epoch 3: train perplexity [\d.]+, valid perplexity [\d.]+", out)
+    assert "sample:\n" in out
+    sample = out.split("sample:\n", 1)[1].split("\nvalidation perplexity")[0]
+    assert len(sample) == 41
+    model, vocab, config, meta, _ = load_checkpoint(run / "model.npz")
+    assert config.cell == "rnn" and config.hidden_size == 32 and meta["epoch"] == 3
+    records = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    assert len(records) == 3 and records[-1]["valid_perplexity"] == pytest.approx(valid, abs=0.006)
+    assert f"checkpoint: {run / 'model.npz'}" in out
+    pytest.importorskip("matplotlib")
+    assert open(run / "training.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_and_sample(trained, corpus, capsys):
+    run, _ = trained
+    status, out, err = cli(capsys, "train", "--text", corpus, "--resume", run / "model.npz", "--epochs", 4,
+                           "--out", run, "--no-progress")
+    assert status == 0, err
+    assert "after 4 epochs" in out and "epoch 4:" in out and "epoch 3:" not in out
+    assert len(open(run / "metrics.jsonl").read().splitlines()) == 4
+
+    status, out, err = cli(capsys, "sample", run / "model.npz", "--length", 60, "--prime", "The ", "--seed", 3)
+    assert status == 0, err
+    text = out[:-1]                                   # print's newline
+    assert text.startswith("The ") and len(text) == 64
+    assert cli(capsys, "sample", run / "model.npz", "--length", 60, "--prime", "The ", "--seed", 3)[1] == out
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_gradcheck(capsys, cell):
+    status, out, err = cli(capsys, "gradcheck", "--cell", cell, "--steps", 3)
+    assert status == 0, err
+    names = {"rnn": ["Wx", "Wh", "b"], "lstm": ["Wx", "Wh", "b"], "gru": ["Wx", "Wh", "bx", "bh"]}[cell]
+    rows = {line.split()[0]: line for line in out.splitlines() if line.endswith(("PASS", "FAIL"))}
+    assert set(names) <= set(rows) and "xs" in rows and "state0" in rows
+    assert all(line.endswith("PASS") for line in rows.values())
+    assert "all gradients agree" in out
+
+
+BROKEN = '''
+import numpy as np
+from tinygrad_rnn import Tensor, nn
+
+def bad_tanh(a):
+    y = np.tanh(a.data)
+    # the derivative of tanh is 1 - y**2; this one forgets the square
+    return Tensor._make(y, (a,), lambda g: (g * (1 - y),), "bad_tanh")
+
+class BrokenCell(nn.Module):
+    def __init__(self, input_size, hidden_size, rng=None, dtype=None):
+        self.cell = nn.RNNCell(input_size, hidden_size, rng=rng, dtype=dtype)
+        self.input_size, self.hidden_size = input_size, hidden_size
+    def initial_state(self, batch):
+        return self.cell.initial_state(batch)
+    def forward(self, x, h=None):
+        h = self.initial_state(x.shape[0]) if h is None else h
+        return bad_tanh(x @ self.cell.Wx + h @ self.cell.Wh + self.cell.b)
+
+def helper():
+    return 1
+'''
+
+
+def test_gradcheck_catches_a_broken_user_cell(tmp_path, capsys, monkeypatch):
+    (tmp_path / "broken_cells.py").write_text(BROKEN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    status, out, err = cli(capsys, "gradcheck", "--cell", "broken_cells:BrokenCell")
+    assert status == 1
+    rows = {line.split()[0]: line for line in out.splitlines() if line.endswith(("PASS", "FAIL"))}
+    assert {"cell.Wx", "cell.Wh", "cell.b", "xs"} <= set(rows)
+    assert all(rows[k].endswith("FAIL") for k in ("cell.Wx", "cell.Wh", "cell.b", "xs"))
+    assert "all gradients agree" not in out
+
+
+def test_bptt(tmp_path, capsys):
+    status, out, err = cli(capsys, "bptt", "--steps", 30, "--out", tmp_path)
+    assert status == 0, err
+    assert "loss 12.0620612611688 by graph, 12.0620612611688 by hand" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.endswith(("PASS", "FAIL"))}
+    assert set(rows) == {"Wxh", "Whh", "Bh", "Wy", "By"} and all(r.endswith("PASS") for r in rows.values())
+    table = [line.split() for line in out.split("Gradient through time", 1)[1].splitlines()
+             if re.match(r"^\s*\d+\s", line)]
+    assert [int(r[0]) for r in table] == list(range(30))
+    vanishing = [float(r[1]) for r in table]
+    exploding = [float(r[3]) for r in table]
+    assert vanishing[0] < 1e-3 * vanishing[-1]
+    assert exploding[0] > 10 * exploding[-1]
+    pytest.importorskip("matplotlib")
+    assert open(tmp_path / "gradient_through_time.png", "rb").read(4) == b"\x89PNG"
+
+
+def test_graph_defaults(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = cli(capsys, "graph")
+    assert status == 0, err
+    text = (tmp_path / "graph.dot").read_text()
+    assert text.startswith("digraph") and text.rstrip().endswith("}") and text.count("{") == text.count("}")
+    assert [f't = {t}' for t in range(4)] == re.findall(r'label="(t = \d)"', text)
+    nodes = dict(re.findall(r'^\s*(n\d+) \[label="([^"]*)"', text, re.M))
+    edges = re.findall(r"^\s*(n\d+) -> (n\d+);", text, re.M)
+    assert all(a in nodes and b in nodes for a, b in edges)
+    assert any(label.startswith("Wh\\n(4, 4)\\n|grad| = ") for label in nodes.values())
+    assert f"({len(edges)} edges)" in out
+
+
+def test_graph_lstm_elsewhere(tmp_path, capsys):
+    status, _, err = cli(capsys, "graph", "--cell", "lstm", "--steps", 2, "--output", tmp_path / "g" / "lstm.dot")
+    assert status == 0, err
+    assert re.findall(r'label="(t = \d)"', (tmp_path / "g" / "lstm.dot").read_text()) == ["t = 0", "t = 1"]
+
+
+def bad(capsys, *argv):
+    status, out, err = cli(capsys, *argv)
+    assert status == 2, (out, err)
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_bad_arguments(tmp_path, capsys, monkeypatch):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "one.txt").write_text("x")
+    (tmp_path / "same.txt").write_text("zzzzzzzz")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    (tmp_path / "broken_cells.py").write_text(BROKEN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "does not exist" in bad(capsys, "train", "--text", tmp_path / "missing.txt")
+    assert "at least 2 characters" in bad(capsys, "train", "--text", tmp_path / "empty.txt")
+    assert "at least 2 characters" in bad(capsys, "train", "--text", tmp_path / "one.txt")
+    assert "2 distinct characters" in bad(capsys, "train", "--text", tmp_path / "same.txt")
+    assert "unknown cell 'transformer'" in bad(capsys, "train", "--cell", "transformer")
+    assert "unknown cell 'transformer'" in bad(capsys, "gradcheck", "--cell", "transformer")
+    assert "cannot import module" in bad(capsys, "graph", "--cell", "no_such_module_xyz:Cell")
+    assert "no attribute 'Missing'" in bad(capsys, "gradcheck", "--cell", "broken_cells:Missing")
+    assert "helper(input_size, hidden_size, rng=..., dtype=...) failed: TypeError" in bad(
+        capsys, "train", "--cell", "broken_cells:helper")
+    assert "expected a whole number, got 'ten'" in bad(capsys, "train", "--hidden-size", "ten")
+    assert "at least 1" in bad(capsys, "train", "--epochs", "0")
+    assert "expected a positive number" in bad(capsys, "train", "--lr", "-1")
+    assert "expected a number" in bad(capsys, "sample", "x.npz", "--temperature", "hot")
+    assert "invalid choice" in bad(capsys, "train", "--optimizer", "rmsprop")
+    assert "does not exist" in bad(capsys, "sample", tmp_path / "missing.npz")
+    assert "not a readable .npz" in bad(capsys, "sample", tmp_path / "junk.npz")
+    assert "too short" in bad(capsys, "train", "--text", _short(tmp_path))
+    assert "required" in bad(capsys)
+    assert "invalid choice" in bad(capsys, "fly")
+
+
+def _short(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("abcdefghij" * 5)
+    return path
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "gradcheck", "bptt", "graph"])
+def test_help(capsys, command):
+    with pytest.raises(SystemExit) as exit:
+        main([command, "--help"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: tinygrad-rnn {command}")
+
+
+def python_m(*argv, cwd):
+    env = dict(os.environ, MPLBACKEND="Agg")
+    return subprocess.run([sys.executable, "-m", "tinygrad_rnn", *map(str, argv)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_subprocess(tmp_path, corpus):
+    done = python_m("train", "--text", corpus, "--epochs", 1, "--out", "run", *SMALL, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "validation perplexity" in done.stdout and (tmp_path / "run" / "model.npz").exists()
+    done = python_m("sample", "run/model.npz", "--length", 20, cwd=tmp_path)
+    assert done.returncode == 0 and len(done.stdout.rstrip("\n")) == 21
+    done = python_m("graph", cwd=tmp_path)
+    assert done.returncode == 0 and (tmp_path / "graph.dot").read_text().startswith("digraph")
+    done = python_m("train", "--text", tmp_path / "nope.txt", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "does not exist" in done.stderr and "Traceback" not in done.stderr
