@@ -388,7 +388,7 @@ class Tensor:
         out = top if keepdims else np.asarray(np.squeeze(top, axis=axis))
 
         def backward(g):
-            hit = x == top
+            hit = (x == top) | np.isnan(x)   # a NaN maximum is where the NaN is: its gradient must not vanish
             g = np.reshape(g, top.shape)
             return (np.where(hit, g / hit.sum(axis=axis, keepdims=True), 0),)
         return Tensor._make(out, (self,), backward, "max")
