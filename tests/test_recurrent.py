@@ -221,6 +221,38 @@ def test_detach_state():
     assert not out[0].requires_grad and np.array_equal(out[0].data, a.data)
 
 
+@pytest.mark.parametrize("cell", cells(np.float32), ids=CELL_IDS)
+def test_float64_data_takes_a_float32_cells_dtype(cell):
+    """Plain numpy data (float64 by default) is read in the cell's dtype, as a layer's input is."""
+    xs = np.random.default_rng(2).standard_normal((B, T, D))
+    hs, _ = nn.unroll(cell, xs)
+    assert hs.dtype == np.float32
+    hs2, _ = nn.RNN(cell, stateful=True)(xs.tolist())
+    assert hs2.dtype == np.float32
+    np.testing.assert_array_equal(hs.data, hs2.data)
+
+
+def test_rnn_time_major():
+    cell = nn.LSTMCell(D, H, rng=0)
+    xs = np.random.default_rng(0).standard_normal((T, B, D))
+    rnn = nn.RNN(cell, stateful=True, batch_first=False)
+    hs, last = rnn(xs)
+    ref, ref_last = nn.unroll(cell, xs, batch_first=False)
+    assert hs.shape == (T, B, H)
+    np.testing.assert_array_equal(hs.data, ref.data)
+    more, _ = rnn(xs[:2])                       # carries on in the same layout
+    np.testing.assert_array_equal(more.data, nn.unroll(cell, xs[:2], ref_last, batch_first=False)[0].data)
+
+
+def test_stateful_batch_change_needs_a_reset():
+    rnn = nn.RNN(nn.LSTMCell(D, H, rng=0), stateful=True)
+    rnn(np.ones((2, T, D)))
+    with pytest.raises(ValueError, match=r"carried state must have shape \(3, 4\).*got \(2, 4\) \(a batch of 2, not 3\); call reset_state"):
+        rnn(np.ones((3, T, D)))
+    rnn.reset_state()
+    assert rnn(np.ones((3, T, D)))[0].shape == (3, T, H)
+
+
 # --- a small character language model -----------------------------------------------------------
 
 TEXT = ("the cat sat on the mat. the dog sat on the log. "

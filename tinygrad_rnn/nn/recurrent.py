@@ -17,7 +17,8 @@ def unroll(cell, xs, state=None, batch_first=True):
     has one, otherwise the cell is given ``None`` at the first step.
     """
     if not isinstance(xs, Tensor):
-        xs = Tensor(np.asarray(xs))
+        # plain data takes the cell's dtype, as a layer's input does: a float32 cell stays float32
+        xs = Tensor(np.asarray(xs, dtype=_param_dtype(cell)))
     if xs.ndim != 3:
         layout = "(batch, time, features)" if batch_first else "(time, batch, features)"
         raise ValueError(f"unroll: xs must be 3-D {layout}, got shape {xs.shape}")
@@ -32,6 +33,21 @@ def unroll(cell, xs, state=None, batch_first=True):
         state = cell(xs[:, t] if batch_first else xs[t], state)
         outputs.append(state[0] if isinstance(state, (tuple, list)) else state)
     return stack(outputs, axis=time_axis), state
+
+
+def _param_dtype(cell):
+    """The dtype of a Module cell's first parameter; None (numpy's choice) for a plain function."""
+    if isinstance(cell, Module):
+        for p in cell.parameters():
+            return p.dtype
+    return None
+
+
+def _first_tensor(state):
+    """The first Tensor in a state (nested tuples and lists), or None."""
+    if isinstance(state, (tuple, list)):
+        return next((t for t in map(_first_tensor, state) if t is not None), None)
+    return state if isinstance(state, Tensor) else None
 
 
 def detach_state(state):
@@ -49,13 +65,15 @@ class RNN(Module):
     TimeRNN does it (the forward connection carries over, the backward stops at
     the chunk boundary).  ``reset_state()`` forgets it.  ``params`` registers the
     Parameters of a plain-function cell so that ``parameters()`` finds them.
+    ``batch_first=False`` takes and returns (time, batch, features).
     """
 
-    def __init__(self, cell, stateful=False, params=None):
+    def __init__(self, cell, stateful=False, params=None, *, batch_first=True):
         if not callable(cell):
             raise TypeError(f"RNN: cell must be callable as cell(x, state), got {type(cell).__name__}")
         self.cell = cell
         self.stateful = bool(stateful)
+        self.batch_first = bool(batch_first)
         self.params = list(params) if params is not None else []
         for p in self.params:
             if not isinstance(p, Parameter):
@@ -68,12 +86,22 @@ class RNN(Module):
         return self._state
 
     def reset_state(self):
+        """Forget the carried state: the next call starts from zeros."""
         self._state = None
 
     def forward(self, xs, state=None):
-        if state is None and self.stateful:
+        """``(hs, last_state)`` for ``xs`` (batch, time, features), or (time, batch, features)."""
+        if state is None and self.stateful and self._state is not None:
             state = self._state
-        hs, last = unroll(self.cell, xs, state)
+            shape = xs.shape if isinstance(xs, Tensor) else np.shape(xs)
+            batch = shape[0 if self.batch_first else 1] if len(shape) == 3 else None
+            carried = _first_tensor(state)
+            if batch is not None and carried is not None and carried.ndim and carried.shape[0] != batch:
+                want = (batch,) + carried.shape[1:]
+                raise ValueError(f"RNN: the carried state must have shape {want} for xs of shape {shape}, "
+                                 f"got {carried.shape} (a batch of {carried.shape[0]}, not {batch}); "
+                                 f"call reset_state() first")
+        hs, last = unroll(self.cell, xs, state, batch_first=self.batch_first)
         if self.stateful:
             self._state = detach_state(last)
         return hs, last
