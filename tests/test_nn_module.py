@@ -274,6 +274,13 @@ def test_embedding_scalar_and_3d_indices():
     assert emb(np.zeros((2, 3, 4), dtype=int)).shape == (2, 3, 4, 2)
 
 
+def test_embedding_empty_index_list():
+    out = nn.Embedding(4, 3, rng=0)([])
+    assert out.shape == (0, 3)
+    with pytest.raises(TypeError, match="must be integers"):
+        nn.Embedding(4, 3)(np.zeros(0))          # an explicitly float array is still refused
+
+
 def test_embedding_gradient_scatter_adds_repeats():
     emb = nn.Embedding(4, 3, rng=0)
     idx = np.array([[1, 1], [2, 1]])

@@ -45,7 +45,10 @@ class Embedding(Module):
         self.W = Parameter((rng.standard_normal((num_embeddings, dim)) * 0.01).astype(dtype))
 
     def forward(self, idx):
-        idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
+        raw = idx.data if isinstance(idx, Tensor) else idx
+        idx = np.asarray(raw)
+        if idx.size == 0 and not isinstance(raw, np.ndarray):   # [] reads as float64: no indices at all
+            idx = idx.astype(np.intp)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"Embedding: indices must be integers, got dtype {idx.dtype}")
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_embeddings):
