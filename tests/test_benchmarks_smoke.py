@@ -53,6 +53,21 @@ def test_quick_suite_runs_and_writes_json(tmp_path):
         assert rows and all(v["median_us"] > 0 for v in rows), (who, perop)
     assert "W1 textbook toy" in r.stdout
 
+    # the tables and the plot of docs/benchmarks.md come from the same file
+    md = subprocess.run([sys.executable, os.path.join(BENCH, "plot.py"), str(out), "--markdown"],
+                        capture_output=True, text=True, timeout=60)
+    assert md.returncode == 0, md.stderr
+    assert "| W4 | float64 | 1.00x |" in md.stdout and meta["commit"][:10] in md.stdout
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    png = tmp_path / "plot.png"
+    pl = subprocess.run([sys.executable, os.path.join(BENCH, "plot.py"), str(out), "--png", str(png)],
+                        capture_output=True, text=True, timeout=120)
+    assert pl.returncode == 0, pl.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 def test_bad_arguments_are_refused():
     r = subprocess.run([sys.executable, os.path.join(BENCH, "run.py"), "--workloads", "W9"],
