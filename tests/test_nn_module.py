@@ -55,6 +55,12 @@ def test_shared_submodule_counted_once():
     assert [n for n, _ in Tied().named_parameters()] == ["a.W", "a.b"]
 
 
+def test_repr_lists_parameters():
+    text = repr(nn.RNN(nn.RNNCell(2, 3, dtype=np.float32)))
+    assert text == "RNN(\n  cell.Wx: (2, 3) float32\n  cell.Wh: (3, 3) float32\n  cell.b: (3,) float32\n)"
+    assert repr(nn.Module()) == "Module()"
+
+
 def test_parameter_is_float_tensor_with_grad():
     p = nn.Parameter([1, 2, 3])
     assert p.dtype == np.float64 and p.requires_grad

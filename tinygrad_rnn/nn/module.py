@@ -36,6 +36,11 @@ class Module:
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
+    def __repr__(self):
+        """The class name and every parameter's dotted name, shape and dtype, one per line."""
+        rows = [f"  {name}: {p.shape} {p.dtype}" for name, p in self.named_parameters()]
+        return f"{type(self).__name__}(" + ("\n" + "\n".join(rows) + "\n" if rows else "") + ")"
+
     def named_parameters(self, prefix=""):
         """Pairs ``(dotted name, Parameter)`` in attribute order; a shared Parameter appears once."""
         seen = set()
