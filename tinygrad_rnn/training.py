@@ -33,7 +33,7 @@ class CheckpointError(ValueError):
 @dataclasses.dataclass
 class TrainConfig:
     cell: str = "lstm"            # rnn, lstm, gru or MODULE:CALLABLE
-    hidden_size: int = 128
+    hidden_size: int = 192
     embed_size: int = 32
     seq_len: int = 32
     batch_size: int = 32

@@ -168,7 +168,7 @@ def plot_gradient_norms(curves, path):
         ax.plot(np.arange(len(norms)), np.maximum(norms, 1e-300), label=label)
     ax.set_yscale("log")
     ax.set_xlabel("time step t")
-    ax.set_ylabel("|dL/dh_t|  (L at the last step)")
+    ax.set_ylabel(r"$\|\partial L / \partial h_t\|$  (L at the last step)")
     ax.set_title("gradient through time")
     ax.legend()
     fig.tight_layout()
