@@ -40,7 +40,7 @@ class TrainConfig:
     optimizer: str = "adam"       # adam or sgd
     lr: float = 0.005
     momentum: float = 0.9         # sgd only
-    epochs: int = 20
+    epochs: int = 16
     max_steps: int = 0            # stop after this many updates in all (0: no limit)
     clip: float = 5.0             # gradient-norm clipping (0: off)
     seed: int = 0
