@@ -3,6 +3,7 @@
     python benchmarks/run.py --json results.json
     python benchmarks/plot.py results.json              # writes docs/img/benchmarks.png
     python benchmarks/plot.py results.json -o out.png
+    python benchmarks/plot.py results.json --markdown   # the tables of docs/benchmarks.md instead
 
 Size is the matrix-product FLOPs of one training step (forward and backward);
 one panel per dtype, log scale on both axes.  matplotlib is optional: without it
@@ -26,10 +27,25 @@ STYLE = {  # system -> (colour, line style, marker)
 }
 
 
+ORDER = tuple(STYLE)
+TIMED = ("W1", "W2", "W3", "W4")
+
+
+def timing_by_dtype(results):
+    """{dtype: {workload: {system: stats}}}, whichever way round the JSON nests them."""
+    if "timing_by_dtype" in results:
+        return results["timing_by_dtype"]
+    out = {}
+    for name, per in results.get("timing", {}).items():
+        for dtype, res in per.items():
+            out.setdefault(dtype, {})[name] = res
+    return out
+
+
 def series(results, dtype):
     """{system: [(flops, ratio, workload), ...]} sorted by size, for one dtype."""
     out = {}
-    for name, res in results["timing_by_dtype"].get(dtype, {}).items():
+    for name, res in timing_by_dtype(results).get(dtype, {}).items():
         flops = results["flops"][name]
         for key, v in res.items():
             out.setdefault(key, []).append((flops, v["ratio"], name))
@@ -44,7 +60,7 @@ def plot(results, path):
     except ImportError:
         print("matplotlib is not installed: no plot written", file=sys.stderr)
         return None
-    dtypes = list(results["timing_by_dtype"])
+    dtypes = list(timing_by_dtype(results))
     if not dtypes:
         raise ValueError("the results hold no timed workload: nothing to plot")
     fig, axes = plt.subplots(1, len(dtypes), figsize=(6.5 * len(dtypes), 4.8), sharey=True, squeeze=False)
@@ -70,13 +86,91 @@ def plot(results, path):
     return path
 
 
+def _ms(s):
+    return f"{s * 1e3:.3g}" if s < 1 else f"{s * 1e3:.0f}"
+
+
+def markdown(results):
+    """The results as markdown tables: ratios, times, memory, per-op overhead, scaling."""
+    m = results["meta"]
+    blas = m["blas"]
+    by_dtype = timing_by_dtype(results)
+    keys = [k for k in ORDER if any(k in r for per in by_dtype.values() for r in per.values())]
+    keys += sorted({k for per in by_dtype.values() for r in per.values() for k in r} - set(keys))
+    lines = [f"Run of {m['date']} at commit `{m['commit_short']}`"
+             + (" (with uncommitted engine changes)" if m.get("engine_uncommitted_changes") else "")
+             + f": {m['cpu']}, {m['cores']} cores, {m['platform']}; Python {m['python']}, numpy {m['numpy']} "
+             f"({blas.get('name')} {blas.get('version')}), torch {m['torch'] or 'not installed'}; "
+             f"threads {m['threads']}; {m['repeats']} samples per system"
+             + (f"; suite time {m['elapsed_s']:.0f} s" if "elapsed_s" in m else "") + ".", ""]
+    lines += ["Ratio of the median time per training step to the numpy baseline's, same run:", "",
+              "| workload | dtype | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for dtype, per in by_dtype.items():
+        for name in [n for n in TIMED if n in per]:
+            lines.append(f"| {name} | {dtype} | "
+                         + " | ".join(f"{per[name][k]['ratio']:.2f}x" if k in per[name] else "-" for k in keys)
+                         + " |")
+    lines += ["", "Median time per training step in ms (min-max):", "",
+              "| workload | dtype | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for dtype, per in by_dtype.items():
+        for name in [n for n in TIMED if n in per]:
+            cells = []
+            for k in keys:
+                v = per[name].get(k)
+                cells.append("-" if v is None else f"{_ms(v['median_s'])} ({_ms(v['min_s'])}-{_ms(v['max_s'])})")
+            lines.append(f"| {name} | {dtype} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if results.get("memory"):
+        lines += ["Peak memory of one W4 training step (first step of a freshly built system; ratio to numpy):", "",
+                  "| dtype | system | tracemalloc peak | resident-set growth |", "|---|---|---|---|"]
+        for dtype, mem in results["memory"].items():
+            for k, v in mem.items():
+                def cell(field):
+                    b = v[f"{field}_bytes"]
+                    r = v.get(f"{field}_ratio")
+                    return "n/a" if b is None else f"{b / 2 ** 20:.2f} MiB" + ("" if r is None else f" ({r:.2f}x)")
+                lines.append(f"| {dtype} | {k} | {cell('traced_peak')} | {cell('rss_growth')} |")
+        lines.append("")
+    if results.get("perop"):
+        p = results["perop"]
+        lines += [f"Per-op overhead: forward + backward of a chain of {p['n_ops']} elementwise ops on a (10, 10) "
+                  f"float64 array, microseconds per op (median, min-max):", "",
+                  "| measured | us per op |", "|---|---|"]
+        for k, v in p["results"].items():
+            lines.append(f"| {k} | {v['median_us']:.2f} ({v['min_us']:.2f}-{v['max_us']:.2f}) |")
+        lines.append("")
+    if results.get("scaling"):
+        s = results["scaling"]
+        T0, T1 = s["T"]
+        lines += [f"Scaling in T ({s['dtype']}, W4 sizes): time per step at T={T1} over T={T0} "
+                  f"(linear is 10x, target <= 11x):", "",
+                  f"| system | T={T0} | T={T1} | ratio |", "|---|---|---|---|"]
+        for k, r in s["ratio"].items():
+            a, b = s["times"][str(T0)][k]["median_s"], s["times"][str(T1)][k]["median_s"]
+            lines.append(f"| {k} | {_ms(a)} ms | {_ms(b)} ms | {r:.2f}x |")
+        lines.append("")
+    if results.get("blas_peak_gflops"):
+        lines.append("BLAS peak of this machine (1024 x 1024 product): "
+                     + ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in results["blas_peak_gflops"].items()) + ".")
+        for dtype, share in results.get("w3_blas_share", {}).items():
+            lines.append(f"W3 {dtype}, share of that peak: " + ", ".join(f"{k} {v:.0%}" for k, v in share.items())
+                         + ".")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("results", help="JSON written by benchmarks/run.py --json")
-    p.add_argument("-o", "--output", default=DEFAULT_OUT, help=f"image to write (default {DEFAULT_OUT})")
+    p.add_argument("-o", "--output", "--png", dest="output", default=DEFAULT_OUT,
+                   help=f"image to write (default {DEFAULT_OUT})")
+    p.add_argument("--markdown", action="store_true", help="print the markdown tables instead of plotting")
     args = p.parse_args(argv)
     with open(args.results) as f:
         results = json.load(f)
+    if args.markdown:
+        print(markdown(results))
+        return 0
     path = plot(results, args.output)
     if path:
         print(f"plot written to {path}")
