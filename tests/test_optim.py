@@ -178,3 +178,59 @@ def test_clip_grad_norm_float32_in_place():
 def test_clip_grad_norm_bad_max(bad):
     with pytest.raises(ValueError, match="max_norm must be positive"):
         optim.clip_grad_norm([nn.Parameter(np.ones(1))], bad)
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.SGD(ps, lr=0.1),
+                                  lambda ps: optim.Adam(ps, lr=0.05)], ids=["momentum", "sgd", "adam"])
+def test_state_dict_resumes_exactly(make, tmp_path):
+    def grads(step):
+        rng = np.random.default_rng(step)
+        # the second parameter sits out step 1, so per-parameter state matters
+        return rng.standard_normal(3), (None if step == 1 else rng.standard_normal((2, 2)))
+
+    a, b = nn.Parameter(np.ones(3)), nn.Parameter(np.zeros((2, 2)))
+    opt = make([a, b])
+    for step in range(3):
+        a.grad, b.grad = grads(step)
+        opt.step()
+    np.savez(tmp_path / "opt.npz", **opt.state_dict())
+    saved = a.data.copy(), b.data.copy()
+    for step in range(3, 6):
+        a.grad, b.grad = grads(step)
+        opt.step()
+
+    a2, b2 = nn.Parameter(saved[0]), nn.Parameter(saved[1])
+    opt2 = make([a2, b2])
+    with np.load(tmp_path / "opt.npz", allow_pickle=False) as f:
+        assert opt2.load_state_dict(dict(f)) is opt2
+    for step in range(3, 6):
+        a2.grad, b2.grad = grads(step)
+        opt2.step()
+    assert np.array_equal(a.data, a2.data) and np.array_equal(b.data, b2.data)
+
+
+def test_state_dict_is_a_copy():
+    p = nn.Parameter(np.ones(2))
+    opt = optim.Adam([p])
+    p.grad = np.ones(2)
+    opt.step()
+    state = opt.state_dict()
+    state["m.0"][...] = 99.0
+    assert not np.any(opt.m[0] == 99.0)
+
+
+def test_load_state_dict_errors():
+    p = nn.Parameter(np.ones(2))
+    opt = optim.Adam([p])
+    state = opt.state_dict()
+    with pytest.raises(KeyError, match=r"missing keys \['v\.0'\]"):
+        opt.load_state_dict({k: v for k, v in state.items() if k != "v.0"})
+    with pytest.raises(KeyError, match=r"unexpected keys \['velocity\.0'\]"):
+        opt.load_state_dict({**state, "velocity.0": np.zeros(2)})
+    with pytest.raises(ValueError, match=r"'m\.0' has shape \(3,\), expected \(2,\)"):
+        opt.load_state_dict({**state, "m.0": np.zeros(3)})
+    with pytest.raises(KeyError, match=r"unexpected keys \['velocity\.0'\]"):
+        optim.SGD([p], lr=0.1).load_state_dict({"velocity.0": np.zeros(2)})   # no momentum, no velocity
+    with pytest.raises(ValueError, match=r"'velocity\.0' has shape \(3,\)"):
+        optim.SGD([p], lr=0.1, momentum=0.5).load_state_dict({"velocity.0": np.zeros(3)})

@@ -42,6 +42,39 @@ class Optimizer:
     def step(self):
         raise NotImplementedError
 
+    def _state(self):
+        """``{name: array}`` of everything ``step`` remembers (subclasses)."""
+        return {}
+
+    def state_dict(self):
+        """The optimiser's memory as ``{name: numpy array}`` (copies), ready for ``np.savez``.
+
+        Together with the parameters it makes a resumed run take exactly the same
+        steps.  Array names end in the parameter's position (``m.0``, ``v.0`` ...).
+        """
+        return {k: np.array(v) for k, v in self._state().items()}
+
+    def load_state_dict(self, state):
+        """Restore what ``state_dict`` returned, after checking every key and shape (clear errors)."""
+        mine = self._state()
+        optional = self._optional_keys()
+        missing = [k for k in mine if k not in state and k not in optional]
+        extra = [k for k in state if k not in mine and k not in optional]
+        if missing or extra:
+            raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
+                           f"unexpected keys {extra}")
+        for key, value in state.items():
+            value = np.asarray(value)
+            want = mine[key].shape if key in mine else optional[key]
+            if value.shape != want:
+                raise ValueError(f"{type(self).__name__}.load_state_dict: {key!r} has shape {value.shape}, "
+                                 f"expected {want}")
+        self._restore({k: np.asarray(v) for k, v in state.items()})
+        return self
+
+    def _optional_keys(self):
+        return {}
+
 
 class SGD(Optimizer):
     """``v = momentum * v + grad; p -= lr * v`` (plain gradient descent when momentum is 0)."""
@@ -63,6 +96,17 @@ class SGD(Optimizer):
                 self.velocity[i] = g.copy() if v is None else v * self.momentum + g
                 g = self.velocity[i]
             p.data -= self.lr * g
+
+    def _state(self):
+        return {f"velocity.{i}": v for i, v in enumerate(self.velocity) if v is not None}
+
+    def _optional_keys(self):
+        # a velocity exists once its parameter has had a gradient with momentum on
+        return {f"velocity.{i}": p.shape for i, p in enumerate(self.params)} if self.momentum else {}
+
+    def _restore(self, state):
+        self.velocity = [state[f"velocity.{i}"].astype(p.dtype) if f"velocity.{i}" in state else None
+                         for i, p in enumerate(self.params)]
 
 
 class Adam(Optimizer):
@@ -102,6 +146,19 @@ class Adam(Optimizer):
             v *= b2
             v += (1 - b2) * g * g
             p.data -= self.lr * (m / correction1) / (np.sqrt(v / correction2) + self.eps)
+
+    def _state(self):
+        state = {"t": np.array(self.t), "skipped": np.array(self.skipped)}
+        for i, (m, v) in enumerate(zip(self.m, self.v)):
+            state[f"m.{i}"], state[f"v.{i}"] = m, v
+        return state
+
+    def _restore(self, state):
+        self.t = int(state["t"])
+        self.skipped = [int(k) for k in state["skipped"]]
+        for i, (m, v) in enumerate(zip(self.m, self.v)):
+            m[...] = state[f"m.{i}"]
+            v[...] = state[f"v.{i}"]
 
 
 def clip_grad_norm(params, max_norm):
