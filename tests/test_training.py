@@ -64,6 +64,9 @@ def test_resume_continues_the_run_exactly(tmp_path):
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         np.testing.assert_array_equal(p.data, q.data, err_msg=name)   # Adam's moments and step count restored
     assert again["valid_perplexity"] == straight["valid_perplexity"]
+    # resuming into another folder carries the whole history into its metrics file
+    elsewhere, _ = run(tmp_path, None, "elsewhere", resume=again["checkpoint"], overrides={"epochs": 5})
+    assert [json.loads(line)["epoch"] for line in open(elsewhere["metrics"])] == [1, 2, 3, 4, 5]
 
 
 def test_ctrl_c_keeps_the_last_checkpoint(tmp_path, monkeypatch):
@@ -185,3 +188,13 @@ def test_charlm_shapes():
     logits = model(np.zeros((3, 5), dtype=np.int64))
     assert logits.shape == (3, 5, 7) and logits.dtype == np.float32
     assert math.isfinite(float(logits.data.sum()))
+
+
+def test_progress_bar_and_plot(tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    result = train(TEXT, small(epochs=2), out_dir=tmp_path, progress=True, plot=True)
+    out, err = capsys.readouterr()
+    assert "epoch 1:" in out and "epoch 2:" in out      # epoch lines on stdout, above the bar
+    assert "step" in err and "loss=" in err              # the bar, with the live loss, on stderr
+    if result["plot"] is not None:                       # matplotlib is the optional plot extra
+        assert open(result["plot"], "rb").read(4) == b"\x89PNG"

@@ -263,14 +263,18 @@ def train(text, config=None, out_dir="runs/charlm", resume=None, progress=True, 
     ckpt_path = os.path.join(out_dir, "model.npz")
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
     history = list(meta.get("history", []))
-    if resume is None and os.path.exists(metrics_path):
-        os.remove(metrics_path)
+    # the metrics file always restates the run so far (from the checkpoint when resuming), so a resumed
+    # run in a new folder has its whole history, and a line written after the last checkpoint is dropped
+    with open(metrics_path, "w") as f:
+        f.writelines(json.dumps(record) + "\n" for record in history)
     baseline = unigram_perplexity(train_ids, valid_ids, len(vocab))
     log(f"text: {len(text)} characters, vocabulary {len(vocab)}; unigram baseline perplexity {baseline:.2f}")
     log(f"model: {config.cell} cell, hidden {config.hidden_size}, {sum(p.size for p in params)} parameters")
     epoch, step = int(meta.get("epoch", 0)), int(meta.get("step", 0))
     rng = np.random.default_rng(config.seed + epoch)
     bar = _progress_bar(progress, config.epochs * steps_per_epoch, step)
+    if bar is not None and log is print:
+        log = bar.write   # prints above the bar instead of through it
     interrupted = False
     started = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
     try:
