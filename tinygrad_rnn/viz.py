@@ -137,21 +137,36 @@ def _pyplot():
 
 
 def plot_training(history, path, baseline=None):
-    """Loss and perplexity per epoch as a PNG at ``path``; None without matplotlib."""
+    """Loss and perplexity per epoch (train and validation) as a PNG at ``path``; None without matplotlib.
+
+    ``history`` is a list of the per-epoch records that ``training.train`` writes
+    (``epoch``, ``train_perplexity``, ``valid_perplexity``); ``baseline`` draws the
+    unigram perplexity as a dashed line.
+    """
     plt = _pyplot()
     if plt is None or not history:
         return None
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
     epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(epochs, [r["train_perplexity"] for r in history], marker="o", label="train")
-    ax.plot(epochs, [r["valid_perplexity"] for r in history], marker="o", label="validation")
+    curves = {"train": [r["train_perplexity"] for r in history],
+              "validation": [r["valid_perplexity"] for r in history]}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for label, values in curves.items():
+        left.plot(epochs, np.log(values), marker="o", label=label)
+        right.plot(epochs, values, marker="o", label=label)
     if baseline is not None:
-        ax.axhline(baseline, color="gray", linestyle="--", label="unigram baseline")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("perplexity")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("character model training")
+        left.axhline(np.log(baseline), color="gray", linestyle="--", label="unigram baseline")
+        right.axhline(baseline, color="gray", linestyle="--", label="unigram baseline")
+    left.set_ylabel("loss (cross-entropy per character, nats)")
+    right.set_ylabel("perplexity")
+    right.set_yscale("log")
+    right.yaxis.set_major_formatter(ScalarFormatter())
+    right.yaxis.set_minor_formatter(ScalarFormatter())
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.legend()
+    fig.suptitle("character model training")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
