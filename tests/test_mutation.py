@@ -11,6 +11,7 @@ import functools
 
 import numpy as np
 import pytest
+from hypothesis import Phase, settings
 
 import tinygrad_rnn as tg
 import tinygrad_rnn.tensor as engine
@@ -48,10 +49,23 @@ def scaled_backward(make, factor, only=None):
     return broken
 
 
-def expect_caught(test):
+def quick(test, monkeypatch):
+    """The same test and examples, without shrinking a failure or saving it to the example database.
+
+    Shrinking only makes the report prettier (and costs most of the time here);
+    saving would make the unbroken test replay examples found against a broken engine.
+    """
+    if monkeypatch is not None and hasattr(test, "_hypothesis_internal_use_settings"):
+        current = test._hypothesis_internal_use_settings
+        monkeypatch.setattr(test, "_hypothesis_internal_use_settings", settings(
+            current, phases=[Phase.explicit, Phase.generate], database=None, report_multiple_bugs=False))
+    return test
+
+
+def expect_caught(test, monkeypatch=None):
     """Run a hypothesis property test and require a GradcheckError from it."""
     try:
-        test()
+        quick(test, monkeypatch)()
     except GradcheckError as e:
         return str(e)
     except BaseExceptionGroup as group:   # several distinct failures reported together
@@ -101,7 +115,7 @@ CASES = [
                          ids=[f"{c[1]}{'' if c[2] is None else f'[input {c[2]}]'}-{c[3].__name__}" for c in CASES])
 def test_a_gradient_wrong_by_a_tenth_of_a_percent_is_caught(monkeypatch, owner, name, only, test):
     monkeypatch.setattr(owner, name, scaled_backward(getattr(owner, name), WRONG, only))
-    message = expect_caught(test)
+    message = expect_caught(test, monkeypatch)
     assert "autograd" in message and "numeric" in message
 
 
@@ -109,7 +123,7 @@ def test_a_gradient_wrong_by_a_tenth_of_a_percent_is_caught(monkeypatch, owner, 
                                                (Tensor, "__getitem__", to.test_getitem_integer_arrays_with_repeats)])
 def test_control_the_same_wrapping_with_factor_one_passes(monkeypatch, owner, name, test):
     monkeypatch.setattr(owner, name, scaled_backward(getattr(owner, name), 1.0))
-    test()
+    quick(test, monkeypatch)()
 
 
 def test_summing_broadcast_gradients_wrongly_is_caught(monkeypatch):
@@ -121,4 +135,4 @@ def test_summing_broadcast_gradients_wrongly_is_caught(monkeypatch):
         copies = g.size // max(out.size, 1)
         return out / copies if copies > 1 else out
     monkeypatch.setattr(engine, "_unbroadcast", averaging)
-    expect_caught(to.test_add)
+    expect_caught(to.test_add, monkeypatch)
