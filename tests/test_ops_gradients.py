@@ -345,3 +345,31 @@ def test_detach_stops_the_gradient():
     x = leaf([1.0, -2.0, 3.0])
     (x * x.detach()).sum().backward()      # d/dx of x * c with c held constant is c
     np.testing.assert_array_equal(x.grad, [1.0, -2.0, 3.0])
+
+
+# ---------------------------------------------------------------- float32 stays float32
+FLOAT32_CASES = {
+    "add": lambda a, b: a + b, "number + x": lambda a, b: 2.0 + a, "sub": lambda a, b: a - b,
+    "number - x": lambda a, b: 1.0 - a, "mul": lambda a, b: a * b, "div": lambda a, b: a / b,
+    "number / x": lambda a, b: 1.0 / a, "x ** number": lambda a, b: a ** 2, "x ** y": lambda a, b: a ** b,
+    "number ** x": lambda a, b: 2.0 ** a, "neg": lambda a, b: -a, "matmul": lambda a, b: a @ b.T,
+    "exp": lambda a, b: a.exp(), "expm1": lambda a, b: a.expm1(), "log": lambda a, b: a.log(),
+    "sqrt": lambda a, b: a.sqrt(), "abs": lambda a, b: a.abs(), "clip": lambda a, b: a.clip(0.5, 1.5),
+    "clip by float64 arrays": lambda a, b: a.clip(np.zeros(3), np.ones(3)),
+    "sum": lambda a, b: a.sum(axis=0), "mean": lambda a, b: a.mean(), "max": lambda a, b: a.max(axis=1),
+    "reshape": lambda a, b: a.reshape(-1), "T": lambda a, b: a.T, "index": lambda a, b: a[[0, 0]],
+    "mask": lambda a, b: a[a.data > 1], "concat": lambda a, b: tg.concat([a, b]),
+    "stack": lambda a, b: tg.stack([a, b]), "where": lambda a, b: tg.where(a.data > 1, a, 0.0),
+    "where, number first": lambda a, b: tg.where(a.data > 1, 1.0, b),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT32_CASES))
+def test_float32_stays_float32_in_values_and_gradients(name):
+    a = Tensor(np.linspace(0.5, 2.0, 6).reshape(2, 3).astype(np.float32), requires_grad=True)
+    b = Tensor(np.linspace(1.0, 2.0, 6).reshape(2, 3).astype(np.float32), requires_grad=True)
+    out = FLOAT32_CASES[name](a, b)
+    assert out.dtype == np.float32
+    out.sum().backward()
+    for t in (a, b):
+        assert t.grad is None or t.grad.dtype == np.float32
