@@ -18,6 +18,7 @@ these tolerances, and a gradient that is off by 0.1 % fails
 ``test_op_coverage.py`` fails when a public operation has no entry.
 """
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 import tinygrad_rnn as tg
@@ -349,3 +350,40 @@ def test_check_itself_fails_on_a_wrong_gradient():
         assert "autograd vs numeric" in str(e)
     else:
         raise AssertionError("check passed a gradient that is twice too large")
+
+
+# ---------------------------------------------------------------- float32 graphs stay float32
+FLOAT32_OPS = {
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": lambda a, b: a / b,
+    "pow": lambda a, b: a ** b, "pow by number": lambda a, b: a ** 2 + a ** 0.5,
+    "reflected": lambda a, b: 2.0 ** a + (1 - a) * 3 / b, "neg": lambda a, b: -a,
+    "matmul": lambda a, b: a @ b.T, "matmul 1-D": lambda a, b: a[0] @ b.T,
+    "exp": lambda a, b: a.exp(), "expm1": lambda a, b: a.expm1(), "log": lambda a, b: a.log(),
+    "sqrt": lambda a, b: a.sqrt(), "abs": lambda a, b: (a - 1.0).abs(), "clip": lambda a, b: a.clip(0.6, 0.9),
+    "clip one-sided": lambda a, b: a.clip(None, 0.8), "sum": lambda a, b: a.sum(axis=0),
+    "mean": lambda a, b: a.mean(axis=(0, 1), keepdims=True), "max": lambda a, b: a.max(axis=1),
+    "reshape": lambda a, b: a.reshape(3, 2), "transpose": lambda a, b: a.transpose(1, 0), "T": lambda a, b: a.T,
+    "getitem": lambda a, b: a[[0, 0, 1], 1:], "mask": lambda a, b: a[a.data > 0.7],
+    "concat": lambda a, b: tg.concat([a, b], axis=1), "stack": lambda a, b: tg.stack([a, b], axis=-1),
+    "where": lambda a, b: tg.where(a.data > 0.7, a, b), "where with a number": lambda a, b: tg.where(a.data > 0.7, 0.0, b),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT32_OPS))
+def test_float32_values_and_gradients_stay_float32_and_match_float64(name):
+    """A float32 graph (Python numbers included) stays float32, and its gradients are the float64
+    ones rounded (within 1e-5 relative: float32 has about 7 digits)."""
+    fn = FLOAT32_OPS[name]
+    base = np.arange(6.0).reshape(2, 3) * 0.1 + 0.5
+    grads = {}
+    for dtype in (np.float32, np.float64):
+        a = Tensor(base.astype(dtype), requires_grad=True)
+        b = Tensor((base + 0.5).astype(dtype), requires_grad=True)
+        out = fn(a, b)
+        assert out.dtype == dtype, (name, out.dtype)
+        out.backward(np.ones(out.shape, dtype=dtype))
+        for t in (a, b):
+            assert t.grad is None or t.grad.dtype == dtype, (name, t.grad.dtype)
+        grads[dtype] = [np.zeros(6) if t.grad is None else t.grad for t in (a, b)]
+    for g32, g64 in zip(grads[np.float32], grads[np.float64]):
+        np.testing.assert_allclose(g32, g64, rtol=1e-5, atol=1e-6)
