@@ -198,3 +198,22 @@ def test_progress_bar_and_plot(tmp_path, capsys):
     assert "step" in err and "loss=" in err              # the bar, with the live loss, on stderr
     if result["plot"] is not None:                       # matplotlib is the optional plot extra
         assert open(result["plot"], "rb").read(4) == b"\x89PNG"
+
+
+def test_user_cell_from_a_file_or_the_current_folder(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "filecells.py").write_text(
+        "from tinygrad_rnn import nn\n"
+        "def tiny(input_size, hidden_size, rng=None, dtype=None):\n"
+        "    return nn.RNNCell(input_size, hidden_size, nonlinearity='relu', rng=rng, dtype=dtype)\n")
+    (tmp_path / "raising.py").write_text("raise RuntimeError('broken at import')\n")
+    cell = make_cell(str(tmp_path / "sub" / "filecells.py") + ":tiny", 3, 4, None, np.float64)
+    assert isinstance(cell, nn.RNNCell) and cell.Wh.shape == (4, 4)
+    monkeypatch.chdir(tmp_path / "sub")
+    import sys
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path / "sub"))])
+    assert isinstance(make_cell("filecells:tiny", 2, 3, None, np.float64), nn.RNNCell)
+    with pytest.raises(ValueError, match="RuntimeError: broken at import"):
+        make_cell(str(tmp_path / "raising.py") + ":x", 2, 3, None, np.float64)
+    with pytest.raises(ValueError, match="no file"):
+        make_cell("nowhere/cells.py:x", 2, 3, None, np.float64)

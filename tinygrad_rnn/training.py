@@ -7,9 +7,11 @@ so that loading it never runs code.
 """
 import dataclasses
 import importlib
+import importlib.util
 import json
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -71,7 +73,7 @@ class TrainConfig:
 
 
 def make_cell(spec, input_size, hidden_size, rng, dtype):
-    """A cell from ``rnn``, ``lstm``, ``gru`` or ``MODULE:CALLABLE``.
+    """A cell from ``rnn``, ``lstm``, ``gru`` or ``MODULE:CALLABLE`` (``MODULE`` may be a ``.py`` file).
 
     ``CALLABLE`` is called as ``CALLABLE(input_size, hidden_size, rng=rng, dtype=dtype)``
     and must return a cell: a Module whose ``forward(x, state)`` returns the new
@@ -83,13 +85,14 @@ def make_cell(spec, input_size, hidden_size, rng, dtype):
         return builtin[spec](input_size, hidden_size, rng=rng, dtype=dtype)
     if ":" not in spec:
         raise ValueError(f"unknown cell {spec!r}: use rnn, lstm, gru or MODULE:CALLABLE")
-    module_name, _, attr = spec.partition(":")
+    module_name, _, attr = spec.rpartition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except ImportError as e:
-        raise ValueError(f"cell {spec!r}: cannot import module {module_name!r} ({e})") from None
-    except AttributeError:
-        raise ValueError(f"cell {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
+        module = _import_user_module(module_name)
+    except Exception as e:   # ImportError, or any error raised by the user's module while it loads
+        raise ValueError(f"cell {spec!r}: cannot import module {module_name!r} ({type(e).__name__}: {e})") from None
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise ValueError(f"cell {spec!r}: module {module_name!r} has no attribute {attr!r}")
     try:
         cell = factory(input_size, hidden_size, rng=rng, dtype=dtype)
     except Exception as e:   # the user's code: report it in one line, with its own message
@@ -101,6 +104,26 @@ def make_cell(spec, input_size, hidden_size, rng, dtype):
     if not cell.parameters():
         raise ValueError(f"cell {spec!r}: the cell has no parameters to train")
     return cell
+
+
+def _import_user_module(name):
+    """``name`` as a module (``mycells``, ``pkg.cells``) or a file (``path/to/cells.py``).
+
+    The current folder is searched too, as ``python -m`` would (the installed
+    ``tinygrad-rnn`` script does not put it on ``sys.path``).
+    """
+    if name.endswith(".py"):
+        if not os.path.isfile(name):
+            raise ImportError(f"no file {name!r}")
+        module_id = "tinygrad_rnn_user_cell_" + os.path.splitext(os.path.basename(name))[0]
+        spec = importlib.util.spec_from_file_location(module_id, name)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_id] = module
+        spec.loader.exec_module(module)
+        return module
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    return importlib.import_module(name)
 
 
 class CharLM(nn.Module):
