@@ -148,8 +148,8 @@ def test_sgd_and_float64(tmp_path):
 
 
 def write_cell_module(tmp_path, body):
-    (tmp_path / "mycells.py").write_text(body)
-    return "mycells"
+    (tmp_path / "leaky_cells_for_tests.py").write_text(body)
+    return "leaky_cells_for_tests"
 
 
 def test_user_cell(tmp_path, monkeypatch):
@@ -168,15 +168,15 @@ def test_user_cell(tmp_path, monkeypatch):
         "        return 0.5 * h + 0.5 * self.inner(x, h)\n"
         "def not_a_cell(input_size, hidden_size, rng=None, dtype=None):\n"
         "    return 42\n"))
-    cell = make_cell("mycells:Leaky", 3, 4, np.random.default_rng(0), np.float64)
+    cell = make_cell("leaky_cells_for_tests:Leaky", 3, 4, np.random.default_rng(0), np.float64)
     assert sorted(dict(cell.named_parameters())) == ["inner.Wh", "inner.Wx", "inner.b"]
-    result, _ = run(tmp_path, small(cell="mycells:Leaky", epochs=2))
+    result, _ = run(tmp_path, small(cell="leaky_cells_for_tests:Leaky", epochs=2))
     assert result["valid_perplexity"] < result["unigram_perplexity"]
     assert isinstance(load_checkpoint(result["checkpoint"])[0].rnn.cell, nn.Module)
     with pytest.raises(ValueError, match="must return an nn.Module"):
-        make_cell("mycells:not_a_cell", 3, 4, None, np.float64)
+        make_cell("leaky_cells_for_tests:not_a_cell", 3, 4, None, np.float64)
     with pytest.raises(ValueError, match="has no attribute 'Nope'"):
-        make_cell("mycells:Nope", 3, 4, None, np.float64)
+        make_cell("leaky_cells_for_tests:Nope", 3, 4, None, np.float64)
     with pytest.raises(ValueError, match="cannot import module 'no_such_module_xyz'"):
         make_cell("no_such_module_xyz:Cell", 3, 4, None, np.float64)
     with pytest.raises(ValueError, match="unknown cell 'transformer'"):
