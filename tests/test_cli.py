@@ -188,6 +188,9 @@ def test_bad_arguments(tmp_path, capsys, monkeypatch):
     assert "does not exist" in bad(capsys, "sample", tmp_path / "missing.npz")
     assert "not a readable .npz" in bad(capsys, "sample", tmp_path / "junk.npz")
     assert "too short" in bad(capsys, "train", "--text", _short(tmp_path))
+    assert "at least 0, got '-1'" in bad(capsys, "train", "--clip", "-1")
+    (tmp_path / "a_file").write_text("x")
+    assert "a_file" in bad(capsys, "graph", "--output", tmp_path / "a_file" / "graph.dot")
     assert "required" in bad(capsys)
     assert "invalid choice" in bad(capsys, "fly")
 

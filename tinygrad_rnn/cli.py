@@ -54,7 +54,12 @@ def _positive_float(text):
 
 
 def _nonnegative_float(text):
-    value = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}")
     return value
 
 
@@ -296,8 +301,12 @@ def main(argv=None):
     except UsageError as e:
         print(e, file=sys.stderr)
         return 2
-    except (DataError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (DataError, CheckpointError, ValueError) as e:
         print(f"tinygrad-rnn: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:   # a file or folder that cannot be read or written
+        where = f" {e.filename!r}" if e.filename else ""
+        print(f"tinygrad-rnn: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tinygrad-rnn: interrupted", file=sys.stderr)
