@@ -34,6 +34,13 @@ class CheckpointError(ValueError):
 
 @dataclasses.dataclass
 class TrainConfig:
+    """Everything that defines a training run; stored in the checkpoint, so a resumed run keeps it.
+
+    The defaults are the command line's: an LSTM of 192 units trained with Adam
+    for 16 epochs of truncated BPTT (32 lanes of 32 steps), which takes under a
+    minute of one CPU core on the shipped corpus.  ``check()`` raises ValueError
+    naming the first field out of range.
+    """
     cell: str = "lstm"            # rnn, lstm, gru or MODULE:CALLABLE
     hidden_size: int = 192
     embed_size: int = 32
@@ -53,6 +60,7 @@ class TrainConfig:
     temperature: float = 0.8
 
     def check(self):
+        """Raise ValueError for a field out of range; returns the config."""
         positive = ("hidden_size", "embed_size", "seq_len", "batch_size", "epochs", "sample_length")
         for name in positive:
             if getattr(self, name) < 1:
@@ -138,6 +146,7 @@ class CharLM(nn.Module):
         self.out = nn.Linear(config.hidden_size, vocab_size, rng=rng, dtype=dtype)
 
     def forward(self, ids):
+        """Logits (batch, time, vocabulary) for integer ids (batch, time); the RNN state carries over."""
         hs, _ = self.rnn(self.embed(ids))
         return self.out(hs)
 
