@@ -227,3 +227,29 @@ def test_subprocess(tmp_path, corpus):
     done = python_m("train", "--text", tmp_path / "nope.txt", cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_train_defaults_on_the_shipped_corpus(tmp_path, capsys):
+    # the no-argument run, cut to three updates: the shipped corpus and the default model
+    status, out, err = cli(capsys, "train", "--max-steps", 3, "--out", tmp_path, "--no-progress")
+    assert status == 0, err
+    assert f"text: {len(default_corpus())} characters" in out
+    assert "model: lstm cell, hidden 192" in out and "after 1 epochs, 3 steps" in out
+    _, _, config, meta, _ = load_checkpoint(tmp_path / "model.npz")
+    assert config.max_steps == 3 and meta["step"] == 3
+
+
+def test_ctrl_c_exits_130_and_keeps_the_checkpoint(tmp_path, corpus, capsys, monkeypatch):
+    from tinygrad_rnn import optim
+    real, calls = optim.clip_grad_norm, {"n": 0}
+
+    def interrupting(params, max_norm):
+        calls["n"] += 1
+        if calls["n"] == 30:                               # in the second epoch (28 steps each)
+            raise KeyboardInterrupt
+        return real(params, max_norm)
+
+    monkeypatch.setattr(optim, "clip_grad_norm", interrupting)
+    status, out, err = cli(capsys, "train", "--text", corpus, "--epochs", 3, "--out", tmp_path, *SMALL)
+    assert status == 130 and "interrupted" in out
+    assert load_checkpoint(tmp_path / "model.npz")[3]["epoch"] == 1
