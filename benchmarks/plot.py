@@ -165,17 +165,66 @@ def markdown(results):
     return "\n".join(lines)
 
 
+# issue 6's targets: (figure, limit, how to read it from the results for one system)
+TG_KEYS = ("tg_rnncell", "tg_custom", "tg_rnncell_fused", "tg_custom_fused")
+
+
+def targets(results, dtype="float32"):
+    """Markdown table of the issue's targets against this run (ratios in ``dtype``; float32 as the issue says)."""
+    per = timing_by_dtype(results).get(dtype, {})
+    keys = [k for k in TG_KEYS if any(k in r for r in per.values())]
+    if not keys:
+        return ""
+
+    def verdict(value, limit, fmt, higher_is_better=False):
+        if value is None:
+            return "-"
+        ok = value >= limit if higher_is_better else value <= limit
+        return f"{fmt.format(value)} ({'met' if ok else 'not met'})"
+
+    rows = []
+    for name, limit in (("W1", 3.0), ("W2", 1.5), ("W3", 1.15), ("W4", 1.5)):
+        if name in per:
+            rows.append((f"{name} time per step / numpy", f"<= {limit}x",
+                         [verdict(per[name][k]["ratio"], limit, "{:.2f}x") if k in per[name] else "-"
+                          for k in keys]))
+    mem = results.get("memory", {}).get(dtype)
+    if mem:
+        rows.append(("W4 peak memory / numpy (tracemalloc)", "<= 1.5x",
+                     [verdict(mem[k]["traced_peak_ratio"], 1.5, "{:.2f}x") if k in mem else "-" for k in keys]))
+    sc = results.get("scaling")
+    if sc:
+        rows.append((f"time per step, T={sc['T'][1]} / T={sc['T'][0]} ({sc['dtype']})", "<= 11x",
+                     [verdict(sc["ratio"].get(k), 11.0, "{:.2f}x") for k in keys]))
+    po = (results.get("perop") or {}).get("results", {}).get("tinygrad_rnn forward + backward")
+    if po:
+        rows.append(("per-op overhead, fwd+bwd, (10,10) float64", "<= 2.5 us",
+                     [verdict(po["median_us"], 2.5, "{:.2f} us")] + ["same engine"] * (len(keys) - 1)))
+    share = results.get("w3_blas_share", {}).get(dtype)
+    if share:
+        rows.append(("W3 share of single-core BLAS peak", ">= 60%",
+                     [verdict(share.get(k), 0.6, "{:.0%}", higher_is_better=True) for k in keys]))
+    lines = [f"| figure ({dtype} unless said) | target | " + " | ".join(keys) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    lines += [f"| {fig} | {lim} | " + " | ".join(cells) + " |" for fig, lim, cells in rows]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("results", help="JSON written by benchmarks/run.py --json")
     p.add_argument("-o", "--output", "--png", dest="output", default=DEFAULT_OUT,
                    help=f"image to write (default {DEFAULT_OUT})")
     p.add_argument("--markdown", action="store_true", help="print the markdown tables instead of plotting")
+    p.add_argument("--targets", action="store_true", help="print the issue's targets against this run instead")
     args = p.parse_args(argv)
     with open(args.results) as f:
         results = json.load(f)
     if args.markdown:
         print(markdown(results))
+        return 0
+    if args.targets:
+        print(targets(results))
         return 0
     path = plot(results, args.output)
     if path:
