@@ -116,6 +116,12 @@ def test_custom_function_cell_through_unroll():
     assert tg.gradcheck(lambda *_: nn.unroll(mgu, xs)[0], *params, xs, atol=ATOL, rtol=RTOL)
 
 
+@pytest.mark.parametrize("result", [None, 3.0, (), ([1.0], 2)])
+def test_a_cell_that_returns_no_tensor_is_named(result):
+    with pytest.raises(TypeError, match="at step 0 the cell returned .*must return its new state"):
+        nn.unroll(lambda x, state: result, np.ones((1, 2, 3)))
+
+
 def test_custom_function_cell_through_stateful_rnn_trains():
     mgu, params = make_mgu(np.random.default_rng(0))
     rnn = nn.RNN(mgu, stateful=True, params=params)

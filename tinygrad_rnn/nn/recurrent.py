@@ -31,7 +31,12 @@ def unroll(cell, xs, state=None, batch_first=True):
     outputs = []
     for t in range(steps):
         state = cell(xs[:, t] if batch_first else xs[t], state)
-        outputs.append(state[0] if isinstance(state, (tuple, list)) else state)
+        h = state[0] if isinstance(state, (tuple, list)) and state else state
+        if not isinstance(h, Tensor):
+            # a custom cell that forgot to return its state would otherwise fail later, in stack
+            raise TypeError(f"unroll: at step {t} the cell returned {type(state).__name__}; a cell must "
+                            f"return its new state, a Tensor or a tuple whose first element is a Tensor")
+        outputs.append(h)
     return stack(outputs, axis=time_axis), state
 
 
