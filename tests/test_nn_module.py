@@ -112,6 +112,14 @@ def test_load_state_dict_extra_key_names_it():
         Net().load_state_dict(state)
 
 
+def test_load_state_dict_accepts_tensors_and_names_an_extra_tensor_key():
+    lin, other = nn.Linear(2, 2, rng=0), nn.Linear(2, 2, rng=1)
+    lin.load_state_dict(dict(other.named_parameters()))          # Parameters as values
+    assert np.array_equal(lin.W.data, other.W.data) and lin.W is not other.W
+    with pytest.raises(KeyError, match=r"unexpected keys 'V' \(shape \(3, 2\)\)"):
+        lin.load_state_dict({**lin.state_dict(), "V": Tensor(np.ones((3, 2)))})
+
+
 def test_load_state_dict_wrong_shape_names_key_and_both_shapes():
     state = Net().state_dict()
     state["first.W"] = np.ones((4, 3))

@@ -74,7 +74,7 @@ class Module:
                     f"{k!r} (shape {params[k].shape}, {params[k].dtype})" for k in missing))
             if extra:
                 parts.append("unexpected keys " + ", ".join(
-                    f"{k!r} (shape {np.shape(state[k])})" for k in extra))
+                    f"{k!r} (shape {_shape(state[k])})" for k in extra))
             raise StateDictError(f"load_state_dict into {type(self).__name__}: {'; '.join(parts)} "
                                  f"(the module has {list(params)})")
         arrays = {}
@@ -106,6 +106,11 @@ class Module:
         The file is read with ``allow_pickle=False``: loading never runs code.
         """
         return self.load_state_dict(read_npz(path))
+
+
+def _shape(value):
+    # a Tensor has .shape; np.shape would try to turn it into an array element by element
+    return value.shape if hasattr(value, "shape") else np.shape(value)
 
 
 def read_npz(path):
