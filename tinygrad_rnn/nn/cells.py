@@ -63,7 +63,9 @@ class RNNCell(_Cell):
 class LSTMCell(_Cell):
     """Gates i, f, g, o in the column blocks of ``Wx`` (D, 4H), ``Wh`` (H, 4H), ``b`` (4H,); state ``(h, c)``.
 
-    ``c' = f * c + i * g``, ``h' = o * tanh(c')``.
+    ``c' = f * c + i * g``, ``h' = o * tanh(c')``.  Weights start as normal(0, 1/fan_in) and
+    biases at zero, forget gate included; for the often recommended forget bias of 1, set
+    ``cell.b.data[H:2 * H] = 1.0`` after construction.
     """
     gates = 4
 
