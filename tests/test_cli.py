@@ -5,6 +5,7 @@ Most runs call ``main(argv)`` in-process; a few run ``python -m tinygrad_rnn`` a
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -148,6 +149,9 @@ def test_graph_defaults(tmp_path, capsys, monkeypatch):
     assert all(a in nodes and b in nodes for a, b in edges)
     assert any(label.startswith("Wh\\n(4, 4)\\n|grad| = ") for label in nodes.values())
     assert f"({len(edges)} edges)" in out
+    assert "x(3)" in text and "h(-1)" in text
+    if shutil.which("dot"):                                  # Graphviz installed: an SVG next to it
+        assert "<svg" in (tmp_path / "graph.svg").read_text() and "wrote graph.svg" in out
 
 
 def test_graph_lstm_elsewhere(tmp_path, capsys):

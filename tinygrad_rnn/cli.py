@@ -265,9 +265,14 @@ def _graph(args):
     rng = np.random.default_rng(args.seed + 1)
     xs = Tensor(rng.normal(size=(1, args.steps, args.input_size)), name="xs")
     state = cell.initial_state(1) if hasattr(cell, "initial_state") else None
+    for i, s in enumerate(state if isinstance(state, (tuple, list)) else [state]):
+        if s is not None:
+            s.name = f"{'hc'[i] if i < 2 else 's' + str(i)}(-1)"   # the initial state: h(-1), c(-1)
     hs = []
     for t in range(args.steps):
-        state = cell(xs[:, t], state)
+        x_t = xs[:, t]
+        x_t.name = f"x({t})"
+        state = cell(x_t, state)
         hs.append(state[0] if isinstance(state, (tuple, list)) else state)
     h = hs[-1]
     loss = (h * h).sum()

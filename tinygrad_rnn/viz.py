@@ -41,10 +41,12 @@ def step_groups(root, steps):
     ``steps`` is a list of Tensors, one per time step (say each step's new hidden
     state), labelled ``t = 0, 1, ...``, or a dict ``{tensor: label}`` in time
     order.  An operation belongs to the first step whose tensor depends on it;
-    leaves (parameters, inputs) belong to no step, since every step shares them.
+    a constant or input that only one step uses belongs to that step; parameters
+    and anything else shared by several steps belong to none.
     """
     items = list(steps.items()) if isinstance(steps, dict) else [(s, f"t = {i}") for i, s in enumerate(steps)]
     owner = {}
+    nodes = _graph(root)
     for tensor, label in items:
         if not isinstance(tensor, Tensor):
             raise TypeError(f"steps: expected Tensors, got {type(tensor).__name__}")
@@ -55,6 +57,17 @@ def step_groups(root, steps):
                 owner[id(node)] = str(label)
                 # an operation already owned by an earlier step has all its inputs owned too
                 stack.extend(p for p in node._parents if id(p) not in owner)
+    # a constant or input used by one step only (that step's x_t, a constant inside its tanh) is drawn
+    # in that step's box; parameters, shared by every step, stay outside
+    users = {}
+    for node in nodes:
+        for p in node._parents:
+            users.setdefault(id(p), set()).add(owner.get(id(node)))
+    for node in nodes:
+        if not node._parents and not node.requires_grad and len(users.get(id(node), ())) == 1:
+            (label,) = users[id(node)]
+            if label is not None:
+                owner[id(node)] = label
     return owner
 
 
