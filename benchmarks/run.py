@@ -522,12 +522,13 @@ def run(args):
             out["timing_by_dtype"].setdefault(dtype, {})[name] = res
             print_timing(name, sizes, dtype, res, labels)
             if name == "W3":
-                peak = blas_peak(np.dtype(dtype), 256 if args.quick else 1024)
+                n = 256 if args.quick else 1024
+                peak = blas_peak(np.dtype(dtype), n)
                 flops = step_flops(**sizes)
                 share = {k: flops / v["median_s"] / 1e9 / peak for k, v in res.items()}
                 out["blas_peak_gflops"][dtype] = peak
                 out["w3_blas_share"][dtype] = share
-                print(f"  share of this machine's {dtype} BLAS peak ({peak:.1f} GFLOP/s, 1024x1024 product): "
+                print(f"  share of this machine's {dtype} BLAS peak ({peak:.1f} GFLOP/s, {n}x{n} product): "
                       + ", ".join(f"{k} {v:.0%}" for k, v in share.items()))
             if name == "W4" and not args.no_memory:
                 mem = measure_memory(classes, sizes, np.dtype(dtype), args.threads, rss=not args.quick)
