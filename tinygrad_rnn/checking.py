@@ -15,7 +15,7 @@ import numpy as np
 
 from .tensor import Tensor, no_grad
 
-__all__ = ["GradcheckError", "GradReport", "numerical_grad", "gradcheck", "compare_grads"]
+__all__ = ["GradcheckError", "GradReport", "numerical_grad", "gradcheck", "gradcheck_report", "compare_grads"]
 
 
 class GradcheckError(AssertionError):

@@ -59,6 +59,14 @@ def relu(x):
     return where(~(x.data <= 0), x, 0.0)
 
 
+def _safe_max(d, axis):
+    """The maximum of ``d`` along ``axis`` (kept), when every ``d - max`` is a finite float; else None."""
+    top = d.max(axis=axis, keepdims=True)
+    if np.isfinite(top).all() and d.min() >= np.maximum(top.max(), 0) - np.finfo(d.dtype).max:
+        return top
+    return None
+
+
 def _shifted(x, axis):
     """x minus its (constant) maximum along ``axis``, never overflowing.
 
@@ -70,10 +78,10 @@ def _shifted(x, axis):
     flows to them (log_softmax's derivative there is 1).  -inf stays -inf.
     """
     d = x.data
-    big = np.finfo(d.dtype).max
-    top = d.max(axis=axis, keepdims=True)
-    if np.isfinite(top).all() and d.min() >= np.maximum(top.max(), 0) - big:
+    top = _safe_max(d, axis)
+    if top is not None:
         return x - top
+    big = np.finfo(d.dtype).max
     top = np.clip(d, -big, big).max(axis=axis, keepdims=True)
     lo = np.maximum(top, 0) - big
     lift = np.where((d < lo) & (d > -np.inf), lo - d, 0)
@@ -101,14 +109,13 @@ def log_softmax(x, axis=-1):
     return z - z.exp().sum(axis=axis, keepdims=True).log()
 
 
-def _reduce(loss, reduction, name):
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+def _check_reduction(reduction, name):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+
+
+def _reduce(loss, reduction):
+    return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
 
 
 def cross_entropy(logits, target, axis=-1, reduction="mean"):
@@ -140,12 +147,11 @@ def cross_entropy(logits, target, axis=-1, reduction="mean"):
     else:
         raise TypeError(f"cross_entropy: target must be integer class indices or float probabilities, "
                         f"got dtype {t.dtype}")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    _check_reduction(reduction, "cross_entropy")
     if fused.is_enabled():
-        out = fused.cross_entropy(logits, t, axis, reduction)
-        if out is not None:
-            return out
+        top = _safe_max(logits.data, axis)
+        if top is not None:   # infinities and huge spreads take the composition's careful path
+            return fused.cross_entropy(logits, t, axis, reduction, top)
     logp = log_softmax(logits, axis=axis)
     if t.dtype.kind == "f":
         t = t.astype(logits.dtype, copy=False)
@@ -156,19 +162,20 @@ def cross_entropy(logits, target, axis=-1, reduction="mean"):
         index = list(np.indices(t.shape, sparse=True))
         index.insert(axis, t)
         loss = -logp[tuple(index)]
-    return _reduce(loss, reduction, "cross_entropy")
+    return _reduce(loss, reduction)
 
 
 def mse_loss(pred, target, reduction="mean"):
     """Mean (or summed) squared difference; shapes must match exactly."""
     pred = _tensor(pred)
+    _check_reduction(reduction, "mse_loss")
     target_shape = np.shape(target.data if isinstance(target, Tensor) else target)
     if pred.shape != target_shape:
         raise ValueError(f"mse_loss: pred has shape {pred.shape} but target has shape {target_shape}")
     if not isinstance(target, Tensor) and pred.dtype.kind == "f":
         target = np.asarray(target, dtype=pred.dtype)   # plain data takes pred's dtype: float32 stays float32
     diff = pred - target
-    return _reduce(diff * diff, reduction, "mse_loss")
+    return _reduce(diff * diff, reduction)
 
 
 # The Tensor methods are these same compositions.

@@ -9,9 +9,9 @@ tests hold to the compositions (1e-12 in values and gradients)::
     with tinygrad_rnn.fused.enabled():
         loss = train_step()          # F.tanh, F.sigmoid, F.cross_entropy run fused
 
-A fused function handles the common case only (finite inputs whose shifted
-logits cannot overflow) and returns ``None`` otherwise, so that the caller
-falls back to the composition, which is stable over the whole float range.
+``F.cross_entropy`` calls the fused version only for the common case (finite
+logits whose shifted values cannot overflow); infinities and huge spreads take
+the composition, which is stable over the whole float range.
 """
 import contextlib
 
@@ -65,16 +65,15 @@ def sigmoid(x):
     return Tensor._make(y, (x,), lambda g: (g * (y * (1 - y)),), "sigmoid")
 
 
-def cross_entropy(logits, target, axis, reduction):
-    """Softmax cross-entropy in one node; ``None`` where the composition must take over.
+def cross_entropy(logits, target, axis, reduction, top):
+    """Softmax cross-entropy in one node.
 
-    ``target`` is already checked by ``F.cross_entropy``: integer class indices
-    (the logits' shape without ``axis``) or float probabilities (the logits' shape).
+    ``F.cross_entropy`` has checked ``target`` (integer class indices with the
+    logits' shape without ``axis``, or float probabilities with the logits'
+    shape) and ``reduction``, and passes ``top``, the maximum along ``axis``,
+    only when ``logits - top`` cannot overflow.
     """
     d = logits.data
-    top = d.max(axis=axis, keepdims=True)
-    if not (np.isfinite(top).all() and d.min() >= np.maximum(top.max(), 0) - np.finfo(d.dtype).max):
-        return None
     z = d - top
     e = np.exp(z)
     total = e.sum(axis=axis, keepdims=True)
