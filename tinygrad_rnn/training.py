@@ -207,15 +207,8 @@ def sample(model, vocab, length=200, temperature=0.8, prime="", rng=None):
 def save_checkpoint(path, model, vocab, config, optimizer, progress):
     """Write everything needed to sample or to resume, atomically (a crash never leaves half a file)."""
     arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
-    if isinstance(optimizer, optim.Adam):
-        for i, (m, v) in enumerate(zip(optimizer.m, optimizer.v)):
-            arrays[f"optim/m/{i}"], arrays[f"optim/v/{i}"] = m, v
-    elif isinstance(optimizer, optim.SGD):
-        for i, vel in enumerate(optimizer.velocity):
-            if vel is not None:
-                arrays[f"optim/velocity/{i}"] = vel
-    meta = {"format": CHECKPOINT_FORMAT, "vocab": vocab.chars, "config": dataclasses.asdict(config),
-            "optimizer_t": getattr(optimizer, "t", 0), **progress}
+    arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+    meta = {"format": CHECKPOINT_FORMAT, "vocab": vocab.chars, "config": dataclasses.asdict(config), **progress}
     arrays["meta"] = np.array(json.dumps(meta))
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
@@ -241,19 +234,6 @@ def load_checkpoint(path):
     except nn.StateDictError as e:
         raise CheckpointError(f"{str(path)!r}: the parameters do not fit the model: {e}") from None
     return model, vocab, config, meta, arrays
-
-
-def _restore_optimizer(optimizer, arrays, meta):
-    if isinstance(optimizer, optim.Adam):
-        optimizer.t = int(meta.get("optimizer_t", 0))
-        for i in range(len(optimizer.params)):
-            if f"optim/m/{i}" in arrays:
-                optimizer.m[i][...] = arrays[f"optim/m/{i}"]
-                optimizer.v[i][...] = arrays[f"optim/v/{i}"]
-    elif isinstance(optimizer, optim.SGD):
-        for i in range(len(optimizer.params)):
-            if f"optim/velocity/{i}" in arrays:
-                optimizer.velocity[i] = arrays[f"optim/velocity/{i}"].copy()
 
 
 def train(text, config=None, out_dir="runs/charlm", resume=None, progress=True, log=print, plot=True,
@@ -289,7 +269,11 @@ def train(text, config=None, out_dir="runs/charlm", resume=None, progress=True, 
                         f"{config.batch_size} x seq-len {config.seq_len}; use smaller values")
     params = model.parameters()
     optimizer = _make_optimizer(params, config)
-    _restore_optimizer(optimizer, arrays, meta)
+    if resume is not None:
+        try:
+            optimizer.load_state_dict({k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")})
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(f"{str(resume)!r}: the optimiser state does not fit: {e}") from None
 
     os.makedirs(out_dir, exist_ok=True)
     ckpt_path = os.path.join(out_dir, "model.npz")
