@@ -7,6 +7,8 @@ Layers, each importing only those below it:
   checking    gradcheck, numerical_grad, compare_grads
   nn          modules, recurrent cells, unrolling
   optim       SGD, Adam, gradient clipping
+  data, training, blas   the character model and its training loop (imported on use)
+  viz, cli    pictures and the command line (imported on use)
 """
 from .tensor import Tensor, concat, stack, where, no_grad, is_grad_enabled
 from . import functional, fused

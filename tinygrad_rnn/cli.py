@@ -133,7 +133,8 @@ def _build_parser():
 # ---------------------------------------------------------------------- subcommands
 def _train(args):
     from .data import default_corpus, read_text
-    from .training import TrainConfig, limit_blas_threads, train
+    from .blas import limit_blas_threads
+    from .training import TrainConfig, train
     limit_blas_threads(args.blas_threads)
     text = read_text(args.text) if args.text else default_corpus()
     given = {k: v for k, v in (("epochs", args.epochs), ("max_steps", args.max_steps)) if v is not None}

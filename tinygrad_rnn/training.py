@@ -20,10 +20,10 @@ from . import functional as F
 from . import fused, nn, optim
 from .data import DataError, Vocab, bptt_batches, check_text, split, unigram_perplexity
 from .nn.module import read_npz
-from .tensor import Tensor, no_grad
+from .tensor import no_grad
 
 __all__ = ["TrainConfig", "CharLM", "make_cell", "train", "evaluate", "sample",
-           "save_checkpoint", "load_checkpoint", "CheckpointError", "limit_blas_threads"]
+           "save_checkpoint", "load_checkpoint", "CheckpointError"]
 
 CHECKPOINT_FORMAT = "tinygrad_rnn.charlm/1"
 
@@ -342,39 +342,6 @@ def train(text, config=None, out_dir="runs/charlm", resume=None, progress=True, 
         from .viz import plot_training
         result["plot"] = plot_training(history, os.path.join(out_dir, "training.png"), baseline)
     return result
-
-
-def limit_blas_threads(n):
-    """Ask numpy's BLAS to use ``n`` threads; True if it could (best effort, never an error).
-
-    The matrices of a small recurrent model are tiny, and BLAS threads that spin
-    while waiting for a busy core can make each step many times slower on a
-    loaded machine; one thread is the safe choice for this workload.  Uses
-    threadpoolctl when it is installed, otherwise the OpenBLAS that numpy's
-    wheels ship.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        pass
-    else:
-        threadpool_limits(int(n), user_api="blas")
-        return True
-    import ctypes
-    import glob
-    libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    for path in glob.glob(os.path.join(libdir, "*openblas*")):
-        try:
-            lib = ctypes.CDLL(path)   # the library numpy already loaded: same handle
-        except OSError:
-            continue
-        for symbol in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                       "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            setter = getattr(lib, symbol, None)
-            if setter is not None:
-                setter(int(n))
-                return True
-    return False
 
 
 def _progress_bar(enabled, total, initial):
