@@ -48,7 +48,16 @@ class NumpyBaseline:
         return {k: v.copy() for k, v in self.model.named_grads().items()}
 
 
-class TinygradRNNCell:
+class _Tinygrad:
+    """What both tinygrad_rnn systems share: a step, with the fused path switched by ``fused``."""
+    fused = False
+
+    def step(self):
+        with self.tg.fused.enabled(self.fused):
+            return self._step()
+
+
+class TinygradRNNCell(_Tinygrad):
     key = "tg_rnncell"
     label = "tinygrad_rnn: nn.Embedding + nn.RNNCell via nn.unroll + nn.Linear"
     fused = False
@@ -81,17 +90,11 @@ class TinygradRNNCell:
         self.opt.step()
         return float(loss.data)
 
-    def step(self):
-        if self.fused:
-            with self.tg.fused.enabled():
-                return self._step()
-        return self._step()
-
     def grads(self):
         return {k: p.grad.copy() for k, p in self.named.items()}
 
 
-class TinygradCustomCell:
+class TinygradCustomCell(_Tinygrad):
     key = "tg_custom"
     label = "tinygrad_rnn: plain-function cell tanh(x @ Wx + h @ Wh + b)"
     fused = False
@@ -121,12 +124,6 @@ class TinygradCustomCell:
         loss.backward()
         self.opt.step()
         return float(loss.data)
-
-    def step(self):
-        if self.fused:
-            with self.tg.fused.enabled():
-                return self._step()
-        return self._step()
 
     def grads(self):
         return {k: p.grad.copy() for k, p in self.p.items()}
