@@ -1,14 +1,20 @@
-"""The compositions in ``tinygrad_rnn.functional``: gradients, stability, properties.
+"""Properties of the compositions in ``tinygrad_rnn.functional`` (and their opt-in fused versions).
 
-Gradient tolerances (float64 central differences, step eps): an element passes
-when |autograd - numeric| <= ATOL + RTOL * |numeric| with eps = 1e-6,
-ATOL = 1e-6, RTOL = 1e-4, as in ``test_ops_gradients.py``.
-
-Stability: values equal ``np.tanh`` and a stable logistic to REL = 1e-12
-relative error (absolute floor: the smallest normal float, since subnormal
-results have fewer significant bits), with overflow, division by zero and
-invalid operations turned into errors, over the whole float64 range, 0, -0.0
-and +-inf.  Properties without finite differences use 1e-12 relative too.
+1. Gradients: autograd equals central differences, checked exactly as in
+   ``test_ops_gradients.py`` (``check``: a random cotangent, float64, EPS = 1e-6,
+   ATOL = 1e-6, RTOL = 1e-4).  ``@covers`` records the public functions (and the
+   Tensor methods tanh/sigmoid/relu) each test differentiates, for
+   ``test_public_ops_covered.py``.
+2. Stability over the whole float range: with every warning an error and numpy's
+   overflow/invalid/divide-by-zero raising, inputs from -max to +max, 0, -0.0,
+   subnormals and +-inf give no warning and no NaN in values or gradients.
+   float64 values equal ``np.tanh`` and a stable logistic within REL = 1e-12
+   relative (absolute floor: the smallest normal float, as subnormal results carry
+   fewer digits); gradients equal the closed forms within 1e-10 relative.
+   float32 inputs are compared with float64 references within F32_REL = 1e-6.
+3. Properties without finite differences: the gradient is linear (in the function
+   and in the cotangent), softmax sums to 1, log_softmax equals log(softmax)
+   where both are finite, float32 stays float32.
 """
 import math
 import warnings
@@ -18,329 +24,363 @@ import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
-import tinygrad_rnn as tg
 from tinygrad_rnn import Tensor
 from tinygrad_rnn import functional as F
 from tinygrad_rnn import fused
 
 import strategies as S
 from strategies import covers
+from test_ops_gradients import check
 
-EPS, ATOL, RTOL = 1e-6, 1e-6, 1e-4
 REL = 1e-12
+GRAD_REL = 1e-10
+F32_REL = 1e-6
 TINY = np.finfo(np.float64).tiny
 
-
-def leaf(a, dtype=np.float64):
-    return Tensor(np.array(a, dtype=dtype), requires_grad=True)
-
-
-def check(fn, *arrays):
-    inputs = [leaf(a) for a in arrays]
-    for i, t in enumerate(inputs):
-        t.name = f"x{i}"
-    assert tg.gradcheck(fn, *inputs, eps=EPS, atol=ATOL, rtol=RTOL)
-
-
 class strict:
-    """Overflow, division by zero and invalid operations raise; any warning is an error.
-
-    Underflow to 0 (exp(-1000)) is the right answer and stays allowed.
-    """
+    """Every warning is an error and numpy raises on overflow, invalid operations and division by
+    zero.  Underflow (exp(-1000) == 0) is the right answer and stays allowed."""
 
     def __enter__(self):
-        self._err = np.errstate(over="raise", divide="raise", invalid="raise")
-        self._err.__enter__()
-        self._warn = warnings.catch_warnings()
-        self._warn.__enter__()
+        self._errstate = np.errstate(over="raise", invalid="raise", divide="raise")
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
         warnings.simplefilter("error")
+        self._errstate.__enter__()
 
     def __exit__(self, *exc):
-        self._warn.__exit__(*exc)
-        return self._err.__exit__(*exc)
+        self._errstate.__exit__(*exc)
+        self._warnings.__exit__(*exc)
+        return False
 
 
-# ---------------------------------------------------------------- gradients against finite differences
+# ---------------------------------------------------------------- 1. gradients against central differences
 @covers("functional.tanh", "Tensor.tanh")
-@given(S.any_array(S.floats(-5.0, 5.0)), st.booleans())
-def test_tanh(x, as_method):
-    check((lambda t: t.tanh()) if as_method else F.tanh, x)
+@given(S.any_array(S.floats(-5.0, 5.0)), st.booleans(), S.seeds())
+def test_tanh_gradient(x, as_method, seed):
+    check((lambda t: t.tanh()) if as_method else F.tanh, x, seed=seed)
 
 
 @covers("functional.sigmoid", "Tensor.sigmoid")
-@given(S.any_array(S.floats(-8.0, 8.0)), st.booleans())
-def test_sigmoid(x, as_method):
-    check((lambda t: t.sigmoid()) if as_method else F.sigmoid, x)
+@given(S.any_array(S.floats(-8.0, 8.0)), st.booleans(), S.seeds())
+def test_sigmoid_gradient(x, as_method, seed):
+    check((lambda t: t.sigmoid()) if as_method else F.sigmoid, x, seed=seed)
 
 
 @covers("functional.relu", "Tensor.relu")
-@given(S.any_array(S.away_from_zero(0.05, 3.0)), st.booleans())
-def test_relu(x, as_method):
-    check((lambda t: t.relu()) if as_method else F.relu, x)
-
-
-@st.composite
-def array_and_one_axis(draw, lo=-5.0, hi=5.0):
-    x = draw(S.any_array(S.floats(lo, hi), min_dims=1))
-    return x, draw(st.integers(-x.ndim, x.ndim - 1))
+@given(S.any_array(S.away_from_zero(0.05, 3.0)), st.booleans(), S.seeds())
+def test_relu_gradient_away_from_the_kink(x, as_method, seed):
+    check((lambda t: t.relu()) if as_method else F.relu, x, seed=seed)
 
 
 @covers("functional.softmax")
-@given(array_and_one_axis())
-def test_softmax(case):
+@given(S.array_and_one_axis(S.floats(-5.0, 5.0)), S.seeds())
+def test_softmax_gradient(case, seed):
     x, axis = case
-    check(lambda t: F.softmax(t, axis=axis), x)
+    check(lambda t: F.softmax(t, axis=axis), x, seed=seed)
 
 
 @covers("functional.log_softmax")
-@given(array_and_one_axis())
-def test_log_softmax(case):
+@given(S.array_and_one_axis(S.floats(-5.0, 5.0)), S.seeds())
+def test_log_softmax_gradient(case, seed):
     x, axis = case
-    check(lambda t: F.log_softmax(t, axis=axis), x)
+    check(lambda t: F.log_softmax(t, axis=axis), x, seed=seed)
 
 
 @covers("functional.cross_entropy")
-@given(S.cross_entropy_case(), st.sampled_from(["mean", "sum", "none"]), st.sampled_from(["array", "list", "tensor"]))
-def test_cross_entropy(case, reduction, target_form):
+@given(S.cross_entropy_case(probabilities=False), st.sampled_from(["mean", "sum", "none"]),
+       st.sampled_from(["array", "list", "tensor"]), S.seeds())
+def test_cross_entropy_gradient_class_indices(case, reduction, form, seed):
     logits, target, axis = case
-    if target_form == "list":
-        target = target.tolist()
-    elif target_form == "tensor":
-        target = Tensor(target)
-    check(lambda t: F.cross_entropy(t, target, axis=axis, reduction=reduction), logits)
+    target = {"array": target, "list": target.tolist(), "tensor": Tensor(target)}[form]
+    check(lambda t: F.cross_entropy(t, target, axis=axis, reduction=reduction), logits, seed=seed)
+
+
+@covers("functional.cross_entropy")
+@given(S.cross_entropy_case(probabilities=True), st.sampled_from(["mean", "sum", "none"]), S.seeds())
+def test_cross_entropy_gradient_probabilities_and_one_hot(case, reduction, seed):
+    logits, target, axis = case
+    check(lambda t: F.cross_entropy(t, target, axis=axis, reduction=reduction), logits, seed=seed)
 
 
 @covers("functional.mse_loss")
 @given(S.any_array().flatmap(lambda a: st.tuples(st.just(a), S.arrays(a.shape))),
-       st.sampled_from(["mean", "sum", "none"]))
-def test_mse_loss(pair, reduction):
-    # the target may need a gradient too (e.g. matching two networks' outputs)
-    check(lambda p, t: F.mse_loss(p, t, reduction=reduction), *pair)
+       st.sampled_from(["mean", "sum", "none"]), S.seeds())
+def test_mse_loss_gradient_for_prediction_and_target(pair, reduction, seed):
+    check(lambda p, t: F.mse_loss(p, t, reduction=reduction), *pair, seed=seed)
 
 
 @covers("fused.tanh")
-@given(S.any_array(S.floats(-5.0, 5.0)))
-def test_fused_tanh(x):
+@given(S.any_array(S.floats(-5.0, 5.0)), S.seeds())
+def test_fused_tanh_gradient(x, seed):
     with fused.enabled():
-        check(F.tanh, x)
+        check(F.tanh, x, seed=seed)
 
 
 @covers("fused.sigmoid")
-@given(S.any_array(S.floats(-8.0, 8.0)))
-def test_fused_sigmoid(x):
+@given(S.any_array(S.floats(-8.0, 8.0)), S.seeds())
+def test_fused_sigmoid_gradient(x, seed):
     with fused.enabled():
-        check(F.sigmoid, x)
+        check(F.sigmoid, x, seed=seed)
 
 
 @covers("fused.cross_entropy")
-@given(S.cross_entropy_case(), st.sampled_from(["mean", "sum", "none"]))
-def test_fused_cross_entropy(case, reduction):
+@given(S.cross_entropy_case(), st.sampled_from(["mean", "sum", "none"]), S.seeds())
+def test_fused_cross_entropy_gradient(case, reduction, seed):
     logits, target, axis = case
     with fused.enabled():
-        check(lambda t: F.cross_entropy(t, target, axis=axis, reduction=reduction), logits)
+        check(lambda t: F.cross_entropy(t, target, axis=axis, reduction=reduction), logits, seed=seed)
 
 
-def test_cross_entropy_matches_its_definition():
-    logits = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
-    idx = np.array([1, 2])
-    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    expected = -logp[np.arange(2), idx]
-    np.testing.assert_allclose(F.cross_entropy(logits, idx, reduction="none").data, expected, rtol=REL)
-    np.testing.assert_allclose(F.cross_entropy(logits, idx).data, expected.mean(), rtol=REL)
-    np.testing.assert_allclose(F.cross_entropy(logits, idx, reduction="sum").data, expected.sum(), rtol=REL)
-    one_hot = np.eye(3)[idx]
-    np.testing.assert_allclose(F.cross_entropy(logits, one_hot).data, expected.mean(), rtol=REL)
-    # over axis 0: classes down the columns
-    np.testing.assert_allclose(F.cross_entropy(logits.T, idx, axis=0, reduction="none").data, expected, rtol=REL)
+@given(S.cross_entropy_case(), st.sampled_from(["mean", "sum", "none"]))
+def test_cross_entropy_value_is_its_definition(case, reduction):
+    """A forward oracle in plain numpy: -sum(target * log_softmax) or -log_softmax[target]."""
+    logits, target, axis = case
+    z = logits - logits.max(axis=axis, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    if target.dtype.kind == "f":
+        loss = -(target * logp).sum(axis=axis)
+    else:
+        loss = -np.take_along_axis(logp, np.expand_dims(target, axis), axis=axis).squeeze(axis)
+    expected = {"mean": loss.mean(), "sum": loss.sum(), "none": loss}[reduction]
+    got = F.cross_entropy(Tensor(logits), target, axis=axis, reduction=reduction).data
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_mse_loss_matches_its_definition():
+def test_mse_loss_value_is_its_definition():
     p, t = np.array([1.0, 2.0, 4.0]), np.array([0.0, 2.0, 1.0])
     np.testing.assert_allclose(F.mse_loss(p, t).data, ((p - t) ** 2).mean(), rtol=REL)
     np.testing.assert_allclose(F.mse_loss(p, t, reduction="sum").data, ((p - t) ** 2).sum(), rtol=REL)
     np.testing.assert_allclose(F.mse_loss(p, t, reduction="none").data, (p - t) ** 2, rtol=REL)
 
 
-# ---------------------------------------------------------------- stability over the whole float range
-wide = st.one_of(
-    st.floats(-1e308, 1e308, allow_nan=False, allow_infinity=False),        # anything finite, subnormals too
-    st.floats(-40.0, 40.0),                                                  # where tanh and sigmoid bend
-    st.sampled_from([0.0, -0.0, np.inf, -np.inf, 1e308, -1e308, np.finfo(float).max, -np.finfo(float).max,
-                     5e-324, -5e-324, 710.0, -710.0, 745.0, -745.0, 354.0, 20.0]),
-)
-wide_arrays = hnp.arrays(np.float64, S.shapes(max_dims=2, max_side=4), elements=wide)
+# ---------------------------------------------------------------- 2. stability over the whole range
+def value_and_grad(fn, x, dtype=np.float64):
+    t = Tensor(np.array(x, dtype=dtype), requires_grad=True)
+    with strict():
+        y = fn(t)
+        y.backward(np.ones(y.shape, dtype=y.dtype))
+    return y.data, t.grad
 
 
-def stable_logistic(x):
-    """1 / (1 + e^-x) evaluated so that exp never overflows, element by element."""
+def logistic_reference(x):
+    """1 / (1 + exp(-x)) in float64, one element at a time, never overflowing."""
     out = []
     for v in np.asarray(x, dtype=np.float64).ravel():
+        v = float(v)
         if v >= 0:
             out.append(1.0 / (1.0 + math.exp(-v)))
         else:
-            e = math.exp(v) if v > -746 else 0.0
+            e = math.exp(v) if v > -800 else 0.0
             out.append(e / (1.0 + e))
     return np.array(out).reshape(np.shape(x))
 
 
-def value_and_grad(fn, x):
-    t = leaf(x)
-    with strict():
-        y = fn(t)
-        y.backward(np.ones(y.shape))
-    return y.data, t.grad
+def tanh_grad_reference(x):
+    """1 - tanh(x)**2 = 4 e / (1 + e)**2 with e = exp(-2|x|), never overflowing."""
+    with np.errstate(over="ignore"):
+        e = np.exp(-2.0 * np.abs(np.asarray(x, dtype=np.float64)))
+    return 4.0 * e / (1.0 + e) ** 2
 
 
-@given(wide_arrays)
-def test_tanh_is_numpy_tanh_everywhere_with_finite_gradient(x):
+def sigmoid_grad_reference(x):
+    e = np.exp(-np.abs(np.asarray(x, dtype=np.float64)))
+    return e / (1.0 + e) ** 2
+
+
+@given(S.whole_range_arrays(np.float64))
+def test_tanh_equals_numpy_tanh_over_the_float64_range(x):
     y, g = value_and_grad(F.tanh, x)
     np.testing.assert_allclose(y, np.tanh(x), rtol=REL, atol=TINY)
-    assert np.array_equal(np.signbit(y), np.signbit(x))         # tanh(-0.0) is -0.0
+    assert np.array_equal(np.signbit(y), np.signbit(x))      # odd, also at -0.0
     assert np.isfinite(g).all()
-    with np.errstate(over="ignore"):
-        np.testing.assert_allclose(g, 1.0 / np.cosh(x) ** 2, rtol=1e-10, atol=TINY)
+    np.testing.assert_allclose(g, tanh_grad_reference(x), rtol=GRAD_REL, atol=TINY)
 
 
-@given(wide_arrays)
-def test_sigmoid_is_the_stable_logistic_everywhere_with_finite_gradient(x):
+@given(S.whole_range_arrays(np.float64))
+def test_sigmoid_equals_the_stable_logistic_over_the_float64_range(x):
     y, g = value_and_grad(F.sigmoid, x)
-    s = stable_logistic(x)
-    np.testing.assert_allclose(y, s, rtol=REL, atol=TINY)
+    np.testing.assert_allclose(y, logistic_reference(x), rtol=REL, atol=TINY)
     assert np.isfinite(g).all()
-    e = np.exp(-np.abs(x))   # sigmoid'(x) = e^-|x| / (1 + e^-|x|)^2, never overflowing
-    np.testing.assert_allclose(g, e / (1.0 + e) ** 2, rtol=1e-10, atol=TINY)
+    np.testing.assert_allclose(g, sigmoid_grad_reference(x), rtol=GRAD_REL, atol=TINY)
 
 
-@given(wide_arrays)
-def test_relu_everywhere(x):
+@given(S.whole_range_arrays(np.float64))
+def test_relu_over_the_float64_range(x):
     y, g = value_and_grad(F.relu, x)
     np.testing.assert_array_equal(y, np.maximum(x, 0.0))
-    np.testing.assert_array_equal(g, (x > 0).astype(float))
+    np.testing.assert_array_equal(g, (x > 0).astype(np.float64))
+
+
+@given(S.whole_range_arrays(np.float32))
+def test_float32_tanh_sigmoid_relu_over_the_float32_range(x):
+    x64 = x.astype(np.float64)
+    for fn, ref, dref in [(F.tanh, np.tanh, tanh_grad_reference),
+                          (F.sigmoid, logistic_reference, sigmoid_grad_reference),
+                          (F.relu, lambda v: np.maximum(v, 0.0), lambda v: (v > 0).astype(np.float64))]:
+        y, g = value_and_grad(fn, x, np.float32)
+        assert y.dtype == np.float32 and g.dtype == np.float32, fn.__name__
+        assert not np.isnan(y).any() and np.isfinite(g).all(), fn.__name__
+        tiny32 = float(np.finfo(np.float32).tiny)
+        np.testing.assert_allclose(y, ref(x64), rtol=F32_REL, atol=tiny32, err_msg=fn.__name__)
+        np.testing.assert_allclose(g, dref(x64), rtol=10 * F32_REL, atol=tiny32, err_msg=fn.__name__)
 
 
 @st.composite
-def wide_rows(draw):
-    """Rows with values anywhere in the float range, at most one +inf and at least one finite value."""
-    x = draw(hnp.arrays(np.float64, S.shapes(min_dims=1, max_dims=2, max_side=4), elements=wide))
+def whole_range_rows(draw, dtype=np.float64):
+    """Rows along ``axis`` with values anywhere in the range; each row keeps a finite value and at most
+    one +inf (softmax has a limit then; two +inf in a row have none)."""
+    x = draw(hnp.arrays(dtype, S.shapes(min_dims=1, max_dims=2, max_side=4),
+                        elements=S.whole_range(64 if dtype == np.float64 else 32)))
     axis = draw(st.integers(-x.ndim, x.ndim - 1))
-    x = np.moveaxis(x, axis, -1).copy()
-    for row in x.reshape(-1, x.shape[-1]):
+    rows = np.moveaxis(x, axis, -1).copy()
+    for row in rows.reshape(-1, rows.shape[-1]):
         if not np.isfinite(row).any():
             row[0] = 0.0
-        plus = np.flatnonzero(row == np.inf)
-        row[plus[1:]] = 1.0
-    return np.moveaxis(x, -1, axis), axis
+        row[np.flatnonzero(row == np.inf)[1:]] = 0.0
+    return np.moveaxis(rows, -1, axis), axis
 
 
-@given(wide_rows())
-def test_softmax_and_log_softmax_over_the_whole_range(case):
-    x, axis = case
-    p, gp = value_and_grad(lambda t: F.softmax(t, axis=axis), x)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(data=st.data())
+def test_softmax_and_log_softmax_over_the_whole_range(dtype, data):
+    x, axis = data.draw(whole_range_rows(dtype))
+    p, gp = value_and_grad(lambda t: F.softmax(t, axis=axis), x, dtype)
+    assert p.dtype == dtype and gp.dtype == dtype
     assert np.isfinite(p).all() and np.isfinite(gp).all()
     assert ((p >= 0) & (p <= 1)).all()
-    np.testing.assert_allclose(p.sum(axis=axis), 1.0, rtol=1e-12 * x.shape[axis])
-    lp, glp = value_and_grad(lambda t: F.log_softmax(t, axis=axis), x)
+    rel = (1e-12 if dtype == np.float64 else 1e-6) * x.shape[axis]
+    np.testing.assert_allclose(p.sum(axis=axis), 1.0, rtol=rel)
+    lp, glp = value_and_grad(lambda t: F.log_softmax(t, axis=axis), x, dtype)
     assert not np.isnan(lp).any() and np.isfinite(glp).all()
     assert (lp <= 0).all()
-    assert np.array_equal(np.isneginf(lp), np.isneginf(x))   # -inf logits only are impossible classes
+    assert np.array_equal(np.isneginf(lp), np.isneginf(x))   # only a -inf logit is an impossible class
 
 
-@given(wide_rows(), st.booleans())
-def test_cross_entropy_over_the_whole_range(case, indices):
+@given(whole_range_rows(), st.sampled_from(["indices", "one-hot"]), st.sampled_from(["mean", "sum", "none"]))
+def test_cross_entropy_over_the_whole_range(case, form, reduction):
     x, axis = case
-    finite_best = np.argmax(np.where(np.isneginf(x), -np.inf, np.clip(x, -1e308, 1e308)), axis=axis)
-    target = finite_best if indices else np.moveaxis(
-        np.eye(x.shape[axis])[finite_best], -1, axis % x.ndim)
-    loss, g = value_and_grad(lambda t: F.cross_entropy(t, target, axis=axis), x)
-    assert np.isfinite(loss).all() and np.isfinite(g).all()
+    # a target class that the logits make possible (the largest finite-or-+inf logit)
+    best = np.argmax(np.where(np.isneginf(x), -np.inf, np.nan_to_num(x, posinf=np.finfo(float).max)), axis=axis)
+    target = best if form == "indices" else np.moveaxis(np.eye(x.shape[axis])[best], -1, axis % x.ndim)
+    loss, g = value_and_grad(lambda t: F.cross_entropy(t, target, axis=axis, reduction=reduction), x)
+    assert np.isfinite(loss).all() and (loss >= 0).all() and np.isfinite(g).all()
 
 
 def test_exact_values_at_zero():
     for zero in (0.0, -0.0):
-        x = leaf(zero)
+        x = Tensor(zero, requires_grad=True)
         F.tanh(x).backward()
         assert x.grad == 1.0                 # exactly, not 1 - 1e-16
-        x = leaf(zero)
+        x = Tensor(zero, requires_grad=True)
         F.sigmoid(x).backward()
         assert x.grad == 0.25
+        x = Tensor(np.zeros((2, 2), np.float32), requires_grad=True)
+        F.tanh(x).sum().backward()
+        assert (x.grad == 1.0).all() and x.grad.dtype == np.float32
+    assert F.tanh(Tensor(1e-300)).item() == 1e-300      # tanh(x) is x to the last bit near 0
     assert F.sigmoid(Tensor(0.0)).item() == 0.5
-    tiny = 1e-300
-    assert F.tanh(Tensor(tiny)).item() == tiny   # tanh(x) = x to the last bit near 0
 
 
 def test_softmax_of_1000_0_minus_1000_is_finite():
     with strict():
-        p = F.softmax(Tensor([1000.0, 0.0, -1000.0])).data
+        x = Tensor([1000.0, 0.0, -1000.0], requires_grad=True)
+        p = F.softmax(x)
+        (p * Tensor([1.0, 2.0, 3.0])).sum().backward()
         lp = F.log_softmax(Tensor([1000.0, 0.0, -1000.0])).data
-    assert np.isfinite(p).all() and np.isfinite(lp).all()
-    np.testing.assert_allclose(p, [1.0, math.exp(-1000), 0.0], rtol=REL)
+    assert np.isfinite(p.data).all() and np.isfinite(x.grad).all()
+    np.testing.assert_allclose(p.data, [1.0, math.exp(-1000.0), 0.0], rtol=REL, atol=0)
     np.testing.assert_allclose(lp, [0.0, -1000.0, -2000.0], rtol=REL)
 
 
 def test_limits_at_infinity():
     with strict():
-        assert F.tanh(Tensor([np.inf, -np.inf])).data.tolist() == [1.0, -1.0]
-        assert F.sigmoid(Tensor([np.inf, -np.inf])).data.tolist() == [1.0, 0.0]
-        assert F.softmax(Tensor([np.inf, 0.0, -np.inf])).data.tolist() == [1.0, 0.0, 0.0]
+        for fn, limits in [(F.tanh, [1.0, -1.0]), (F.sigmoid, [1.0, 0.0])]:
+            x = Tensor([np.inf, -np.inf], requires_grad=True)
+            y = fn(x)
+            y.sum().backward()
+            assert y.data.tolist() == limits
+            assert x.grad.tolist() == [0.0, 0.0]
+        assert F.softmax(Tensor([np.inf, 1.0, -np.inf])).data.tolist() == [1.0, 0.0, 0.0]
+        lp = F.log_softmax(Tensor([np.inf, 1.0, -np.inf])).data
+        assert lp[0] == 0.0 and lp[2] == -np.inf and not np.isnan(lp).any()
 
 
-# ---------------------------------------------------------------- properties without finite differences
-def autograd(fn, x):
-    t = leaf(x)
-    fn(t).backward()
+# ---------------------------------------------------------------- 3. properties without finite differences
+def autograd(fn, x, cotangent=None):
+    t = Tensor(np.array(x, dtype=np.float64), requires_grad=True)
+    y = fn(t)
+    y.backward(cotangent)
     return t.grad
 
 
-FUNCS = {
+SCALAR = {
     "tanh": lambda t: F.tanh(t).sum(),
-    "sigmoid": lambda t: (F.sigmoid(t) * F.sigmoid(t)).sum(),
+    "sigmoid": lambda t: (F.sigmoid(t) * t).sum(),
     "relu": lambda t: (F.relu(t) * t).sum(),
-    "softmax": lambda t: (F.softmax(t) * t).sum(),
-    "log_softmax": lambda t: F.log_softmax(t).sum() if t.ndim else F.log_softmax(t.reshape(1)).sum(),
+    "softmax": lambda t: (F.softmax(t.reshape(-1)) * t.reshape(-1)).sum(),
+    "log_softmax": lambda t: F.log_softmax(t.reshape(-1)).sum() * 0.5 + F.log_softmax(t.reshape(-1))[0],
     "cross_entropy": lambda t: F.cross_entropy(t.reshape(1, -1), [0]),
-    "mse_loss": lambda t: F.mse_loss(t, np.ones(t.shape)),
+    "mse_loss": lambda t: F.mse_loss(t, np.full(t.shape, 0.5)),
 }
 
 
-@given(S.any_array(S.floats(-5.0, 5.0), min_dims=1), S.floats(-3.0, 3.0), S.floats(-3.0, 3.0),
-       st.sampled_from(sorted(FUNCS)), st.sampled_from(sorted(FUNCS)))
-def test_gradient_is_linear(x, a, b, f, g):
+@given(S.any_array(S.floats(-5.0, 5.0)), S.floats(-3.0, 3.0), S.floats(-3.0, 3.0),
+       st.sampled_from(sorted(SCALAR)), st.sampled_from(sorted(SCALAR)))
+def test_gradient_is_linear_in_the_function(x, a, b, f, g):
     """grad(a f + b g) = a grad f + b grad g."""
-    f, g = FUNCS[f], FUNCS[g]
-    both = autograd(lambda t: a * f(t) + b * g(t), x)
+    f, g = SCALAR[f], SCALAR[g]
+    together = autograd(lambda t: a * f(t) + b * g(t), x)
     apart = a * autograd(f, x) + b * autograd(g, x)
-    np.testing.assert_allclose(both, apart, rtol=REL, atol=REL * (1 + np.abs(apart).max()))
+    np.testing.assert_allclose(together, apart, rtol=REL, atol=REL * (1 + np.abs(apart).max(initial=0)))
 
 
-@given(array_and_one_axis(-1e3, 1e3))
-def test_softmax_rows_sum_to_one(case):
+ELEMENTWISE = {"tanh": F.tanh, "sigmoid": F.sigmoid, "softmax": F.softmax, "log_softmax": F.log_softmax}
+
+
+@given(S.array_and_one_axis(S.floats(-5.0, 5.0)), S.floats(-3.0, 3.0), S.floats(-3.0, 3.0),
+       S.seeds(), st.sampled_from(sorted(ELEMENTWISE)))
+def test_gradient_is_linear_in_the_cotangent(case, a, b, seed, name):
+    """The vector-Jacobian product is linear: vjp(a u + b w) = a vjp(u) + b vjp(w)."""
+    x, _ = case
+    fn = ELEMENTWISE[name]
+    rng = np.random.default_rng(seed)
+    u, w = rng.standard_normal(x.shape), rng.standard_normal(x.shape)
+    together = autograd(fn, x, a * u + b * w)
+    apart = a * autograd(fn, x, u) + b * autograd(fn, x, w)
+    np.testing.assert_allclose(together, apart, rtol=1e-10, atol=1e-12 * (1 + np.abs(apart).max(initial=0)))
+
+
+@given(S.array_and_one_axis(S.floats(-1e3, 1e3)))
+def test_softmax_sums_to_one_along_its_axis(case):
     x, axis = case
     p = F.softmax(Tensor(x), axis=axis).data
+    assert ((p >= 0) & (p <= 1)).all()
     np.testing.assert_allclose(p.sum(axis=axis), 1.0, rtol=REL * x.shape[axis])
 
 
-@given(array_and_one_axis(-1e3, 1e3))
+@given(S.array_and_one_axis(S.floats(-1e3, 1e3)))
 def test_log_softmax_is_log_of_softmax_where_finite(case):
     x, axis = case
     p = F.softmax(Tensor(x), axis=axis).data
     lp = F.log_softmax(Tensor(x), axis=axis).data
-    normal = p >= TINY              # log of a subnormal or 0 has lost its digits
+    normal = p >= TINY              # log of 0 or a subnormal has lost its digits
     np.testing.assert_allclose(lp[normal], np.log(p[normal]), rtol=REL, atol=REL)
-    assert (lp[~normal] < np.log(TINY) + 1).all()
+    assert np.isfinite(lp).all() and (lp[~normal] < np.log(TINY) + 1).all()
 
 
-@pytest.mark.parametrize("name", ["tanh", "sigmoid", "relu", "softmax", "log_softmax", "cross_entropy",
-                                  "mse_loss"])
-def test_float32_stays_float32(name):
-    x = leaf(np.linspace(-2, 2, 6).reshape(2, 3), dtype=np.float32)
-    if name == "cross_entropy":
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "relu", "softmax", "log_softmax",
+                                  "cross_entropy_indices", "cross_entropy_one_hot", "mse_loss"])
+def test_float32_in_float32_values_and_gradients(name):
+    x = Tensor(np.linspace(-2, 2, 6, dtype=np.float32).reshape(2, 3), requires_grad=True)
+    if name == "cross_entropy_indices":
         out = F.cross_entropy(x, [0, 2])
-        also = F.cross_entropy(x, np.eye(3)[[0, 2]])    # float64 one-hot targets do not promote
-        assert also.dtype == np.float32
+    elif name == "cross_entropy_one_hot":
+        out = F.cross_entropy(x, np.eye(3)[[0, 2]])     # float64 targets do not promote the graph
     elif name == "mse_loss":
-        out = F.mse_loss(x, np.zeros((2, 3)))
+        out = F.mse_loss(x, np.zeros((2, 3)))           # nor do float64 plain-array targets
     else:
-        out = getattr(F, name)(x)
+        out = getattr(F, name)(x) * 2.0 + 1.0           # nor Python numbers
     assert out.dtype == np.float32
     out.sum().backward()
     assert x.grad.dtype == np.float32
