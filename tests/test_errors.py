@@ -55,7 +55,7 @@ def test_several_tensor_functions_name_the_shapes(op, call):
     ("transpose", lambda t: t.transpose(0, 0), shapes_named("transpose", (0, 0), (2, 3))),
     ("transpose", lambda t: t.transpose(2, 0, 1), shapes_named("transpose", (2, 0, 1), (2, 3))),
     ("sum", lambda t: t.sum(axis=2), shapes_named("sum", 2, (2, 3))),
-    ("mean", lambda t: t.mean(axis=-3), shapes_named("", -3, (2, 3))),
+    ("mean", lambda t: t.mean(axis=-3), shapes_named("mean", -3, (2, 3))),
     ("max", lambda t: t.max(axis=(0, 0)), shapes_named("max", (0, 0), (2, 3))),
     ("softmax", lambda t: F.softmax(t, axis=2), shapes_named("softmax", 2, (2, 3))),
     ("log_softmax", lambda t: F.log_softmax(t, axis=-3), shapes_named("log_softmax", -3, (2, 3))),

@@ -17,7 +17,13 @@ __all__ = ["tanh", "sigmoid", "relu", "softmax", "log_softmax", "cross_entropy",
 
 
 def _tensor(x):
-    return x if isinstance(x, Tensor) else Tensor(x)
+    """``x`` as a floating Tensor: integers and booleans (which carry no gradient) become float64."""
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    if x.dtype.kind in "biu":
+        return Tensor(x.data.astype(np.float64))
+    if x.dtype.kind != "f":
+        raise TypeError(f"expected real numbers, got dtype {x.dtype}")
+    return x
 
 
 def tanh(x):
@@ -32,7 +38,7 @@ def tanh(x):
     if fused.is_enabled():
         return fused.tanh(x)
     d = x.data
-    ftype = d.dtype.type if d.dtype.kind == "f" else np.float64
+    ftype = d.dtype.type
     neg_sign = -np.copysign(ftype(1), d)      # -sign(x); +0.0 and -0.0 each count with their sign
     scale = np.asarray(neg_sign + neg_sign)   # an array even for 0-d x, so the line below can assign into it
     limit = np.finfo(ftype).max / 4
@@ -172,7 +178,7 @@ def mse_loss(pred, target, reduction="mean"):
     target_shape = np.shape(target.data if isinstance(target, Tensor) else target)
     if pred.shape != target_shape:
         raise ValueError(f"mse_loss: pred has shape {pred.shape} but target has shape {target_shape}")
-    if not isinstance(target, Tensor) and pred.dtype.kind == "f":
+    if not isinstance(target, Tensor):
         target = np.asarray(target, dtype=pred.dtype)   # plain data takes pred's dtype: float32 stays float32
     diff = pred - target
     return _reduce(diff * diff, reduction)

@@ -68,6 +68,13 @@ def _unbroadcast(g, shape):
     return np.asarray(g).reshape(shape)
 
 
+def _check_axis(axis, shape, op):
+    """A reduction's ``axis`` (None, an int or a tuple of ints) must name axes of ``shape``."""
+    axes = axis if isinstance(axis, tuple) else () if axis is None else (axis,)
+    if any(not -len(shape) <= a < len(shape) for a in axes) or len({a % len(shape) for a in axes}) < len(axes):
+        raise ValueError(f"{op}: axis {axis!r} does not fit shape {shape} ({len(shape)} dimensions)")
+
+
 def _folded_matmul(a, b):
     """``a @ b``; a stack of rows times one matrix is done as one large product (faster than many)."""
     if a.ndim > 2 and b.ndim == 2:
@@ -103,12 +110,13 @@ class Tensor:
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
         if isinstance(data, Tensor):
             data = data.data
-        if isinstance(data, (np.ndarray, np.generic)):
+        given_array = isinstance(data, (np.ndarray, np.generic))
+        try:
             data = np.array(data, dtype=dtype)          # a copy: the Tensor owns its data
-        else:
-            data = np.array(data, dtype=dtype)
-            if dtype is None and data.dtype.kind == "f":
-                data = data.astype(np.float64, copy=False)
+        except (ValueError, TypeError) as e:            # ragged lists, unparseable strings
+            raise ValueError(f"Tensor: cannot make an array from this data: {e}") from None
+        if not given_array and dtype is None and data.dtype.kind == "f":
+            data = data.astype(np.float64, copy=False)
         if data.dtype.kind not in "fcbiu":
             raise TypeError(f"Tensor: cannot make a numeric array from this data (numpy dtype {data.dtype})")
         if requires_grad and data.dtype.kind != "f":
@@ -361,10 +369,8 @@ class Tensor:
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False):
         shape = self.shape
-        try:
-            out = np.asarray(self.data.sum(axis=axis, keepdims=keepdims))
-        except ValueError as e:  # numpy's AxisError names neither the operation nor the shape
-            raise ValueError(f"sum: axis {axis!r} does not fit shape {shape}: {e}") from None
+        _check_axis(axis, shape, "sum")
+        out = np.asarray(self.data.sum(axis=axis, keepdims=keepdims))
 
         def backward(g):
             if axis is not None and not keepdims:
@@ -375,16 +381,15 @@ class Tensor:
         return Tensor._make(out, (self,), backward, "sum")
 
     def mean(self, axis=None, keepdims=False):
+        _check_axis(axis, self.shape, "mean")
         total = self.sum(axis=axis, keepdims=keepdims)
         return total / (self.size // max(total.size, 1))
 
     def max(self, axis=None, keepdims=False):
         """Maximum; where several elements tie, the gradient is shared equally among them."""
         x = self.data
-        try:
-            top = x.max(axis=axis, keepdims=True)
-        except ValueError as e:  # numpy's AxisError names neither the operation nor the shape
-            raise ValueError(f"max: axis {axis!r} does not fit shape {x.shape}: {e}") from None
+        _check_axis(axis, x.shape, "max")
+        top = x.max(axis=axis, keepdims=True)
         out = top if keepdims else np.asarray(np.squeeze(top, axis=axis))
 
         def backward(g):
