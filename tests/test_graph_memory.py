@@ -1,4 +1,9 @@
-"""Deep graphs, freeing the graph after backward, memory, retain_graph, no_grad and detach."""
+"""Deep graphs, freeing the graph after backward, memory, retain_graph, no_grad and detach.
+
+Memory is measured with tracemalloc (Python and numpy allocations).  Where a test
+checks that something is freed, the garbage collector is switched off: reference
+counting alone must free the nodes, because the graph has no reference cycles.
+"""
 import gc
 import sys
 import tracemalloc
@@ -11,6 +16,17 @@ import tinygrad_rnn as tg
 from tinygrad_rnn import Tensor
 
 STEPS = 100_000
+
+
+class gc_off:
+    def __enter__(self):
+        self.was = gc.isenabled()
+        gc.collect()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        if self.was:
+            gc.enable()
 
 
 def test_a_100000_step_chain_differentiates_without_recursion():
@@ -56,19 +72,18 @@ def build_chain(x, steps):
 
 def test_memory_returns_to_its_starting_level_after_backward():
     x = Tensor(np.linspace(-1, 1, 2000), requires_grad=True)     # 16 KB per intermediate array
-    gc.collect()
-    tracemalloc.start()
-    try:
-        start, _ = tracemalloc.get_traced_memory()
-        loss = build_chain(x, 200)                    # about 1,800 intermediate arrays: ~30 MB held
-        held, _ = tracemalloc.get_traced_memory()
-        loss.backward()
-        after_backward, peak = tracemalloc.get_traced_memory()   # the output is still alive here
-        del loss
-        gc.collect()
-        end, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    with gc_off():
+        tracemalloc.start()
+        try:
+            start, _ = tracemalloc.get_traced_memory()
+            loss = build_chain(x, 200)                    # about 1,800 intermediate arrays: ~30 MB held
+            held, _ = tracemalloc.get_traced_memory()
+            loss.backward()
+            after_backward, peak = tracemalloc.get_traced_memory()   # the output is still alive here
+            del loss
+            end, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
     graph = held - start
     assert graph > 10_000_000, f"the graph should hold megabytes while alive, held {graph} bytes"
     grad_bytes = x.grad.nbytes
@@ -84,14 +99,9 @@ def test_intermediates_die_after_backward_even_while_the_output_lives():
     out = (mid * mid).sum()
     del mid
     assert ref() is not None                  # the output's graph keeps it alive
-    gc_was_enabled = gc.isenabled()
-    gc.disable()                              # freed by reference counting: the graph has no cycles
-    try:
+    with gc_off():
         out.backward()
         assert ref() is None
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     assert out.data.shape == () and x.grad is not None
 
 
@@ -102,10 +112,22 @@ def test_the_graph_is_freed_after_backward_and_deleting_the_output():
     out = tg.functional.softmax(mid).sum()
     refs.append(weakref.ref(out))
     del mid
-    out.backward()
-    del out
-    gc.collect()
-    assert all(r() is None for r in refs)
+    with gc_off():
+        out.backward()
+        del out
+        assert all(r() is None for r in refs)
+
+
+def test_deleting_the_output_frees_an_unused_graph():
+    x = Tensor(np.ones(3), requires_grad=True)
+    with gc_off():
+        middle = tg.functional.tanh(x) @ x
+        probe = weakref.ref(middle)
+        out = middle * 2.0
+        del middle
+        assert probe() is not None
+        del out
+        assert probe() is None
 
 
 def test_retain_graph_keeps_it_until_the_output_goes():
@@ -114,13 +136,12 @@ def test_retain_graph_keeps_it_until_the_output_goes():
     ref = weakref.ref(mid)
     out = (mid * 2.0).sum()
     del mid
-    out.backward(retain_graph=True)
-    assert ref() is not None
-    out.backward()                             # the second pass accumulates: twice d/dx 2x^2
-    np.testing.assert_array_equal(x.grad, 2 * 4 * x.data)
-    del out
-    gc.collect()
-    assert ref() is None
+    with gc_off():
+        out.backward(retain_graph=True)
+        assert ref() is not None
+        out.backward()                         # the second backward frees it, although `out` lives
+        assert ref() is None
+    np.testing.assert_array_equal(x.grad, 2 * 4 * x.data)   # the second pass accumulates: twice d/dx 2x^2
 
 
 def test_second_backward_through_a_freed_graph_raises_and_says_why():
@@ -165,8 +186,12 @@ def test_detach_cuts_the_graph_for_truncated_bptt():
 
 def test_no_grad_records_nothing():
     x = Tensor([1.0, 2.0], requires_grad=True)
-    with tg.no_grad():
-        y = (x * x).exp().sum()
+    with gc_off(), tg.no_grad():
+        middle = x * x
+        probe = weakref.ref(middle)
+        y = middle.exp().sum()
+        del middle
+        assert probe() is None                 # nothing holds the intermediate
         assert not tg.is_grad_enabled()
     assert tg.is_grad_enabled()
     assert not y.requires_grad and y.is_leaf
