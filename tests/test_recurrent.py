@@ -1,8 +1,10 @@
-"""unroll and RNN: values, layouts, custom cells, truncated BPTT, a small language model (10,000-step unrolls: test_unroll.py).
+"""unroll and RNN: values, layouts, custom cells, truncated BPTT, long unrolls, a small language model.
 
 Gradient checks: float64 central differences, eps = 1e-6, an element passes
 when |autograd - numeric| <= 1e-7 + 1e-5 |numeric|.
 """
+import sys
+
 import numpy as np
 import pytest
 
@@ -49,6 +51,8 @@ def test_unroll_equals_the_loop_in_both_layouts(cell):
     tm, last_tm = nn.unroll(cell, Tensor(xs.transpose(1, 0, 2)), batch_first=False)
     assert tm.shape == (T, B, H)
     np.testing.assert_array_equal(tm.data, ref.transpose(1, 0, 2))
+    for a, b in zip(last if isinstance(last, tuple) else [last], last_tm if isinstance(last_tm, tuple) else [last_tm]):
+        np.testing.assert_array_equal(a.data, b.data)
     if isinstance(cell, nn.LSTMCell):
         assert isinstance(last, tuple) and len(last) == 2
         np.testing.assert_array_equal(last[1].data, ref_last[1].data)
@@ -69,6 +73,19 @@ def test_unroll_gradcheck_time_major_with_initial_state(cell):
     assert tg.gradcheck(f, *cell.parameters(), *inputs, atol=ATOL, rtol=RTOL)
 
 
+def test_unroll_with_a_given_tuple_state_and_lists():
+    rng = np.random.default_rng(1)
+    cell = nn.LSTMCell(2, 3, rng=rng)
+    h0, c0 = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    xs = rng.standard_normal((4, 6, 2))
+    hs, (h, c) = nn.unroll(cell, xs, (Tensor(h0), Tensor(c0)))
+    zeros_hs, _ = nn.unroll(cell, xs)
+    assert not np.allclose(hs.data, zeros_hs.data)             # the given state is used
+    hs_list, _ = nn.unroll(cell, xs.tolist(), [h0, c0])        # lists and arrays are accepted
+    np.testing.assert_array_equal(hs_list.data, hs.data)
+    assert h.shape == c.shape == (4, 3)
+
+
 def test_unroll_bad_inputs():
     cell = nn.RNNCell(D, H)
     with pytest.raises(ValueError, match=r"3-D \(batch, time, features\), got shape \(2, 3\)"):
@@ -79,6 +96,15 @@ def test_unroll_bad_inputs():
         nn.unroll(cell, np.ones((2, 0, D)))
     with pytest.raises(ValueError, match=r"x must have shape \(batch, 3\)"):
         nn.unroll(cell, np.ones((2, 4, 5)))
+    with pytest.raises(ValueError, match=r"\(2, 4\).*got \(3, 4\)"):
+        nn.unroll(cell, np.ones((2, 5, D)), np.zeros((3, H)))
+    lstm = nn.LSTMCell(D, H, rng=0)
+    with pytest.raises(ValueError, match=r"pair \(h, c\)"):
+        nn.unroll(lstm, np.ones((2, 5, D)), np.zeros((2, H)))
+    with pytest.raises(ValueError, match=r"c must have shape"):
+        nn.unroll(lstm, np.ones((2, 5, D)), (np.zeros((2, H)), np.zeros((2, 5))))
+    with pytest.raises(ValueError, match="nonlinearity"):
+        nn.RNNCell(D, H, "sigmoid")
     with pytest.raises(TypeError, match="callable"):
         nn.RNN("not a cell")
 
@@ -157,9 +183,10 @@ def test_stateful_forward_carries_the_state_exactly(cell):
     xs = np.random.default_rng(3).standard_normal((B, 2 * T, D))
     full, full_last = nn.unroll(cell, xs)
     rnn = nn.RNN(cell, stateful=True)
-    a, _ = rnn(xs[:, :T])
-    b, last = rnn(xs[:, T:])
-    np.testing.assert_array_equal(np.concatenate([a.data, b.data], axis=1), full.data)
+    a, _ = rnn(xs[:, :T - 1])                       # uneven chunks, one of a single step
+    b, _ = rnn(xs[:, T - 1:T])
+    c, last = rnn(xs[:, T:])
+    np.testing.assert_array_equal(np.concatenate([a.data, b.data, c.data], axis=1), full.data)
     for s, r in zip(last if isinstance(last, tuple) else [last], full_last if isinstance(full_last, tuple) else [full_last]):
         np.testing.assert_array_equal(s.data, r.data)
     # the kept state is detached, element-wise for a tuple
@@ -168,8 +195,17 @@ def test_stateful_forward_carries_the_state_exactly(cell):
     assert isinstance(rnn.state, tuple) == isinstance(cell, nn.LSTMCell)
     rnn.reset_state()
     assert rnn.state is None
-    again, _ = rnn(xs[:, :T])
+    again, _ = rnn(xs[:, :T - 1])
     np.testing.assert_array_equal(again.data, a.data)
+
+
+def test_an_explicit_state_overrides_the_carried_one():
+    rng = np.random.default_rng(4)
+    rnn = nn.RNN(nn.GRUCell(2, 3, rng=rng), stateful=True)
+    xs = rng.standard_normal((1, 5, 2))
+    fresh = rnn(xs)[0].data
+    assert not np.allclose(rnn(xs)[0].data, fresh)      # the second call started from the carried state
+    np.testing.assert_array_equal(rnn(xs, Tensor(np.zeros((1, 3))))[0].data, fresh)
 
 
 def test_not_stateful_starts_from_zeros_each_call():
@@ -220,11 +256,35 @@ def test_without_detach_the_gradient_does_flow_back():
     assert x1.grad is not None and np.any(x1.grad)
 
 
-def test_detach_state():
+def test_detach_state_keeps_structure():
     a = Tensor(np.ones(2), requires_grad=True) * 2
-    out = nn.detach_state((a, [a, 3]))
-    assert isinstance(out, tuple) and isinstance(out[1], list) and out[1][1] == 3
-    assert not out[0].requires_grad and np.array_equal(out[0].data, a.data)
+    b = Tensor(np.ones(2), requires_grad=True) * 3
+    out = nn.detach_state((a, [b, 3, None]))
+    assert isinstance(out, tuple) and isinstance(out[1], list) and out[1][1] == 3 and out[1][2] is None
+    assert not out[0].requires_grad and not out[1][0].requires_grad
+    np.testing.assert_array_equal(out[0].data, a.data)
+    np.testing.assert_array_equal(out[1][0].data, b.data)
+
+
+@pytest.mark.parametrize("cell", cells(), ids=CELL_IDS)
+def test_a_long_unroll_trains_one_step_without_recursion(cell):
+    # backward must not recurse per node: with a recursion limit of 200 frames, a few hundred
+    # graph nodes would already fail, and 2,000 steps make tens of thousands of nodes
+    xs = np.random.default_rng(5).standard_normal((1, 2_000, D)) * 0.1
+    hs, _ = nn.unroll(cell, xs)
+    loss = ((hs[:, -1] - 1.0) ** 2).sum()
+    before = [p.data.copy() for p in cell.parameters()]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(200)
+    try:
+        loss.backward()
+    finally:
+        sys.setrecursionlimit(limit)
+    for p in cell.parameters():
+        assert p.grad is not None and np.isfinite(p.grad).all()
+    assert np.abs(cell.Wx.grad).sum() > 0
+    optim.SGD(cell.parameters(), lr=0.1).step()
+    assert any(not np.array_equal(b, p.data) for b, p in zip(before, cell.parameters()))
 
 
 @pytest.mark.parametrize("cell", cells(np.float32), ids=CELL_IDS)
