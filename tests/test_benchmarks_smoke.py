@@ -1,9 +1,12 @@
-"""The benchmark suite's baseline and plumbing, beside test_benchmarks_quick.py (which runs --quick).
+"""The benchmark suite: --quick mode runs end to end and reports every system; its baseline is right.
 
-No timing is asserted.  Here: the numpy baseline's own gradient check passes
-and catches a small error, the PyTorch systems compute the baseline's
-gradients (so their timings compare the same work), bad arguments are refused,
-and the fresh-process memory measurement works.
+No timing is asserted.  The suite's numbers only mean something if the numpy
+baseline computes the gradients tinygrad_rnn's autograd computes on the same
+weights and data, so that is checked here (float64, 1e-10) for every
+tinygrad_rnn system, plain and fused; the PyTorch systems must compute the
+baseline's gradients too.  Also: the baseline's own gradient check passes and
+catches a small error, bad arguments are refused, and the fresh-process memory
+measurement works.
 """
 import json
 import os
@@ -15,10 +18,102 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks")
-sys.path.insert(0, BENCH)
+if BENCH not in sys.path:
+    sys.path.insert(0, BENCH)
 
 import numpy_bptt  # noqa: E402
 import systems  # noqa: E402
+
+TG_SYSTEMS = [systems.TinygradRNNCell, systems.TinygradCustomCell,
+              systems.TinygradRNNCellFused, systems.TinygradCustomCellFused]
+
+
+def _have_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_quick_mode_reports_every_system(tmp_path):
+    out = tmp_path / "quick.json"
+    r = subprocess.run([sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--dtype", "float64",
+                        "--repeats", "1", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    expected = [c.key for c in systems.ALL if _have_torch() or c.key not in systems.TORCH_SYSTEMS]
+    assert len(expected) >= 5
+    # the summary table: a header naming every system, then one ratio per system for each workload
+    lines = r.stdout.splitlines()
+    head = lines.index("summary, float64: median time per step / numpy baseline's (same run)")
+    header = lines[head + 1].split()
+    assert header == ["workload"] + expected
+    for i, name in enumerate(("W1", "W2", "W3", "W4")):
+        row = lines[head + 2 + i].split()
+        assert row[0] == name and len(row) == 1 + len(expected) and row[1] == "1.00x", row
+        assert all(c.endswith("x") and float(c[:-1]) > 0 for c in row[1:]), row
+    if not _have_torch():
+        assert "torch is not installed" in r.stdout
+    # machine header
+    assert r.stdout.startswith("machine: ") and "OPENBLAS_NUM_THREADS=1" in r.stdout
+    res = json.loads(out.read_text())
+    for name in ("W1", "W2", "W3", "W4"):
+        assert list(res["timing_by_dtype"]["float64"][name]) == expected
+    assert set(res["memory"]["float64"]) == set(expected)
+    assert res["perop"]["results"]["tinygrad_rnn forward + backward"]["median_us"] > 0
+    # the plot and the tables read that file
+    md = subprocess.run([sys.executable, os.path.join(BENCH, "plot.py"), str(out), "--markdown"],
+                        capture_output=True, text=True, timeout=60)
+    assert md.returncode == 0, md.stderr
+    assert "| W4 | float64 | 1.00x | " in md.stdout
+
+
+def _weights_and_batch(V, D, H, B, T, seed):
+    w = numpy_bptt.make_weights(V, D, H, np.float64, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    w = {k: v + 0.2 * rng.standard_normal(v.shape) for k, v in w.items()}   # biases off zero
+    xs, ts = numpy_bptt.make_data(V, B, T, seed=seed + 2)
+    xs[0, : min(3, T)] = 1          # a repeated token: its embedding row must collect every use
+    return w, xs, ts
+
+
+@pytest.mark.parametrize("system", TG_SYSTEMS, ids=lambda c: c.key)
+@pytest.mark.parametrize("sizes", [(9, 4, 6, 3, 7), (5, 3, 4, 1, 2)], ids=["B3T7", "B1T2"])
+def test_baseline_gradients_equal_tinygrad_autograd(system, sizes):
+    """Three SGD steps on the same float64 weights: every loss and gradient agrees to 1e-10."""
+    w, xs, ts = _weights_and_batch(*sizes, seed=11)
+    base, auto = systems.NumpyBaseline(w, xs, ts), system(w, xs, ts)
+    for step in range(3):
+        lb, la = base.step(), auto.step()
+        assert abs(lb - la) <= 1e-10, (step, lb, la)
+        gb, ga = base.grads(), auto.grads()
+        assert set(gb) == set(ga) == set(numpy_bptt.PARAM_NAMES)
+        for k in gb:
+            assert ga[k].dtype == np.float64
+            np.testing.assert_allclose(ga[k], gb[k], rtol=1e-10, atol=1e-10, err_msg=f"step {step}, {k}")
+    # the updates agree too: after three steps both hold the same weights
+    ours = dict(zip(numpy_bptt.PARAM_NAMES, base.model.params))
+    theirs = {k: (auto.named[k] if hasattr(auto, "named") else auto.p[k]).data for k in ours}
+    for k in ours:
+        np.testing.assert_allclose(theirs[k], ours[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+def test_float32_systems_stay_float32():
+    w = numpy_bptt.make_weights(7, 3, 5, np.float32, seed=0)
+    xs, ts = numpy_bptt.make_data(7, 2, 4, seed=1)
+    base = systems.NumpyBaseline(w, xs, ts)
+    lb = base.step()
+    for cls in TG_SYSTEMS:
+        s = cls(w, xs, ts)
+        assert abs(s.step() - lb) <= 1e-5
+        assert all(g.dtype == np.float32 for g in s.grads().values()), cls.key
+    assert all(g.dtype == np.float32 for g in base.grads().values())
+
+
+def test_unknown_system_is_refused():
+    with pytest.raises(ValueError, match="nope"):
+        systems.available(["numpy", "nope"])
 
 
 def test_bad_arguments_are_refused():
