@@ -37,6 +37,10 @@ NOT_DIFFERENTIABLE = {
     "Tensor.__ge__": "comparison", "Tensor.__eq__": "comparison", "Tensor.__ne__": "comparison",
     "tensor.is_grad_enabled": "reports the recording state",
     "fused.enabled": "switches the fused path on", "fused.is_enabled": "reports the fused switch",
+    "Tensor.__float__": "returns a Python number", "Tensor.__int__": "returns a Python number",
+    "tensor.derived": "makes constants (no gradient); its users are tested (test_functional)",
+    "tensor.decide": "returns a Python value that picks a branch",
+    "tensor.label": "names a tensor in a traced program", "tensor.time_step": "names time steps in a traced program",
 }
 COMPARISONS = [n.split(".")[1] for n, why in NOT_DIFFERENTIABLE.items() if why == "comparison"]
 

@@ -4,26 +4,44 @@ None of these has a backward of its own: autograd differentiates the
 composition.  Each is written so that no intermediate overflows anywhere in
 the float range, so values and gradients stay finite (and exact at 0) for
 inputs from -1e308 to 1e308 and at +-inf where the function has a limit.
-The constants below (``sign`` arrays, shifts) are plain numpy arrays computed
-from the input's values; they carry no gradient, which is correct because the
-composition is differentiated on each side of x = 0 separately.
+The constants below (``sign`` arrays, shifts) are computed from the input's
+values by small numpy functions through ``derived``; they carry no gradient,
+which is correct because the composition is differentiated on each side of
+x = 0 separately.  Going through ``derived`` (and ``decide`` for a branch)
+rather than reading ``.data`` lets a traced program recompute them.
 """
 import numpy as np
 
 from . import fused
-from .tensor import Tensor, where
+from .tensor import Tensor, decide, derived, where
 
 __all__ = ["tanh", "sigmoid", "relu", "softmax", "log_softmax", "cross_entropy", "mse_loss"]
+
+
+def _float64(d):
+    return d.astype(np.float64)
 
 
 def _tensor(x):
     """``x`` as a floating Tensor: integers and booleans (which carry no gradient) become float64."""
     x = x if isinstance(x, Tensor) else Tensor(x)
     if x.dtype.kind in "biu":
-        return Tensor(x.data.astype(np.float64))
+        return derived(_float64, x)
     if x.dtype.kind != "f":
         raise TypeError(f"expected real numbers, got dtype {x.dtype}")
     return x
+
+
+def _tanh_factors(d):
+    """-sign(d), and the factor of d in expm1's argument: -2 sign(d), or -sign(d) for |d| > max/4."""
+    ftype = d.dtype.type
+    neg_sign = np.asarray(-np.copysign(ftype(1), d))   # +0.0 and -0.0 each count with their sign
+    scale = np.asarray(neg_sign + neg_sign)   # an array even for 0-d d, so the line below can assign into it
+    limit = np.finfo(ftype).max / 4
+    if d.size and not np.abs(d).max() <= limit:     # (a NaN also takes this path)
+        huge = np.abs(d) > limit
+        scale[huge] = neg_sign[huge]
+    return neg_sign, scale
 
 
 def tanh(x):
@@ -37,16 +55,15 @@ def tanh(x):
     x = _tensor(x)
     if fused.is_enabled():
         return fused.tanh(x)
-    d = x.data
-    ftype = d.dtype.type
-    neg_sign = -np.copysign(ftype(1), d)      # -sign(x); +0.0 and -0.0 each count with their sign
-    scale = np.asarray(neg_sign + neg_sign)   # an array even for 0-d x, so the line below can assign into it
-    limit = np.finfo(ftype).max / 4
-    if d.size and not np.abs(d).max() <= limit:     # (a NaN also takes this path)
-        huge = np.abs(d) > limit
-        scale[huge] = neg_sign[huge]
+    neg_sign, scale = derived(_tanh_factors, x)
     e = (x * scale).expm1()
     return (e * neg_sign) / (e + 2.0)
+
+
+def _sigmoid_signs(d):
+    """-sign(d) (-1 for d >= 0, +1 below), and where d >= 0."""
+    positive = d >= 0
+    return np.where(positive, -1.0, 1.0).astype(d.dtype), positive
 
 
 def sigmoid(x):
@@ -54,23 +71,37 @@ def sigmoid(x):
     x = _tensor(x)
     if fused.is_enabled():
         return fused.sigmoid(x)
-    positive = x.data >= 0
-    e = (x * np.where(positive, -1.0, 1.0).astype(x.dtype)).exp()  # exp(-|x|), in [0, 1]
+    flip, positive = derived(_sigmoid_signs, x)
+    e = (x * flip).exp()  # exp(-|x|), in [0, 1]
     return where(positive, 1.0, e) / (e + 1.0)
+
+
+def _above_zero(d):
+    return ~(d <= 0)   # NaN counts as above, so that it stays NaN
 
 
 def relu(x):
     """max(x, 0); its gradient at 0 is 0, and NaN stays NaN."""
     x = _tensor(x)
-    return where(~(x.data <= 0), x, 0.0)
+    return where(derived(_above_zero, x), x, 0.0)
 
 
-def _safe_max(d, axis):
-    """The maximum of ``d`` along ``axis`` (kept), when every ``d - max`` is a finite float; else None."""
-    top = d.max(axis=axis, keepdims=True)
-    if np.isfinite(top).all() and d.min() >= np.maximum(top.max(), 0) - np.finfo(d.dtype).max:
-        return top
-    return None
+def _max_along(d, axis):
+    return d.max(axis=axis, keepdims=True)
+
+
+def _no_overflow(d, top):
+    """Whether every maximum is finite and no ``d - top`` can overflow."""
+    return bool(np.isfinite(top).all() and d.min() >= np.maximum(top.max(), 0) - np.finfo(d.dtype).max)
+
+
+def _lifting_shift(d, axis):
+    """The constant added to min(d, max float) by the careful path of ``_shifted``."""
+    big = np.finfo(d.dtype).max
+    top = np.clip(d, -big, big).max(axis=axis, keepdims=True)
+    lo = np.maximum(top, 0) - big
+    lift = np.where((d < lo) & (d > -np.inf), lo - d, 0)
+    return lift - top
 
 
 def _shifted(x, axis):
@@ -83,15 +114,10 @@ def _shifted(x, axis):
     largest float below it: exp of that is 0 already, and the gradient still
     flows to them (log_softmax's derivative there is 1).  -inf stays -inf.
     """
-    d = x.data
-    top = _safe_max(d, axis)
-    if top is not None:
+    top = derived(_max_along, x, axis=axis)
+    if decide(_no_overflow, x, top):
         return x - top
-    big = np.finfo(d.dtype).max
-    top = np.clip(d, -big, big).max(axis=axis, keepdims=True)
-    lo = np.maximum(top, 0) - big
-    lift = np.where((d < lo) & (d > -np.inf), lo - d, 0)
-    return x.clip(None, big) + (lift - top)
+    return x.clip(None, float(np.finfo(x.dtype).max)) + derived(_lifting_shift, x, axis=axis)
 
 
 def _check_axis(x, axis, name):
@@ -136,7 +162,7 @@ def cross_entropy(logits, target, axis=-1, reduction="mean"):
         raise ValueError("cross_entropy: logits must have at least one dimension (the classes)")
     _check_axis(logits, axis, "cross_entropy")
     axis = axis % logits.ndim
-    t = np.asarray(target.data if isinstance(target, Tensor) else target)
+    t = target.data if isinstance(target, Tensor) else np.asarray(target)
     if t.dtype.kind == "f":
         if t.shape != logits.shape:
             raise ValueError(f"cross_entropy: probability targets must have the logits' shape "
@@ -146,29 +172,45 @@ def cross_entropy(logits, target, axis=-1, reduction="mean"):
         if t.shape != expected:
             raise ValueError(f"cross_entropy: class-index targets must have shape {expected} "
                              f"(logits {logits.shape} without axis {axis}), got {t.shape}")
-        classes = logits.shape[axis]
-        if t.size and (t.min() < 0 or t.max() >= classes):
-            bad = t[(t < 0) | (t >= classes)].flat[0]
-            raise IndexError(f"cross_entropy: class index {bad} is out of range for {classes} classes")
     else:
         raise TypeError(f"cross_entropy: target must be integer class indices or float probabilities, "
                         f"got dtype {t.dtype}")
     _check_reduction(reduction, "cross_entropy")
+    target = target if isinstance(target, Tensor) else Tensor(t)
+    if t.dtype.kind in "iu":
+        target = derived(_class_indices, target, classes=logits.shape[axis])
     if fused.is_enabled():
-        top = _safe_max(logits.data, axis)
-        if top is not None:   # infinities and huge spreads take the composition's careful path
-            return fused.cross_entropy(logits, t, axis, reduction, top)
+        top = derived(_max_along, logits, axis=axis)
+        if decide(_no_overflow, logits, top):   # infinities and huge spreads take the composition's careful path
+            return fused.cross_entropy(logits, target, axis, reduction, top)
     logp = log_softmax(logits, axis=axis)
     if t.dtype.kind == "f":
-        t = t.astype(logits.dtype, copy=False)
-        if np.isneginf(logp.data).any():   # 0 * log(0) is 0 here, not NaN: an impossible class with no target mass
-            logp = where(t != 0, logp, 0.0)
-        loss = -(logp * t).sum(axis=axis)
+        if t.dtype != logits.dtype:
+            target = derived(_astype, target, dtype=logits.dtype.name)
+        if decide(_any_neg_inf, logp):   # 0 * log(0) is 0 here, not NaN: an impossible class with no target mass
+            logp = where(target != 0, logp, 0.0)
+        loss = -(logp * target).sum(axis=axis)
     else:
         index = list(np.indices(t.shape, sparse=True))
-        index.insert(axis, t)
+        index.insert(axis, target)
         loss = -logp[tuple(index)]
     return _reduce(loss, reduction)
+
+
+def _class_indices(t, classes):
+    """``t`` itself; IndexError naming the first index out of range(classes)."""
+    if t.size and (t.min() < 0 or t.max() >= classes):
+        bad = t[(t < 0) | (t >= classes)].flat[0]
+        raise IndexError(f"cross_entropy: class index {bad} is out of range for {classes} classes")
+    return t
+
+
+def _astype(d, dtype):
+    return d.astype(dtype)
+
+
+def _any_neg_inf(d):
+    return bool(np.isneginf(d).any())
 
 
 def mse_loss(pred, target, reduction="mean"):

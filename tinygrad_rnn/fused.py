@@ -57,50 +57,59 @@ def tanh(x):
     return Tensor._make(y, (x,), lambda g: (g * (1 - y * y),), "tanh")
 
 
-def sigmoid(x):
-    """1 / (1 + exp(-x)) from exp(-|x|) (never overflows), with d sigmoid = y (1 - y)."""
-    d = x.data
+def _sigmoid(d):
+    """1 / (1 + exp(-d)) from exp(-|d|), which never overflows."""
     e = np.exp(-np.abs(d))
-    y = np.where(d >= 0, 1, e) / (1 + e)
-    return Tensor._make(y, (x,), lambda g: (g * (y * (1 - y)),), "sigmoid")
+    return np.where(d >= 0, 1, e) / (1 + e)
 
 
-def cross_entropy(logits, target, axis, reduction, top):
-    """Softmax cross-entropy in one node.
+def sigmoid(x):
+    """The logistic function, with d sigmoid = y (1 - y)."""
+    y = _sigmoid(x.data)
+    return Tensor._make(y, (x,), lambda g: (g * (y * (1 - y)),), "sigmoid", (_sigmoid,))
 
-    ``F.cross_entropy`` has checked ``target`` (integer class indices with the
-    logits' shape without ``axis``, or float probabilities with the logits'
-    shape) and ``reduction``, and passes ``top``, the maximum along ``axis``,
-    only when ``logits - top`` cannot overflow.
-    """
-    d = logits.data
+
+def _cross_entropy(d, target, top, axis, reduction):
+    """The loss, and the softmax that its gradient needs."""
     z = d - top
     e = np.exp(z)
     total = e.sum(axis=axis, keepdims=True)
     logp = z - np.log(total)
     if target.dtype.kind == "f":
-        target = target.astype(d.dtype, copy=False)
-        loss = -(logp * target).sum(axis=axis)
+        loss = -(logp * target.astype(d.dtype, copy=False)).sum(axis=axis)
     else:
-        index = np.expand_dims(target, axis)
-        loss = -np.take_along_axis(logp, index, axis=axis).squeeze(axis)
-    count = loss.size
+        loss = -np.take_along_axis(logp, np.expand_dims(target, axis), axis=axis).squeeze(axis)
     if reduction == "mean":
-        out = np.asarray(loss.sum() / d.dtype.type(max(count, 1)))
+        loss = np.asarray(loss.sum() / d.dtype.type(max(loss.size, 1)))
     elif reduction == "sum":
-        out = np.asarray(loss.sum())
-    else:
-        out = loss
+        loss = np.asarray(loss.sum())
+    return loss, e / total
 
-    def backward(g):
-        # d loss_i / d logits_i = softmax_i * sum(target_i) - target_i (sum(target_i) = 1 for indices)
-        if reduction == "mean":
-            g = g / d.dtype.type(max(count, 1))
-        w = np.expand_dims(np.broadcast_to(g, loss.shape), axis)
-        p = e / total
-        if target.dtype.kind == "f":
-            return (p * (target.sum(axis=axis, keepdims=True) * w) - target * w,)
-        grad = p * w
-        np.put_along_axis(grad, index, np.take_along_axis(grad, index, axis=axis) - w, axis=axis)
-        return (grad,)
-    return Tensor._make(out, (logits,), backward, "cross_entropy")
+
+def _cross_entropy_backward(g, p, target, axis, reduction):
+    """d loss_i / d logits_i = softmax_i * sum(target_i) - target_i (sum(target_i) = 1 for indices)."""
+    count = int(np.prod(p.shape[:axis] + p.shape[axis + 1:]))
+    if reduction == "mean":
+        g = g / p.dtype.type(max(count, 1))
+    w = np.expand_dims(np.broadcast_to(g, p.shape[:axis] + p.shape[axis + 1:]), axis)
+    if target.dtype.kind == "f":
+        target = target.astype(p.dtype, copy=False)
+        return p * (target.sum(axis=axis, keepdims=True) * w) - target * w
+    index = np.expand_dims(target, axis)
+    grad = p * w
+    np.put_along_axis(grad, index, np.take_along_axis(grad, index, axis=axis) - w, axis=axis)
+    return grad
+
+
+def cross_entropy(logits, target, axis, reduction, top):
+    """Softmax cross-entropy in one node.
+
+    ``F.cross_entropy`` has checked ``target`` (a Tensor of integer class indices
+    with the logits' shape without ``axis``, or of float probabilities with the
+    logits' shape) and ``reduction``, and passes ``top`` (a Tensor), the maximum
+    along ``axis``, only when ``logits - top`` cannot overflow.
+    """
+    out, p = _cross_entropy(logits.data, target.data, top.data, axis, reduction)
+    t = target.data
+    return Tensor._make(out, (logits, target, top), lambda g: (_cross_entropy_backward(g, p, t, axis, reduction),),
+                        "cross_entropy", (_cross_entropy, _cross_entropy_backward, axis, reduction))

@@ -20,10 +20,12 @@ import operator
 
 import numpy as np
 
-__all__ = ["Tensor", "concat", "stack", "where", "no_grad", "is_grad_enabled"]
+__all__ = ["Tensor", "concat", "stack", "where", "no_grad", "is_grad_enabled", "derived", "decide",
+           "time_step", "label"]
 
 _grad_enabled = True
 _creation_counter = itertools.count()  # creation order is a topological order: inputs exist first
+_tracer = None  # while tracing.trace runs a function, every operation is also reported to it
 
 
 def is_grad_enabled():
@@ -46,6 +48,46 @@ class no_grad(contextlib.ContextDecorator):
         global _grad_enabled
         _grad_enabled = self._saved.pop()
         return False
+
+
+def derived(fn, *tensors, **params):
+    """Constant Tensors (no gradient) computed by ``fn`` from the tensors' values: signs, masks, shifts.
+
+    ``fn(*arrays, **params)`` returns an array or a tuple of arrays.  Compositions
+    take data-dependent constants through here instead of reading ``.data``, so
+    that a traced program (``tracing.trace``) recomputes them for new inputs.
+    ``fn`` must be a module-level function of numpy only.
+    """
+    out = fn(*(t.data for t in tensors), **params)
+    made = tuple(_constant(np.asarray(a)) for a in (out if isinstance(out, tuple) else (out,)))
+    if _tracer is not None:
+        _tracer.derived(made, fn, tensors, params)
+    return made if isinstance(out, tuple) else made[0]
+
+
+def decide(fn, *tensors, **params):
+    """``fn(*arrays, **params)``: a Python value that picks a branch of a composition.
+
+    A traced program checks that the value is the same for new inputs (a guard)
+    and runs the function eagerly when it is not.
+    """
+    value = fn(*(t.data for t in tensors), **params)
+    if _tracer is not None:
+        _tracer.decide(value, fn, tensors, params)
+    return value
+
+
+def time_step(step):
+    """Mark the operations that follow as time step ``step`` (None: outside a loop), for a trace's names."""
+    if _tracer is not None:
+        _tracer.step = step
+
+
+def label(t, name):
+    """Name ``t`` in a traced program's code (``h`` at step 3 is written ``h_3``); returns ``t``."""
+    if _tracer is not None:
+        _tracer.label(t, name)
+    return t
 
 
 def _graph_freed(g):
@@ -82,9 +124,83 @@ def _folded_matmul(a, b):
     return a @ b
 
 
+# ---------------------------------------------------------------------- the longer forward and backward formulas
+# Module-level, numpy only: the operations below call them, and a traced program calls the same ones.
+def _pow_grad_base(g, a, b, out):
+    """d/da a**b = b * a**(b-1), taken as 0 where b == 0 (also at a == 0)."""
+    return g * np.where(b == 0, 0, b * np.power(a, b - 1, where=b != 0, out=np.ones_like(out)))
+
+
+def _pow_grad_exponent(g, a, out):
+    """d/db a**b = a**b * log(a), taken as 0 where a == 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return g * np.where(a == 0, 0, out * np.log(a))
+
+
+def _matmul_backward(g, a, b, need_a, need_b):
+    """The gradients of ``a @ b`` for operands that are 1-D or stacks of matrices."""
+    a2, b2 = a, b
+    if a.ndim == 1 or b.ndim == 1:  # treat a 1-D operand as a row (a) or a column (b), as numpy does
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g = g[..., None] if b.ndim == 1 else g
+        g = g[..., None, :] if a.ndim == 1 else g
+    ga = gb = None
+    if need_a:
+        ga = _unbroadcast(_folded_matmul(g, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
+    if need_b:
+        if b2.ndim == 2:  # one weight matrix for all batches: a single product, not a sum of many
+            gb = a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+        else:
+            gb = _unbroadcast(np.swapaxes(a2, -1, -2) @ g, b2.shape)
+        gb = gb.reshape(b.shape)
+    return ga, gb
+
+
+def _clip(x, lo, hi):
+    out = np.clip(x, lo, hi)
+    return out.astype(x.dtype) if out.dtype != x.dtype and x.dtype.kind == "f" else out
+
+
+def _clip_backward(g, x, lo, hi):
+    """The gradient passes where lo <= x <= hi."""
+    inside = (x >= lo) if lo is not None else True
+    if hi is not None:
+        inside = inside & (x <= hi)
+    return np.where(inside, g, 0)
+
+
+def _sum_backward(g, axis, keepdims, shape):
+    if axis is not None and not keepdims:
+        g = np.expand_dims(g, axis)
+    elif axis is None and not keepdims:
+        g = np.reshape(g, (1,) * len(shape))
+    return np.broadcast_to(g, shape)
+
+
+def _max(x, axis, keepdims):
+    top = x.max(axis=axis, keepdims=True)
+    return top if keepdims else np.asarray(np.squeeze(top, axis=axis))
+
+
+def _max_backward(g, x, axis):
+    """Where several elements tie for the maximum, they share its gradient equally."""
+    top = x.max(axis=axis, keepdims=True)
+    hit = (x == top) | np.isnan(x)   # a NaN maximum is where the NaN is: its gradient must not vanish
+    g = np.reshape(g, top.shape)
+    return np.where(hit, g / hit.sum(axis=axis, keepdims=True), 0)
+
+
 def _is_basic_index(idx):
     parts = idx if isinstance(idx, tuple) else (idx,)
     return all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts)
+
+
+def _index_tensors(idx):
+    """The Tensors inside an index (they are inputs of the indexing, without gradient)."""
+    if isinstance(idx, Tensor):
+        return (idx,)
+    return tuple(p for p in idx if isinstance(p, Tensor)) if isinstance(idx, tuple) else ()
 
 
 def _index_data(idx):
@@ -109,6 +225,8 @@ class Tensor:
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
         if isinstance(data, Tensor):
+            if _tracer is not None:
+                _tracer.copied(self, data)
             data = data.data
         given_array = isinstance(data, (np.ndarray, np.generic))
         try:
@@ -134,8 +252,11 @@ class Tensor:
 
     # ------------------------------------------------------------------ plumbing
     @staticmethod
-    def _make(data, parents, backward, op):
-        """The result of an operation: linked into the graph when a parent needs a gradient."""
+    def _make(data, parents, backward, op, attrs=None):
+        """The result of an operation: linked into the graph when a parent needs a gradient.
+
+        ``attrs`` are the operation's other arguments (axis, index, ...), for a trace.
+        """
         t = Tensor.__new__(Tensor)
         t.data = data
         t.grad = None
@@ -146,13 +267,15 @@ class Tensor:
         t.requires_grad = False
         t._parents = ()
         t._backward = None
-        if _grad_enabled:
+        if _grad_enabled and backward is not None:
             for p in parents:
                 if p.requires_grad:
                     t.requires_grad = True
                     t._parents = parents
                     t._backward = backward
                     break
+        if _tracer is not None:
+            _tracer.record(t, op, parents, attrs)
         return t
 
     def _lift(self, other):
@@ -188,7 +311,12 @@ class Tensor:
             raise TypeError("len() of a 0-d Tensor")
         return len(self.data)
 
+    def _to_python(self, how):
+        if _tracer is not None:
+            raise _tracer.value_error(how)
+
     def __bool__(self):
+        self._to_python("bool()")
         if self.size != 1:
             raise ValueError(f"the truth value of a Tensor with {self.size} elements is ambiguous; "
                              f"use (t == x).numpy().all() or .any()")
@@ -198,17 +326,27 @@ class Tensor:
 
     def numpy(self):
         """The data as a numpy array (shared, not copied)."""
+        self._to_python("numpy()")
         return self.data
 
     def item(self):
         """The single value of a size-1 Tensor as a Python number."""
+        self._to_python("item()")
         if self.size != 1:
             raise ValueError(f"item(): the Tensor has {self.size} elements (shape {self.shape}), not 1")
         return self.data.item()
 
+    def __float__(self):
+        self._to_python("float()")
+        return float(self.item())
+
+    def __int__(self):
+        self._to_python("int()")
+        return int(self.item())
+
     def detach(self):
         """The same values as a new leaf that does not require grad (the graph stops here)."""
-        return Tensor._make(self.data, (), None, "detach")
+        return Tensor._make(self.data, (self,), None, "detach")   # no backward: not linked
 
     def retain_grad(self):
         """Keep ``.grad`` on this intermediate result after backward (leaves always keep it)."""
@@ -251,15 +389,9 @@ class Tensor:
         a, b = self.data, other.data
         out = self._broadcast("pow", np.power, other)
 
-        def backward(g):
-            ga = gb = None
-            if self.requires_grad:  # d/da a**b = b * a**(b-1), taken as 0 where b == 0 (also at a == 0)
-                ga = g * np.where(b == 0, 0, b * np.power(a, b - 1, where=b != 0, out=np.ones_like(out)))
-            if other.requires_grad:  # d/db a**b = a**b * log(a), taken as 0 where a == 0
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    gb = g * np.where(a == 0, 0, out * np.log(a))
-            return ga, gb
-        return Tensor._make(out, (self, other), backward, "pow")
+        return Tensor._make(out, (self, other), lambda g: (
+            _pow_grad_base(g, a, b, out) if self.requires_grad else None,
+            _pow_grad_exponent(g, a, out) if other.requires_grad else None), "pow")
 
     def __neg__(self):
         return Tensor._make(-self.data, (self,), lambda g: (-g,), "neg")
@@ -293,22 +425,7 @@ class Tensor:
         def backward(g):
             if a.ndim == 2 and b.ndim == 2:  # the common case, written out plainly
                 return (g @ b.T if self.requires_grad else None, a.T @ g if other.requires_grad else None)
-            a2, b2 = a, b
-            if a.ndim == 1 or b.ndim == 1:  # treat a 1-D operand as a row (a) or a column (b), as numpy does
-                a2 = a[None, :] if a.ndim == 1 else a
-                b2 = b[:, None] if b.ndim == 1 else b
-                g = g[..., None] if b.ndim == 1 else g
-                g = g[..., None, :] if a.ndim == 1 else g
-            ga = gb = None
-            if self.requires_grad:
-                ga = _unbroadcast(_folded_matmul(g, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
-            if other.requires_grad:
-                if b2.ndim == 2:  # one weight matrix for all batches: a single product, not a sum of many
-                    gb = a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])
-                else:
-                    gb = _unbroadcast(np.swapaxes(a2, -1, -2) @ g, b2.shape)
-                gb = gb.reshape(b.shape)
-            return ga, gb
+            return _matmul_backward(g, a, b, self.requires_grad, other.requires_grad)
         return Tensor._make(out, (self, other), backward, "matmul")
 
     def __rmatmul__(self, other):
@@ -316,8 +433,8 @@ class Tensor:
 
     # ------------------------------------------------------------------ comparisons (no gradient)
     def _compare(self, other, fn):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor(fn(self.data, other))
+        other = self._lift(other)
+        return Tensor._make(np.asarray(fn(self.data, other.data)), (self, other), None, fn.__name__)
 
     def __lt__(self, other): return self._compare(other, np.less)
     def __le__(self, other): return self._compare(other, np.less_equal)
@@ -353,18 +470,12 @@ class Tensor:
         if lo is None and hi is None:
             raise ValueError("clip: give lo, hi or both")
         x = self.data
-        lo_ = lo.data if isinstance(lo, Tensor) else lo
-        hi_ = hi.data if isinstance(hi, Tensor) else hi
-        out = np.clip(x, lo_, hi_)
-        if out.dtype != x.dtype and x.dtype.kind == "f":
-            out = out.astype(x.dtype)
-
-        def backward(g):
-            inside = (x >= lo_) if lo_ is not None else True
-            if hi_ is not None:
-                inside = inside & (x <= hi_)
-            return (np.where(inside, g, 0),)
-        return Tensor._make(out, (self,), backward, "clip")
+        bounds = tuple(self._lift(v) for v in (lo, hi) if v is not None)   # no gradient flows to them
+        lo_ = None if lo is None else bounds[0].data
+        hi_ = None if hi is None else bounds[-1].data
+        out = _clip(x, lo_, hi_)
+        return Tensor._make(out, (self,) + bounds, lambda g: (_clip_backward(g, x, lo_, hi_),), "clip",
+                            (lo is not None, hi is not None))
 
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False):
@@ -372,13 +483,8 @@ class Tensor:
         _check_axis(axis, shape, "sum")
         out = np.asarray(self.data.sum(axis=axis, keepdims=keepdims))
 
-        def backward(g):
-            if axis is not None and not keepdims:
-                g = np.expand_dims(g, axis)
-            elif axis is None and not keepdims:
-                g = np.reshape(g, (1,) * len(shape))
-            return (np.broadcast_to(g, shape),)
-        return Tensor._make(out, (self,), backward, "sum")
+        return Tensor._make(out, (self,), lambda g: (_sum_backward(g, axis, keepdims, shape),), "sum",
+                            (axis, keepdims))
 
     def mean(self, axis=None, keepdims=False):
         _check_axis(axis, self.shape, "mean")
@@ -389,14 +495,8 @@ class Tensor:
         """Maximum; where several elements tie, the gradient is shared equally among them."""
         x = self.data
         _check_axis(axis, x.shape, "max")
-        top = x.max(axis=axis, keepdims=True)
-        out = top if keepdims else np.asarray(np.squeeze(top, axis=axis))
-
-        def backward(g):
-            hit = (x == top) | np.isnan(x)   # a NaN maximum is where the NaN is: its gradient must not vanish
-            g = np.reshape(g, top.shape)
-            return (np.where(hit, g / hit.sum(axis=axis, keepdims=True), 0),)
-        return Tensor._make(out, (self,), backward, "max")
+        out = _max(x, axis, keepdims)
+        return Tensor._make(out, (self,), lambda g: (_max_backward(g, x, axis),), "max", (axis, keepdims))
 
     # ------------------------------------------------------------------ shape
     def reshape(self, *shape):
@@ -408,7 +508,7 @@ class Tensor:
         except ValueError:
             raise ValueError(f"reshape: cannot reshape shape {old} ({self.size} elements) "
                              f"into shape {shape}") from None
-        return Tensor._make(out, (self,), lambda g: (g.reshape(old),), "reshape")
+        return Tensor._make(out, (self,), lambda g: (g.reshape(old),), "reshape", (shape,))
 
     def transpose(self, *axes):
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
@@ -418,11 +518,13 @@ class Tensor:
             raise ValueError(f"transpose: axes {axes} are not a permutation for shape {self.shape}")
         inverse = np.argsort([a % self.ndim for a in axes])
         out = self.data.transpose(axes)
-        return Tensor._make(out, (self,), lambda g: (g.transpose(inverse),), "transpose")
+        return Tensor._make(out, (self,), lambda g: (g.transpose(inverse),), "transpose",
+                            (tuple(axes), tuple(int(i) for i in inverse)))
 
     T = property(lambda self: self.transpose())
 
     def __getitem__(self, idx):
+        given = idx
         idx = _index_data(idx)
         x = self.data
         try:
@@ -434,7 +536,8 @@ class Tensor:
         # input's gradient buffer in place, so slicing one time step out of a
         # long sequence costs the size of the slice, not of the sequence.
         basic = _is_basic_index(idx)
-        return Tensor._make(np.asarray(out), (self,), lambda g: (_Scatter(idx, g, basic),), "index")
+        return Tensor._make(np.asarray(out), (self,) + _index_tensors(given),
+                            lambda g: (_Scatter(idx, g, basic),), "index", (given, basic))
 
     # ------------------------------------------------------------------ backward
     def backward(self, grad=None, retain_graph=False):
@@ -578,7 +681,8 @@ def concat(tensors, axis=0):
     except (ValueError, np.exceptions.AxisError) as e:
         raise ValueError(f"concat along axis {axis}: shapes {[t.shape for t in tensors]} do not fit: {e}") from None
     splits = np.cumsum([t.shape[axis] for t in tensors])[:-1]
-    return Tensor._make(out, tuple(tensors), lambda g: tuple(np.split(g, splits, axis=axis)), "concat")
+    return Tensor._make(out, tuple(tensors), lambda g: tuple(np.split(g, splits, axis=axis)), "concat",
+                        (axis, [int(i) for i in splits]))
 
 
 def stack(tensors, axis=0):
@@ -589,20 +693,24 @@ def stack(tensors, axis=0):
     except (ValueError, np.exceptions.AxisError) as e:
         raise ValueError(f"stack along axis {axis}: shapes {[t.shape for t in tensors]}: {e}") from None
     ax = axis % out.ndim
-    return Tensor._make(out, tuple(tensors), lambda g: tuple(np.moveaxis(g, ax, 0)), "stack")
+    return Tensor._make(out, tuple(tensors), lambda g: tuple(np.moveaxis(g, ax, 0)), "stack", (axis, ax))
 
 
 def where(cond, a, b):
     """Elementwise ``a`` where ``cond`` is true, else ``b``; the gradient goes to the chosen side."""
-    cond = np.asarray(cond.data if isinstance(cond, Tensor) else cond, dtype=bool)
     like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else Tensor(np.asarray(a))
     a, b = like._lift(a), like._lift(b)
+    if isinstance(cond, Tensor):
+        cond = cond if cond.dtype == bool else cond != 0
+    else:
+        cond = _constant(np.asarray(cond, dtype=bool))
+    mask = cond.data
     try:
-        out = np.where(cond, a.data, b.data)
+        out = np.where(mask, a.data, b.data)
     except ValueError:
-        raise ValueError(f"where: shapes {cond.shape}, {a.shape} and {b.shape} cannot be broadcast together") from None
+        raise ValueError(f"where: shapes {mask.shape}, {a.shape} and {b.shape} cannot be broadcast together") from None
 
     def backward(g):
-        return (np.where(cond, g, 0) if a.requires_grad else None,
-                np.where(cond, 0, g) if b.requires_grad else None)
-    return Tensor._make(out, (a, b), backward, "where")
+        return (np.where(mask, g, 0) if a.requires_grad else None,
+                np.where(mask, 0, g) if b.requires_grad else None)
+    return Tensor._make(out, (a, b, cond), backward, "where")

@@ -1,7 +1,7 @@
 """Affine and embedding layers."""
 import numpy as np
 
-from ..tensor import Tensor
+from ..tensor import Tensor, derived
 from .init import as_dtype, as_rng, scaled_normal, zeros
 from .module import Module, Parameter
 
@@ -45,13 +45,19 @@ class Embedding(Module):
         self.W = Parameter((rng.standard_normal((num_embeddings, dim)) * 0.01).astype(dtype))
 
     def forward(self, idx):
-        raw = idx.data if isinstance(idx, Tensor) else idx
-        idx = np.asarray(raw)
-        if idx.size == 0 and not isinstance(raw, np.ndarray):   # [] reads as float64: no indices at all
-            idx = idx.astype(np.intp)
+        if not isinstance(idx, Tensor):
+            array = np.asarray(idx)
+            if array.size == 0 and not isinstance(idx, np.ndarray):   # [] reads as float64: no indices at all
+                array = array.astype(np.intp)
+            idx = Tensor(array)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"Embedding: indices must be integers, got dtype {idx.dtype}")
-        if idx.size and (idx.min() < 0 or idx.max() >= self.num_embeddings):
-            bad = idx[(idx < 0) | (idx >= self.num_embeddings)].flat[0]
-            raise IndexError(f"Embedding: index {bad} is out of range for {self.num_embeddings} embeddings")
-        return self.W[idx]
+        return self.W[derived(_embedding_rows, idx, count=self.num_embeddings)]
+
+
+def _embedding_rows(idx, count):
+    """``idx`` itself; IndexError naming the first index out of range(count)."""
+    if idx.size and (idx.min() < 0 or idx.max() >= count):
+        bad = idx[(idx < 0) | (idx >= count)].flat[0]
+        raise IndexError(f"Embedding: index {bad} is out of range for {count} embeddings")
+    return idx

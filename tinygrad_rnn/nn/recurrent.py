@@ -1,7 +1,7 @@
 """Running a cell over time.  The loop is in the forward pass only: BPTT is the graph's backward."""
 import numpy as np
 
-from ..tensor import Tensor, stack
+from ..tensor import Tensor, label, stack, time_step
 from .module import Module, Parameter
 
 __all__ = ["unroll", "RNN"]
@@ -30,13 +30,17 @@ def unroll(cell, xs, state=None, batch_first=True):
         state = cell.initial_state(xs.shape[1 - time_axis])
     outputs = []
     for t in range(steps):
-        state = cell(xs[:, t] if batch_first else xs[t], state)
+        time_step(t)   # names for a traced program: x_3, h_3, ...
+        state = cell(label(xs[:, t] if batch_first else xs[t], "x"), state)
         h = state[0] if isinstance(state, (tuple, list)) and state else state
         if not isinstance(h, Tensor):
             # a custom cell that forgot to return its state would otherwise fail later, in stack
             raise TypeError(f"unroll: at step {t} the cell returned {type(state).__name__}; a cell must "
                             f"return its new state, a Tensor or a tuple whose first element is a Tensor")
+        for s, name in zip(state if isinstance(state, (tuple, list)) else (state,), "hc"):
+            label(s, name)
         outputs.append(h)
+    time_step(None)
     return stack(outputs, axis=time_axis), state
 
 

@@ -1,0 +1,747 @@
+"""Traced steps: run a function once, and write its forward and backward out as straight numpy code.
+
+``trace(fn, *example_inputs)`` calls ``fn`` eagerly while the engine reports
+every operation to a recorder, runs the backward pass the engine would run for
+``fn``'s first output, and writes both as one Python function of numpy calls:
+one line per operation, named after the tensors (``h_3``, ``dh_3``, ``dWh``).
+Calling the returned ``Program`` with new inputs of the same shapes and dtypes
+runs that function: no Tensor and no graph node is made, and the results are
+the eager engine's to the last bit (each line is the numpy call the engine
+makes, in the engine's order; every line is checked against the eager run
+while the program is written).
+
+What the program may assume, and how it is held to it:
+
+* shapes and dtypes of inputs and parameters: checked on every call; other
+  ones trace again (one program per signature is kept);
+* branches a composition takes on values (``tensor.decide``): each is a guard
+  in the code; when one fails, that call runs eagerly instead;
+* values computed from data (signs, masks, shifts): recomputed in the code
+  (``tensor.derived``), never frozen;
+* everything else ``fn`` reads must be an input or a parameter.  A tensor made
+  before tracing that is neither is refused (its value would be frozen), and
+  turning a traced tensor into a Python value (``item()``, ``float()``,
+  ``bool()``, ``numpy()``) raises, because code that branches on it would not
+  be replayed.
+
+Parameters (tensors that require grad and were made before tracing) are read
+afresh on every call, so an optimiser's updates are seen; their gradients are
+accumulated into ``.grad`` exactly as ``backward()`` does.
+"""
+import ast
+import inspect
+import keyword
+import re
+
+import numpy as np
+
+from . import tensor as engine
+from .tensor import Tensor, _unbroadcast
+
+__all__ = ["trace", "Program", "TraceError", "GuardFailed"]
+
+
+class TraceError(RuntimeError):
+    """``fn`` does something a traced program cannot replay faithfully; the message says what."""
+
+
+class GuardFailed(Exception):
+    """A branch taken while tracing does not hold for these inputs (the call then runs eagerly)."""
+
+
+def trace(fn, *example_inputs, backward=True, names=None):
+    """Trace ``fn(*example_inputs)`` and return a ``Program`` that replays it for new inputs.
+
+    ``fn`` takes Tensors (numpy arrays and numbers given here become Tensors)
+    and returns a Tensor or a tuple of Tensors.  With ``backward=True`` the
+    program also does ``outputs[0].backward()``: the first output must have one
+    element.  ``names`` (a Module, or a dict name -> Tensor) names parameters in
+    the source; otherwise a parameter's ``name`` or ``p0, p1, ...`` is used.
+    """
+    return Program(fn, example_inputs, backward=backward, names=names)
+
+
+def _as_tensor(x, where):
+    if isinstance(x, Tensor):
+        return x
+    array = np.asarray(x)
+    if array.dtype.kind not in "fbiu":
+        raise TypeError(f"{where}: inputs must be Tensors, numpy arrays or numbers, got {type(x).__name__}")
+    return Tensor(array)
+
+
+def _signature(tensors):
+    return tuple((t.shape, t.dtype.str) for t in tensors)
+
+
+class Program:
+    """A traced ``fn``: call it as ``fn`` would be called; it returns the outputs' values as arrays.
+
+    ``source`` is the generated code of the latest signature, ``save(path)`` writes
+    it as a module that imports numpy only, ``fallbacks`` counts the calls that
+    ran eagerly because a guard failed.
+    """
+
+    def __init__(self, fn, example_inputs, backward=True, names=None):
+        if not callable(fn):
+            raise TypeError(f"trace: fn must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.backward = bool(backward)
+        self.names = names
+        self.fallbacks = 0
+        self._variants = {}
+        self._latest = self._trace([_as_tensor(x, "trace") for x in example_inputs])
+
+    # ------------------------------------------------------------------ calling
+    def __call__(self, *inputs):
+        tensors = [_as_tensor(x, "traced program") for x in inputs]
+        if len(tensors) != len(self._latest.inputs):
+            raise TypeError(f"traced program: expected {len(self._latest.inputs)} inputs, got {len(tensors)}")
+        variant = self._variants.get(_signature(tensors))
+        if variant is None or _signature(variant.params) != variant.param_signature:
+            variant = self._trace(tensors)   # other shapes or dtypes: a program of their own
+        self._latest = variant
+        try:
+            outputs, grads = variant.run(tensors)
+        except GuardFailed:
+            self.fallbacks += 1
+            return self._eager(tensors)
+        for leaf, g in zip(variant.grad_leaves(tensors), grads):
+            _deposit(leaf, g)
+        return outputs[0] if variant.single else tuple(outputs)
+
+    def _eager(self, tensors):
+        out = self.fn(*tensors)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        if self.backward:
+            outs[0].backward()
+        values = tuple(o.data for o in outs)
+        return values[0] if not isinstance(out, (tuple, list)) else values
+
+    def _trace(self, tensors):
+        variant = _Writer(self.fn, tensors, self.backward, self.names).write()
+        self._variants[_signature(tensors)] = variant
+        return variant
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def source(self):
+        """The generated code: the forward, then the backward, one line per operation."""
+        return self._latest.source
+
+    def save(self, path):
+        """Write the latest program as a standalone module (numpy only, constants inline)."""
+        with open(path, "w") as f:
+            f.write(self._latest.module_source())
+        return path
+
+
+def _deposit(leaf, g):
+    """Add a gradient into ``leaf.grad`` as backward() does (a fresh array the first time)."""
+    if leaf.grad is not None:
+        leaf.grad += g
+    else:
+        leaf.grad = np.array(g, dtype=leaf.data.dtype)
+
+
+# ---------------------------------------------------------------------- recording
+class _Recorder:
+    """Receives every operation from the engine while ``fn`` runs."""
+
+    def __init__(self):
+        self.events = []       # ("op", tensor, op, parents, attrs) / ("derived", ...) / ("decide", ...) / ("copy", ...)
+        self.step = None       # the time step the next operations belong to (set by nn.unroll)
+        self.labels = {}       # id(tensor) -> name given by the code that made it (h, c, x)
+        self.steps = {}        # id(tensor) -> its time step
+
+    def _seen(self, t):
+        self.steps[id(t)] = self.step
+
+    def record(self, t, op, parents, attrs):
+        self._seen(t)
+        self.events.append(("op", t, op, parents, attrs, t._backward is not None))
+
+    def derived(self, made, fn, tensors, params):
+        for t in made:
+            self._seen(t)
+        self.events.append(("derived", made, fn, tensors, params))
+
+    def decide(self, value, fn, tensors, params):
+        self.events.append(("decide", value, fn, tensors, params))
+
+    def copied(self, new, source):
+        self._seen(new)
+        self.events.append(("copy", new, source))
+
+    def label(self, t, name):
+        self.labels.setdefault(id(t), name)
+
+    def value_error(self, how):
+        return TraceError(f"{how} on a tensor while tracing: a traced program cannot replay Python code "
+                          f"that depends on tensor values. Keep the value a Tensor, or compute it outside "
+                          f"the traced function and pass it in as an input.")
+
+
+class _Recording:
+    """Install a recorder in the engine for the duration of a ``with`` block."""
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    def __enter__(self):
+        if engine._tracer is not None:
+            raise TraceError("trace: already tracing (a traced function cannot trace another)")
+        engine._tracer = self.recorder
+
+    def __exit__(self, *exc):
+        engine._tracer = None
+        return False
+
+
+# ---------------------------------------------------------------------- writing the program
+_SHORT = {"matmul": "mm", "index": "ix", "reshape": "rs", "transpose": "tr", "detach": "det",
+          "cross_entropy": "ce", "less": "lt", "less_equal": "le", "greater": "gt",
+          "greater_equal": "ge", "equal": "eq", "not_equal": "ne"}
+_COMPARE = {"less": "<", "less_equal": "<=", "greater": ">", "greater_equal": ">=", "equal": "==",
+            "not_equal": "!="}
+_BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
+_UNARY = {"exp": "np.exp", "expm1": "np.expm1", "log": "np.log", "sqrt": "np.sqrt", "abs": "np.abs",
+          "tanh": "np.tanh"}
+
+
+def _identifier(name):
+    name = re.sub(r"\W", "_", str(name))
+    if not name or name[0].isdigit():
+        name = "t_" + name
+    return name + "_" if keyword.iskeyword(name) else name
+
+
+class _Variant:
+    """One written program: its code, the function compiled from it, and what it reads."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def grad_leaves(self, inputs):
+        return [inputs[i] if kind == "input" else self.params[i] for kind, i in self.grad_targets]
+
+    def run(self, inputs):
+        args = [t.data for t in inputs] + [p.data for p in self.params]
+        return self.function(*args)
+
+    def module_source(self):
+        """The code as a module: numpy, the helper functions it calls, its constants, the function."""
+        parts = ['"""' + self.doc + '"""', "import numpy as np", ""]
+        parts.append("\n\nclass GuardFailed(Exception):\n"
+                     "    \"\"\"A branch taken while tracing does not hold for these inputs.\"\"\"\n")
+        for helper in self.helpers:
+            parts.append("\n" + inspect.getsource(helper).rstrip() + "\n")
+        for name, value in self.constants.items():
+            parts.append(f"{name} = {_array_literal(value)}")
+        parts.append("\n\n" + self.source)
+        return "\n".join(parts) + "\n"
+
+
+def _array_literal(a):
+    a = np.asarray(a)
+    return (f"np.frombuffer(bytes.fromhex({a.tobytes().hex()!r}), dtype={a.dtype.str!r})"
+            f".reshape({a.shape!r}).copy()")
+
+
+class _Writer:
+    """Records ``fn`` on given inputs and writes its program, checking every line against the eager run."""
+
+    def __init__(self, fn, inputs, backward, names):
+        self.fn, self.inputs, self.want_backward, self.names = fn, inputs, backward, names
+
+    # ------------------------------------------------------------------ names
+    def _reserve(self, base, step=None):
+        base = _identifier(base)
+        for k in range(1, 10 ** 6):
+            stem = base if k == 1 else f"{base}{k}"
+            name = stem if step is None else f"{stem}_{step}"
+            if name not in self.used and "d" + name not in self.used:
+                self.used.update((name, "d" + name))
+                return name
+        raise AssertionError("unreachable")
+
+    def _param_names(self):
+        given = {}
+        if self.names is not None:
+            pairs = self.names.named_parameters() if hasattr(self.names, "named_parameters") else self.names.items()
+            given = {id(p): name for name, p in pairs}
+        return given
+
+    # ------------------------------------------------------------------ the run
+    def write(self):
+        recorder = _Recorder()
+        stashed = {}
+        with _Recording(recorder):
+            out = self.fn(*self.inputs)
+        single = not isinstance(out, (tuple, list))
+        outs = (out,) if single else tuple(out)
+        for o in outs:
+            if not isinstance(o, Tensor):
+                raise TraceError(f"trace: fn must return a Tensor or a tuple of Tensors, got {type(o).__name__}")
+        root = outs[0]
+        backward = self.want_backward and root.requires_grad
+        if self.want_backward and not root.requires_grad:
+            raise TraceError("trace: the first output does not require grad, so there is no backward to "
+                             "trace; pass backward=False for a forward-only program")
+        if backward and root.size != 1:
+            raise TraceError(f"trace: the first output has shape {root.shape}; backward needs a single "
+                             f"element (reduce it, e.g. .sum(), or pass backward=False)")
+        self.used = {"np", "GuardFailed"}
+        self.lines = []             # (code, kind) where kind is "forward" or "backward"
+        self.ns = {"np": np, "GuardFailed": GuardFailed}
+        self.var = {}               # id(tensor) -> variable name
+        self.helpers = []
+        self.constants = {}
+        self.params = []
+        self.start = min((t._seq for t in self.inputs), default=0)
+        self.recorder = recorder
+        arg_names = self._argument_names()
+        for t, name in zip(self.inputs, arg_names):
+            self.var[id(t)] = name
+            self.ns[name] = t.data
+        self.param_names = self._param_names()
+        self.first_recorded = None
+        for event in recorder.events:
+            self._forward(event)
+        eager_grads = {}
+        if backward:
+            leaves = self._grad_leaves()
+            stashed = {id(t): t.grad for t in leaves}
+            for t in leaves:
+                t.grad = None
+            try:
+                root.backward(retain_graph=True)
+                eager_grads = {id(t): t.grad for t in leaves}
+            finally:
+                for t in leaves:
+                    t.grad = stashed[id(t)]
+        output_names = [self._name_of(o) for o in outs]
+        grad_targets, grad_names = [], []
+        if backward:
+            for key, gname in self._backward(root).items():
+                leaf, g = self.leaf_by_id[key], self.ns[gname]
+                expected = eager_grads.get(key)
+                if expected is None or not _same(np.array(g, dtype=leaf.dtype), expected):
+                    raise TraceError(f"trace: internal check failed: the written backward's gradient for "
+                                     f"{self.var[key]} differs from the engine's")
+                grad_targets.append(self._leaf_kind(leaf))
+                grad_names.append(gname)
+        source, function = self._assemble(arg_names, output_names, grad_names)
+        return _Variant(inputs=list(self.inputs), params=self.params, param_signature=_signature(self.params), grad_targets=grad_targets,
+                        source=source, function=function, single=single, helpers=self.helpers,
+                        constants=self.constants, doc=self.doc)
+
+    def _argument_names(self):
+        try:
+            params = [p for p in inspect.signature(self.fn).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            names = [p.name for p in params][:len(self.inputs)]
+        except (TypeError, ValueError):
+            names = []
+        names += [f"x{i}" for i in range(len(names), len(self.inputs))]
+        return [self._reserve(n) for n in names]
+
+    # ------------------------------------------------------------------ forward
+    def _name_of(self, t):
+        """The variable holding ``t``: an input, a recorded result, a parameter or a constant."""
+        key = id(t)
+        if key in self.var:
+            return self.var[key]
+        if t.requires_grad and t._seq < self.start and t.is_leaf:
+            name = self._reserve(self.param_names.get(key) or t.name or f"p{len(self.params)}")
+            self.params.append(t)
+            self.var[key] = name
+            self.ns[name] = t.data
+            return name
+        if t._seq < self.start and t._seq >= 0:
+            what = "a parameter made inside" if t.requires_grad else "neither an input nor a parameter"
+            raise TraceError(f"trace: fn reads a tensor of shape {t.shape} ({t.dtype}) made before tracing "
+                             f"that is {what}; its value would be frozen into the program. Pass it as an "
+                             f"input (and return its new value as an output if it changes).")
+        if t.requires_grad:
+            raise TraceError(f"trace: fn makes a tensor that requires grad (shape {t.shape}) inside the "
+                             f"traced function; make parameters outside it")
+        return self._constant(t.data)
+
+    def _constant(self, value):
+        value = np.asarray(value)
+        if value.ndim == 0 and value.dtype.kind == "f" and np.isfinite(value):
+            return repr(float(value)) if value.dtype == np.float64 else f"np.{value.dtype.name}({float(value)!r})"
+        name = self._reserve("const")
+        self.constants[name] = value
+        self.ns[name] = value
+        return name
+
+    def _emit(self, code, kind="forward"):
+        exec(compile(code, "<trace>", "exec"), self.ns)
+        self.lines.append((code, kind))
+
+    def _use(self, fn):
+        if fn not in self.helpers:
+            self.helpers.append(fn)
+            for name in fn.__code__.co_names:   # helpers that the helper calls, from its own module
+                other = fn.__globals__.get(name)
+                if inspect.isfunction(other) and other.__module__ == fn.__module__:
+                    self._use(other)
+        self.ns[fn.__name__] = fn
+        return fn.__name__
+
+    def _new_var(self, t, base):
+        key = id(t)
+        label = self.recorder.labels.get(key) or t.name
+        step = self.recorder.steps.get(key)
+        name = self._reserve(label or base, step)
+        self.var[key] = name
+        return name
+
+    def _forward(self, event):
+        kind = event[0]
+        if kind == "op":
+            _, t, op, parents, attrs, _ = event
+            args = [self._name_of(p) for p in parents]
+            name = self._new_var(t, _SHORT.get(op, op))
+            code = self._forward_code(name, op, args, parents, attrs, t)
+            self._emit(code)
+            if not _same(self.ns[name], t.data):
+                raise TraceError(f"trace: internal check failed: the written line {code!r} does not give "
+                                 f"the engine's value")
+        elif kind == "derived":
+            _, made, fn, tensors, params = event
+            args = [self._name_of(p) for p in tensors] + [f"{k}={v!r}" for k, v in params.items()]
+            names = [self._new_var(t, fn.__name__.strip("_")) for t in made]
+            self._emit(f"{', '.join(names)}{',' if len(names) == 1 else ''} = {self._use(fn)}({', '.join(args)})"
+                       if len(names) > 1 else f"{names[0]} = {self._use(fn)}({', '.join(args)})")
+        elif kind == "decide":
+            _, value, fn, tensors, params = event
+            value = value.item() if isinstance(value, np.generic) else value
+            if not isinstance(value, (bool, int, str, type(None))):
+                raise TraceError(f"trace: a branch on {fn.__name__} has a value of type "
+                                 f"{type(value).__name__}, which cannot be written as a guard")
+            args = [self._name_of(p) for p in tensors] + [f"{k}={v!r}" for k, v in params.items()]
+            call = f"{self._use(fn)}({', '.join(args)})"
+            self._emit(f"if {call} != {value!r}: raise GuardFailed({call!r})")
+        elif kind == "copy":
+            _, new, source = event
+            src = self._name_of(source)
+            self._emit(f"{self._new_var(new, 'copy')} = np.array({src})")
+
+    def _forward_code(self, name, op, args, parents, attrs, t):
+        a = args[0] if args else None
+        if op in _BINARY:
+            return f"{name} = {a} {_BINARY[op]} {args[1]}"
+        if op in _COMPARE:
+            return f"{name} = np.asarray({a} {_COMPARE[op]} {args[1]})"
+        if op == "neg":
+            return f"{name} = -{a}"
+        if op in _UNARY:
+            return f"{name} = {_UNARY[op]}({a})"
+        if op == "matmul":
+            if parents[0].ndim == 2 and parents[1].ndim == 2:
+                return f"{name} = {a} @ {args[1]}"
+            return f"{name} = {self._use(engine._folded_matmul)}({a}, {args[1]})"
+        if op == "sum":
+            axis, keepdims = attrs
+            return f"{name} = np.asarray({a}.sum({_axis_kw(axis, keepdims)}))"
+        if op == "max":
+            axis, keepdims = attrs
+            return f"{name} = {self._use(engine._max)}({a}, {axis!r}, {keepdims!r})"
+        if op == "reshape":
+            return f"{name} = {a}.reshape({attrs[0]!r})"
+        if op == "transpose":
+            return f"{name} = {a}.transpose({attrs[0]!r})"
+        if op == "index":
+            expr = f"{a}[{self._index_source(attrs[0], parents[1:], args[1:])}]"
+            value = eval(expr, self.ns)
+            return f"{name} = {expr}" if value.__class__ is np.ndarray else f"{name} = np.asarray({expr})"
+        if op == "clip":
+            has_lo, has_hi = attrs
+            bounds = iter(args[1:])
+            lo = next(bounds) if has_lo else "None"
+            hi = next(bounds) if has_hi else "None"
+            return f"{name} = {self._use(engine._clip)}({a}, {lo}, {hi})"
+        if op == "concat":
+            return f"{name} = np.concatenate([{', '.join(args)}], axis={attrs[0]!r})"
+        if op == "stack":
+            return f"{name} = np.stack([{', '.join(args)}], axis={attrs[0]!r})"
+        if op == "where":
+            return f"{name} = np.where({args[2]}, {a}, {args[1]})"
+        if op == "detach":
+            return f"{name} = {a}"
+        if op == "sigmoid":
+            return f"{name} = {self._use(attrs[0])}({a})"
+        if op == "cross_entropy":
+            forward, _, axis, reduction = attrs
+            return (f"{name}, {name}_softmax = {self._use(forward)}({a}, {args[1]}, {args[2]}, "
+                    f"{axis!r}, {reduction!r})")
+        raise TraceError(f"trace: the operation {op!r} cannot be traced")
+
+    def _index_source(self, idx, tensors, names):
+        by_tensor = {id(t): n for t, n in zip(tensors, names)}
+        parts = idx if isinstance(idx, tuple) else (idx,)
+        out = []
+        for p in parts:
+            if isinstance(p, Tensor):
+                out.append(by_tensor[id(p)])
+            elif isinstance(p, slice):
+                out.append(":".join("" if v is None else repr(int(v)) for v in (p.start, p.stop, p.step))
+                           .rstrip(":") if p.step is None else
+                           ":".join("" if v is None else repr(int(v)) for v in (p.start, p.stop, p.step)))
+                if p.step is None:
+                    out[-1] = ("" if p.start is None else repr(int(p.start))) + ":" + \
+                              ("" if p.stop is None else repr(int(p.stop)))
+            elif p is None:
+                out.append("None")
+            elif p is Ellipsis:
+                out.append("...")
+            elif isinstance(p, (int, np.integer)):
+                out.append(repr(int(p)))
+            else:
+                out.append(self._constant(np.asarray(p)))
+        text = ", ".join(out)
+        return text + "," if len(out) == 1 and isinstance(idx, tuple) else text
+
+    # ------------------------------------------------------------------ backward
+    def _grad_leaves(self):
+        """Leaves that ``backward`` would give a gradient: inputs and parameters requiring grad."""
+        self.leaf_by_id = {}
+        for t in self.inputs + self.params:
+            if t.requires_grad:
+                self.leaf_by_id[id(t)] = t
+        return list(self.leaf_by_id.values())
+
+    def _leaf_kind(self, leaf):
+        for i, t in enumerate(self.inputs):
+            if t is leaf:
+                return ("input", i)
+        return ("param", next(i for i, p in enumerate(self.params) if p is leaf))
+
+    def _backward(self, root):
+        """Write the engine's backward: same order, same formulas, same accumulation."""
+        records = {id(e[1]): e for e in self.recorder.events if e[0] == "op"}
+        # the engine's topological order: everything reachable through parents needing grad, newest first
+        found = {id(root): root}
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            event = records.get(id(node))
+            if event is None or not event[5]:      # a leaf, or not part of the graph
+                continue
+            for p in event[3]:
+                if p.requires_grad and id(p) not in found:
+                    found[id(p)] = p
+                    stack.append(p)
+        order = sorted(found.values(), key=lambda t: t._seq, reverse=True)
+
+        grads = {id(root): "d" + self.var[id(root)]}
+        owned = set()
+        self._emit(f"{grads[id(root)]} = np.ones_like({self.var[id(root)]})", "backward")
+        final = {}
+        for node in order:
+            key = id(node)
+            g = grads.pop(key, None)
+            if g is None:
+                continue
+            event = records.get(key)
+            if event is None or not event[5]:      # a leaf: its gradient is complete
+                if key in self.leaf_by_id:
+                    final[key] = g
+                continue
+            owned.discard(key)
+            _, t, op, parents, attrs, _ = event
+            for i, piece in self._backward_pieces(op, g, parents, attrs, t):
+                parent = parents[i]
+                if not parent.requires_grad:
+                    continue
+                self._accumulate(grads, owned, parent, piece)
+        return final
+
+    def _accumulate(self, grads, owned, parent, piece):
+        pkey = id(parent)
+        dname = "d" + self._name_of(parent)
+        shape, dtype = parent.data.shape, parent.data.dtype
+        if isinstance(piece, _ScatterCode):
+            if pkey not in owned:
+                before = grads.get(pkey)
+                self._emit(f"{dname} = np.zeros_like({self._name_of(parent)})" if before is None else
+                           f"{dname} = np.array({before}, dtype=np.{dtype.name})", "backward")
+                owned.add(pkey)
+            self._emit(piece.code(dname), "backward")
+            grads[pkey] = dname
+            return
+        value = eval(piece, self.ns)
+        if pkey not in grads and value.__class__ is np.ndarray and value.shape == shape:
+            self._emit(f"{dname} = {piece}", "backward")
+            grads[pkey] = dname
+            return
+        if value.shape != shape:
+            piece = self._unbroadcast_code(piece, np.shape(value), shape)
+        if np.result_type(value) != dtype:
+            piece = f"({piece}).astype(np.{dtype.name})"
+        if pkey not in grads:
+            self._emit(f"{dname} = {piece}", "backward")
+        elif pkey in owned:
+            self._emit(f"{dname} += {piece}", "backward")
+        else:
+            self._emit(f"{dname} = np.asarray({grads[pkey]} + {piece})", "backward")
+            owned.add(pkey)
+        grads[pkey] = dname
+
+    def _unbroadcast_code(self, piece, have, want):
+        extra = len(have) - len(want)
+        if extra and len(want) and all(n == have[extra + i] for i, n in enumerate(want)):
+            return f"{piece}.sum(axis={tuple(range(extra))!r})"      # sum over leading axes only
+        return f"{self._use(_unbroadcast)}({piece}, {want!r})"
+
+    def _backward_pieces(self, op, g, parents, attrs, t):
+        """(parent index, code) for each input's gradient, as the engine's backward for ``op`` makes it."""
+        v = [self._name_of(p) for p in parents]
+        out = self.var[id(t)]
+        need = [p.requires_grad for p in parents]
+        a, b = v[0], v[1] if len(v) > 1 else None
+        if op == "add":
+            return [(0, g), (1, g)]
+        if op == "sub":
+            second = f"-{g}" if parents[1].shape == t.shape else \
+                f"-{self._unbroadcast_code(g, t.shape, parents[1].shape)}"
+            return [(0, g), (1, second)]
+        if op == "mul":
+            return [(0, f"{g} * {b}"), (1, f"{g} * {a}")]
+        if op == "div":
+            return [(0, f"{g} / {b}"), (1, f"-{g} * {out} / {b}")]
+        if op == "pow":
+            return [(0, f"{self._use(engine._pow_grad_base)}({g}, {a}, {b}, {out})"),
+                    (1, f"{self._use(engine._pow_grad_exponent)}({g}, {a}, {out})")]
+        if op == "neg":
+            return [(0, f"-{g}")]
+        if op == "matmul":
+            if parents[0].ndim == 2 and parents[1].ndim == 2:
+                return [(0, f"{g} @ {b}.T"), (1, f"{a}.T @ {g}")]
+            both = self._reserve("mm_grads")
+            self._emit(f"{both} = {self._use(engine._matmul_backward)}({g}, {a}, {b}, {need[0]}, {need[1]})",
+                       "backward")
+            return [(0, f"{both}[0]"), (1, f"{both}[1]")]
+        if op == "exp":
+            return [(0, f"{g} * {out}")]
+        if op == "expm1":
+            return [(0, f"{g} * np.exp({a})")]
+        if op == "log":
+            return [(0, f"{g} / {a}")]
+        if op == "sqrt":
+            return [(0, f"{g} / (2 * {out})")]
+        if op == "abs":
+            return [(0, f"{g} * np.sign({a})")]
+        if op == "tanh":
+            return [(0, f"{g} * (1 - {out} * {out})")]
+        if op == "sigmoid":
+            return [(0, f"{g} * ({out} * (1 - {out}))")]
+        if op == "clip":
+            has_lo, has_hi = attrs
+            bounds = iter(v[1:])
+            lo = next(bounds) if has_lo else "None"
+            hi = next(bounds) if has_hi else "None"
+            return [(0, f"{self._use(engine._clip_backward)}({g}, {a}, {lo}, {hi})")]
+        if op == "sum":
+            axis, keepdims = attrs
+            return [(0, f"{self._use(engine._sum_backward)}({g}, {axis!r}, {keepdims!r}, {parents[0].shape!r})")]
+        if op == "max":
+            return [(0, f"{self._use(engine._max_backward)}({g}, {a}, {attrs[0]!r})")]
+        if op == "reshape":
+            return [(0, f"{g}.reshape({parents[0].shape!r})")]
+        if op == "transpose":
+            return [(0, f"{g}.transpose({attrs[1]!r})")]
+        if op == "index":
+            given, basic = attrs
+            return [(0, _ScatterCode(self._index_source(given, parents[1:], v[1:]), g, basic))]
+        if op == "concat":
+            axis, splits = attrs
+            pieces = self._reserve("pieces")
+            self._emit(f"{pieces} = np.split({g}, {splits!r}, axis={axis!r})", "backward")
+            return [(i, f"{pieces}[{i}]") for i in range(len(parents))]
+        if op == "stack":
+            pieces = self._reserve("pieces")
+            self._emit(f"{pieces} = np.moveaxis({g}, {attrs[1]!r}, 0)", "backward")
+            return [(i, f"{pieces}[{i}]") for i in range(len(parents))]
+        if op == "where":
+            return [(0, f"np.where({v[2]}, {g}, 0)"), (1, f"np.where({v[2]}, 0, {g})")]
+        if op == "cross_entropy":
+            _, backward, axis, reduction = attrs
+            return [(0, f"{self._use(backward)}({g}, {out}_softmax, {v[1]}, {axis!r}, {reduction!r})")]
+        raise TraceError(f"trace: the backward of {op!r} cannot be traced")
+
+    # ------------------------------------------------------------------ the function
+    def _assemble(self, arg_names, output_names, grad_names):
+        name = _identifier(getattr(self.fn, "__name__", "step"))
+        if name == "_lambda_":
+            name = "step"
+        params = [self.var[id(p)] for p in self.params]
+        shapes = ", ".join(f"{n} {t.shape} {t.dtype}" for n, t in zip(arg_names + params, self.inputs + self.params))
+        self.doc = (f"Forward and backward of {getattr(self.fn, '__qualname__', name)}, traced for {shapes}; "
+                    f"returns (outputs, gradients).")
+        keep = set(output_names) | set(grad_names)
+        body = _with_frees([code for code, _ in self.lines], keep, [kind for _, kind in self.lines])
+        outs = ", ".join(output_names) + ("," if len(output_names) == 1 else "")
+        grads = ", ".join(grad_names) + ("," if len(grad_names) == 1 else "")
+        source = "\n".join([f"def {name}({', '.join(arg_names + params)}):",
+                            f'    """{self.doc}"""'] + ["    " + line for line in body] +
+                           [f"    return ({outs}), ({grads})", ""])
+        namespace = {k: v for k, v in self.ns.items()
+                     if k == "np" or k == "GuardFailed" or k in self.constants or callable(v)}
+        exec(compile(source, f"<traced {name}>", "exec"), namespace)
+        return source, namespace[name]
+
+
+class _ScatterCode:
+    """The gradient of an indexing: added into the input's gradient buffer at the index."""
+
+    def __init__(self, index, g, basic):
+        self.index, self.g, self.basic = index, g, basic
+
+    def code(self, buffer):
+        if self.basic:
+            return f"{buffer}[{self.index}] += {self.g}"
+        return f"np.add.at({buffer}, ({self.index}), {self.g})"
+
+
+def _axis_kw(axis, keepdims):
+    parts = []
+    if axis is not None:
+        parts.append(f"axis={axis!r}")
+    if keepdims:
+        parts.append("keepdims=True")
+    return ", ".join(parts)
+
+
+def _same(a, b):
+    """Equal in dtype, shape and every bit of value (NaN equal to NaN)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+
+
+def _with_frees(lines, keep, kinds):
+    """The lines with ``del`` after the last use of each temporary, so memory goes back early."""
+    last = {}
+    assigned = []
+    for i, line in enumerate(lines):
+        tree = ast.parse(line)
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        for n in names:
+            last[n] = i
+        assigned.append({n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)})
+    frees = {}
+    defined = set().union(*assigned) if assigned else set()
+    for n, i in last.items():
+        if n in defined and n not in keep:
+            frees.setdefault(i, []).append(n)
+    out = []
+    for i, line in enumerate(lines):
+        if i and kinds[i] == "backward" and kinds[i - 1] == "forward":
+            out.append("# backward")
+        out.append(line)
+        if i in frees:
+            out.append("del " + ", ".join(sorted(frees[i])))
+    return (["# forward"] if lines else []) + out
