@@ -44,6 +44,9 @@ def _tanh_factors(d):
     return neg_sign, scale
 
 
+_tanh_factors.outputs = ("neg_sign", "scale")   # their names in a traced program
+
+
 def tanh(x):
     """tanh(x) = -sign(x) * e / (e + 2) with e = expm1(-2|x|), which lies in (-1, 0].
 
@@ -64,6 +67,9 @@ def _sigmoid_signs(d):
     """-sign(d) (-1 for d >= 0, +1 below), and where d >= 0."""
     positive = d >= 0
     return np.where(positive, -1.0, 1.0).astype(d.dtype), positive
+
+
+_sigmoid_signs.outputs = ("flip", "positive")
 
 
 def sigmoid(x):
@@ -88,6 +94,9 @@ def relu(x):
 
 def _max_along(d, axis):
     return d.max(axis=axis, keepdims=True)
+
+
+_max_along.outputs = ("top",)
 
 
 def _no_overflow(d, top):

@@ -266,11 +266,24 @@ class _Writer:
         raise AssertionError("unreachable")
 
     def _param_names(self):
-        given = {}
+        """Names for parameters: from ``names``, else from the modules ``fn`` refers to (``cell.Wx``)."""
         if self.names is not None:
             pairs = self.names.named_parameters() if hasattr(self.names, "named_parameters") else self.names.items()
-            given = {id(p): name for name, p in pairs}
-        return given
+            return {id(p): name for name, p in pairs}
+        found = {}
+        fn = self.fn
+        owner = getattr(fn, "__self__", None)
+        modules = [("", owner)] if hasattr(owner, "named_parameters") else []
+        try:
+            seen = inspect.getclosurevars(getattr(fn, "__func__", fn))
+            refs = {**seen.globals, **seen.nonlocals}
+        except (TypeError, ValueError):
+            refs = {}
+        modules += [(name + ".", m) for name, m in refs.items() if hasattr(m, "named_parameters")]
+        for prefix, module in modules:
+            for name, p in module.named_parameters():
+                found.setdefault(id(p), prefix + name)
+        return found
 
     # ------------------------------------------------------------------ the run
     def write(self):
@@ -366,13 +379,15 @@ class _Writer:
         if t.requires_grad:
             raise TraceError(f"trace: fn makes a tensor that requires grad (shape {t.shape}) inside the "
                              f"traced function; make parameters outside it")
-        return self._constant(t.data)
+        name = self._constant(t.data, self.recorder.labels.get(key, "const"))
+        self.var[key] = name
+        return name
 
-    def _constant(self, value):
+    def _constant(self, value, base="const"):
         value = np.asarray(value)
         if value.ndim == 0 and value.dtype.kind == "f" and np.isfinite(value):
             return repr(float(value)) if value.dtype == np.float64 else f"np.{value.dtype.name}({float(value)!r})"
-        name = self._reserve("const")
+        name = self._reserve(base)
         self.constants[name] = value
         self.ns[name] = value
         return name
@@ -413,7 +428,8 @@ class _Writer:
         elif kind == "derived":
             _, made, fn, tensors, params = event
             args = [self._name_of(p) for p in tensors] + [f"{k}={v!r}" for k, v in params.items()]
-            names = [self._new_var(t, fn.__name__.strip("_")) for t in made]
+            bases = getattr(fn, "outputs", None) or [fn.__name__.strip("_")] * len(made)
+            names = [self._new_var(t, base) for t, base in zip(made, bases)]
             self._emit(f"{', '.join(names)}{',' if len(names) == 1 else ''} = {self._use(fn)}({', '.join(args)})"
                        if len(names) > 1 else f"{names[0]} = {self._use(fn)}({', '.join(args)})")
         elif kind == "decide":
@@ -575,8 +591,11 @@ class _Writer:
             return
         value = eval(piece, self.ns)
         if pkey not in grads and value.__class__ is np.ndarray and value.shape == shape:
-            self._emit(f"{dname} = {piece}", "backward")
-            grads[pkey] = dname
+            if piece.isidentifier() and pkey not in self.leaf_by_id:
+                grads[pkey] = piece      # the same array handed on (add's backward): no new name needed
+            else:
+                self._emit(f"{dname} = {piece}", "backward")
+                grads[pkey] = dname
             return
         if value.shape != shape:
             piece = self._unbroadcast_code(piece, np.shape(value), shape)
@@ -594,7 +613,7 @@ class _Writer:
     def _unbroadcast_code(self, piece, have, want):
         extra = len(have) - len(want)
         if extra and len(want) and all(n == have[extra + i] for i, n in enumerate(want)):
-            return f"{piece}.sum(axis={tuple(range(extra))!r})"      # sum over leading axes only
+            return f"{_paren(piece)}.sum(axis={tuple(range(extra))!r})"      # sum over leading axes only
         return f"{self._use(_unbroadcast)}({piece}, {want!r})"
 
     def _backward_pieces(self, op, g, parents, attrs, t):
@@ -705,6 +724,11 @@ class _ScatterCode:
         if self.basic:
             return f"{buffer}[{self.index}] += {self.g}"
         return f"np.add.at({buffer}, ({self.index}), {self.g})"
+
+
+def _paren(expr):
+    """``expr`` ready to take ``.method()``: a plain name stays as it is."""
+    return expr if re.fullmatch(r"[A-Za-z_][\w.]*(\[\d+\])?", expr) else f"({expr})"
 
 
 def _axis_kw(axis, keepdims):

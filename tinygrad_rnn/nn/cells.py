@@ -7,7 +7,7 @@ side by side in the columns.
 import numpy as np
 
 from .. import functional as F
-from ..tensor import Tensor
+from ..tensor import Tensor, label
 from .init import as_dtype, as_rng, scaled_normal, zeros
 from .layers import as_input
 from .module import Module, Parameter
@@ -56,7 +56,7 @@ class RNNCell(_Cell):
         x = self._input(x)
         h = self.initial_state(x.shape[0]) if state is None else as_input(state, self.Wx.dtype, "RNNCell")
         self._check_state(h, x)
-        a = x @ self.Wx + h @ self.Wh + self.b
+        a = label(x @ self.Wx + h @ self.Wh + self.b, "a")
         return F.tanh(a) if self.nonlinearity == "tanh" else F.relu(a)
 
 

@@ -28,6 +28,9 @@ def unroll(cell, xs, state=None, batch_first=True):
         raise ValueError(f"unroll: xs of shape {xs.shape} has no time steps")
     if state is None and hasattr(cell, "initial_state"):
         state = cell.initial_state(xs.shape[1 - time_axis])
+    for s, name in zip(state if isinstance(state, (tuple, list)) else (state,), ("h_init", "c_init")):
+        if isinstance(s, Tensor):
+            label(s, name)
     outputs = []
     for t in range(steps):
         time_step(t)   # names for a traced program: x_3, h_3, ...
