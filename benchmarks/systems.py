@@ -14,6 +14,9 @@ Systems (``key``):
   tg_custom       tinygrad_rnn: a plain Python function cell tanh(x @ Wx + h @ Wh + b)
   tg_rnncell_fused, tg_custom_fused
                   the same two, each step inside ``tinygrad_rnn.fused.enabled()``
+  tg_rnncell_traced, tg_custom_traced
+                  the fused two as traced programs (``tinygrad_rnn.trace``): the step written out
+                  as numpy code once, then run without building a graph
   torch_loop      PyTorch eager, the same cell as a Python loop of torch ops
   torch_rnn       torch.nn.RNN (one fused recurrent kernel)
 """
@@ -49,12 +52,30 @@ class NumpyBaseline:
 
 
 class _Tinygrad:
-    """What both tinygrad_rnn systems share: a step, with the fused path switched by ``fused``."""
+    """What both tinygrad_rnn systems share: a step, with the fused path switched by ``fused``.
+
+    ``traced`` runs the step as a program written by ``tinygrad_rnn.trace``, made once when the
+    system is built (as the weights are), so that a step's time and memory are those of the program.
+    """
     fused = False
+    traced = False
+    program = None
+
+    def _trace(self):
+        with self.tg.fused.enabled(self.fused):
+            self.program = self.tg.trace(self._loss, self.xs, self.ts)
 
     def step(self):
-        with self.tg.fused.enabled(self.fused):
-            return self._step()
+        self.opt.zero_grad()
+        if self.traced:
+            loss = self.program(self.xs, self.ts)
+        else:
+            with self.tg.fused.enabled(self.fused):
+                loss = self._loss(self.xs, self.ts)
+                loss.backward()
+            loss = loss.data
+        self.opt.step()
+        return float(loss)
 
 
 class TinygradRNNCell(_Tinygrad):
@@ -82,13 +103,9 @@ class TinygradRNNCell(_Tinygrad):
         self.opt = optim.SGD([p for p, _ in pairs], lr=lr)
         self.xs, self.ts = xs, ts
 
-    def _step(self):
-        self.opt.zero_grad()
-        hs, _ = self.nn.unroll(self.cell, self.embed(self.xs))
-        loss = self.F.cross_entropy(self.fc(hs), self.ts)
-        loss.backward()
-        self.opt.step()
-        return float(loss.data)
+    def _loss(self, xs, ts):
+        hs, _ = self.nn.unroll(self.cell, self.embed(xs))
+        return self.F.cross_entropy(self.fc(hs), ts)
 
     def grads(self):
         return {k: p.grad.copy() for k, p in self.named.items()}
@@ -111,19 +128,16 @@ class TinygradCustomCell(_Tinygrad):
             return F.tanh(x @ Wx + h @ Wh + b)
 
         self.cell = cell
-        # a plain function has no initial_state: unroll needs the zero state given
-        self.h0 = Tensor(np.zeros((xs.shape[0], Wh.shape[0]), dtype=Wh.dtype))
+        self.Tensor = Tensor
         self.opt = optim.SGD(list(self.p.values()), lr=lr)
         self.xs, self.ts = xs, ts
 
-    def _step(self):
+    def _loss(self, xs, ts):
         p = self.p
-        self.opt.zero_grad()
-        hs, _ = self.nn.unroll(self.cell, p["E"][self.xs], self.h0)
-        loss = self.F.cross_entropy(hs @ p["Wo"] + p["bo"], self.ts)
-        loss.backward()
-        self.opt.step()
-        return float(loss.data)
+        # a plain function has no initial_state: unroll needs the zero state given
+        h0 = self.Tensor(np.zeros((xs.shape[0], p["Wh"].shape[0]), dtype=p["Wh"].dtype))
+        hs, _ = self.nn.unroll(self.cell, p["E"][xs], h0)
+        return self.F.cross_entropy(hs @ p["Wo"] + p["bo"], ts)
 
     def grads(self):
         return {k: p.grad.copy() for k, p in self.p.items()}
@@ -139,6 +153,26 @@ class TinygradCustomCellFused(TinygradCustomCell):
     key = "tg_custom_fused"
     label = "tg_custom inside tinygrad_rnn.fused.enabled()"
     fused = True
+
+
+class TinygradRNNCellTraced(TinygradRNNCell):
+    key = "tg_rnncell_traced"
+    label = "tg_rnncell_fused as a traced program (tinygrad_rnn.trace)"
+    fused = traced = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._trace()
+
+
+class TinygradCustomCellTraced(TinygradCustomCell):
+    key = "tg_custom_traced"
+    label = "tg_custom_fused as a traced program (tinygrad_rnn.trace)"
+    fused = traced = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._trace()
 
 
 class TorchLoop:
@@ -218,7 +252,7 @@ class TorchFused:
 
 
 ALL = [NumpyBaseline, TinygradRNNCell, TinygradCustomCell, TinygradRNNCellFused, TinygradCustomCellFused,
-       TorchLoop, TorchFused]
+       TinygradRNNCellTraced, TinygradCustomCellTraced, TorchLoop, TorchFused]
 BY_KEY = {c.key: c for c in ALL}
 TORCH_SYSTEMS = {TorchLoop.key, TorchFused.key}
 

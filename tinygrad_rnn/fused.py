@@ -77,8 +77,9 @@ def _cross_entropy(d, target, top, axis, reduction):
     logp = z - np.log(total)
     if target.dtype.kind == "f":
         loss = -(logp * target.astype(d.dtype, copy=False)).sum(axis=axis)
-    else:
-        loss = -np.take_along_axis(logp, np.expand_dims(target, axis), axis=axis).squeeze(axis)
+    else:   # pick each row's target class: classes moved last, rows flattened
+        rows = (logp if axis == d.ndim - 1 else np.moveaxis(logp, axis, -1)).reshape(-1, d.shape[axis])
+        loss = -rows[np.arange(len(rows)), target.reshape(-1)].reshape(target.shape)
     if reduction == "mean":
         loss = np.asarray(loss.sum() / d.dtype.type(max(loss.size, 1)))
     elif reduction == "sum":
@@ -91,13 +92,18 @@ def _cross_entropy_backward(g, p, target, axis, reduction):
     count = int(np.prod(p.shape[:axis] + p.shape[axis + 1:]))
     if reduction == "mean":
         g = g / p.dtype.type(max(count, 1))
-    w = np.expand_dims(np.broadcast_to(g, p.shape[:axis] + p.shape[axis + 1:]), axis)
+    # the weight of each position: one number for a reduced loss, else g with the class axis put back
+    w = g if np.ndim(g) == 0 else np.expand_dims(g, axis)
     if target.dtype.kind == "f":
         target = target.astype(p.dtype, copy=False)
         return p * (target.sum(axis=axis, keepdims=True) * w) - target * w
-    index = np.expand_dims(target, axis)
     grad = p * w
-    np.put_along_axis(grad, index, np.take_along_axis(grad, index, axis=axis) - w, axis=axis)
+    if axis == p.ndim - 1:   # the usual layout: one row per position, a plain fancy index (fast)
+        rows = grad.reshape(-1, p.shape[-1])   # a view: grad is a fresh array
+        rows[np.arange(len(rows)), target.reshape(-1)] -= w if np.ndim(w) == 0 else w.reshape(-1)
+    else:
+        index = np.expand_dims(target, axis)
+        np.put_along_axis(grad, index, np.take_along_axis(grad, index, axis=axis) - w, axis=axis)
     return grad
 
 

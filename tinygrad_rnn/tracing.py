@@ -61,17 +61,19 @@ def trace(fn, *example_inputs, backward=True, names=None):
     return Program(fn, example_inputs, backward=backward, names=names)
 
 
-def _as_tensor(x, where):
+def _as_value(x, where):
+    """A Tensor as it is; anything else as a numeric numpy array."""
     if isinstance(x, Tensor):
         return x
     array = np.asarray(x)
     if array.dtype.kind not in "fbiu":
         raise TypeError(f"{where}: inputs must be Tensors, numpy arrays or numbers, got {type(x).__name__}")
-    return Tensor(array)
+    return array
 
 
-def _signature(tensors):
-    return tuple((t.shape, t.dtype.str) for t in tensors)
+def _signature(values):
+    """What a program is written for: each value's shape, dtype and whether it needs a gradient."""
+    return tuple([(v.shape, v.dtype, v.__class__ is not np.ndarray and v.requires_grad) for v in values])
 
 
 class Program:
@@ -90,37 +92,39 @@ class Program:
         self.names = names
         self.fallbacks = 0
         self._variants = {}
-        self._latest = self._trace([_as_tensor(x, "trace") for x in example_inputs])
+        self._latest = self._trace([_as_value(x, "trace") for x in example_inputs])
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *inputs):
-        tensors = [_as_tensor(x, "traced program") for x in inputs]
-        if len(tensors) != len(self._latest.inputs):
-            raise TypeError(f"traced program: expected {len(self._latest.inputs)} inputs, got {len(tensors)}")
-        variant = self._variants.get(_signature(tensors))
+        values = [_as_value(x, "traced program") for x in inputs]
+        if len(values) != len(self._latest.inputs):
+            raise TypeError(f"traced program: expected {len(self._latest.inputs)} inputs, got {len(values)}")
+        variant = self._variants.get(_signature(values))
         if variant is None or _signature(variant.params) != variant.param_signature:
-            variant = self._trace(tensors)   # other shapes or dtypes: a program of their own
+            variant = self._trace(values)   # other shapes or dtypes: a program of their own
         self._latest = variant
         try:
-            outputs, grads = variant.run(tensors)
+            outputs, grads = variant.function(*[v.data if isinstance(v, Tensor) else v for v in values],
+                                              *[p.data for p in variant.params])
         except GuardFailed:
             self.fallbacks += 1
-            return self._eager(tensors)
-        for leaf, g in zip(variant.grad_leaves(tensors), grads):
+            return self._eager(values)
+        for leaf, g in zip(variant.grad_leaves(values), grads):
             _deposit(leaf, g)
         return outputs[0] if variant.single else tuple(outputs)
 
-    def _eager(self, tensors):
-        out = self.fn(*tensors)
+    def _eager(self, values):
+        out = self.fn(*[v if isinstance(v, Tensor) else Tensor(v) for v in values])
         outs = out if isinstance(out, (tuple, list)) else (out,)
         if self.backward:
             outs[0].backward()
         values = tuple(o.data for o in outs)
         return values[0] if not isinstance(out, (tuple, list)) else values
 
-    def _trace(self, tensors):
+    def _trace(self, values):
+        tensors = [v if isinstance(v, Tensor) else Tensor(v) for v in values]
         variant = _Writer(self.fn, tensors, self.backward, self.names).write()
-        self._variants[_signature(tensors)] = variant
+        self._variants[_signature(values)] = variant
         return variant
 
     # ------------------------------------------------------------------ reading
@@ -224,10 +228,6 @@ class _Variant:
 
     def grad_leaves(self, inputs):
         return [inputs[i] if kind == "input" else self.params[i] for kind, i in self.grad_targets]
-
-    def run(self, inputs):
-        args = [t.data for t in inputs] + [p.data for p in self.params]
-        return self.function(*args)
 
     def module_source(self):
         """The code as a module: numpy, the helper functions it calls, its constants, the function."""
