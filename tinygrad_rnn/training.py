@@ -21,8 +21,9 @@ from . import fused, nn, optim
 from .data import DataError, Vocab, bptt_batches, check_text, split, unigram_perplexity
 from .nn.module import read_npz
 from .tensor import no_grad
+from .tracing import trace
 
-__all__ = ["TrainConfig", "CharLM", "make_cell", "train", "evaluate", "sample",
+__all__ = ["TrainConfig", "CharLM", "TracedStep", "make_cell", "train", "evaluate", "sample",
            "save_checkpoint", "load_checkpoint", "CheckpointError"]
 
 CHECKPOINT_FORMAT = "tinygrad_rnn.charlm/1"
@@ -56,6 +57,7 @@ class TrainConfig:
     valid_fraction: float = 0.1
     dtype: str = "float32"
     fused: bool = True            # one-node tanh/sigmoid/cross-entropy (held to the compositions by tests)
+    trace: bool = False           # run each step as a traced program (tinygrad_rnn.trace): same numbers
     sample_length: int = 200
     temperature: float = 0.8
 
@@ -149,6 +151,41 @@ class CharLM(nn.Module):
         """Logits (batch, time, vocabulary) for integer ids (batch, time); the RNN state carries over."""
         hs, _ = self.rnn(self.embed(ids))
         return self.out(hs)
+
+
+class TracedStep:
+    """A training step of ``model`` (forward and backward) run as a traced program.
+
+    The program is written on the first call (``tinygrad_rnn.trace``) and gives
+    the eager step's numbers to the last bit.  The RNN's carried state goes in
+    and comes out of it as arrays: the program cannot keep Python state itself.
+    ``reset()`` starts again from zeros, as ``model.rnn.reset_state()`` does.
+    """
+
+    def __init__(self, model):
+        if not hasattr(model.rnn.cell, "initial_state"):
+            raise ValueError("trace: the cell needs an initial_state(batch) method giving its zero state")
+        self.model, self.program, self.state = model, None, None
+
+    def reset(self):
+        self.state = None
+
+    def _loss(self, ids, targets, *state):
+        model = self.model
+        hs, last = nn.unroll(model.rnn.cell, model.embed(ids), state[0] if len(state) == 1 else state)
+        last = tuple(last) if isinstance(last, (tuple, list)) else (last,)
+        return (F.cross_entropy(model.out(hs), targets),) + tuple(s.detach() for s in last)
+
+    def __call__(self, ids, targets):
+        """Accumulate the gradients of the loss on ``(ids, targets)`` into the parameters; return the loss."""
+        if self.state is None:
+            start = self.model.rnn.cell.initial_state(len(ids))
+            self.state = tuple(s.data for s in (start if isinstance(start, (tuple, list)) else (start,)))
+        if self.program is None:
+            self.program = trace(self._loss, ids, targets, *self.state, names=self.model)
+        loss, *state = self.program(ids, targets, *self.state)
+        self.state = tuple(state)
+        return float(loss)
 
 
 def _make_optimizer(params, config):
@@ -294,22 +331,29 @@ def train(text, config=None, out_dir="runs/charlm", resume=None, progress=True, 
     interrupted = False
     started = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
     try:
+        traced = TracedStep(model) if config.trace else None
         with fused.enabled(config.fused):
             while epoch < config.epochs and not (config.max_steps and step >= config.max_steps):
                 model.rnn.reset_state()
+                if traced is not None:
+                    traced.reset()
                 total = count = 0.0
                 for x, y in bptt_batches(train_ids, config.batch_size, config.seq_len):
-                    loss = F.cross_entropy(model(x), y)
                     optimizer.zero_grad()
-                    loss.backward()
+                    if traced is not None:
+                        loss = traced(x, y)
+                    else:
+                        loss = F.cross_entropy(model(x), y)
+                        loss.backward()
+                        loss = loss.item()
                     if config.clip:
                         optim.clip_grad_norm(params, config.clip)
                     optimizer.step()
                     step += 1
-                    total, count = total + loss.item(), count + 1
+                    total, count = total + loss, count + 1
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
+                        bar.set_postfix(loss=f"{loss:.3f}", epoch=epoch + 1)
                     if config.max_steps and step >= config.max_steps:
                         break
                 epoch += 1
