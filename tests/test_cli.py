@@ -257,3 +257,18 @@ def test_ctrl_c_exits_130_and_keeps_the_checkpoint(tmp_path, corpus, capsys, mon
     status, out, err = cli(capsys, "train", "--text", corpus, "--epochs", 3, "--out", tmp_path, *SMALL)
     assert status == 130 and "interrupted" in out
     assert load_checkpoint(tmp_path / "model.npz")[3]["epoch"] == 1
+
+
+def test_train_trace_gives_the_eager_run(tmp_path, corpus, capsys):
+    outs = {}
+    for flag in ((), ("--trace",)):
+        status, out, err = cli(capsys, "train", "--text", corpus, "--cell", "gru", "--max-steps", 5,
+                               "--out", tmp_path / str(len(flag)), *SMALL, *flag)
+        assert status == 0, err
+        outs[flag] = out.split("validation perplexity")[-1].split("\n")[0]
+        assert load_checkpoint(tmp_path / str(len(flag)) / "model.npz")[2].trace == bool(flag)
+    assert outs[()] == outs[("--trace",)]   # the same perplexity, to every printed digit
+    a = load_checkpoint(tmp_path / "0" / "model.npz")[0]
+    b = load_checkpoint(tmp_path / "1" / "model.npz")[0]
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=name)

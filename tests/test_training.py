@@ -217,3 +217,40 @@ def test_user_cell_from_a_file_or_the_current_folder(tmp_path, monkeypatch):
         make_cell(str(tmp_path / "raising.py") + ":x", 2, 3, None, np.float64)
     with pytest.raises(ValueError, match="no file"):
         make_cell("nowhere/cells.py:x", 2, 3, None, np.float64)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_traced_training_gives_the_eager_parameters(tmp_path, cell, fused):
+    # the traced step replays the engine's own numpy calls in its order: equal to the last bit
+    eager, _ = run(tmp_path, small(cell=cell, epochs=2, fused=fused), "eager")
+    traced, _ = run(tmp_path, small(cell=cell, epochs=2, fused=fused, trace=True), "traced")
+    a, b = load_checkpoint(eager["checkpoint"])[0], load_checkpoint(traced["checkpoint"])[0]
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=name)
+    assert [r["train_loss"] for r in traced["history"]] == [r["train_loss"] for r in eager["history"]]
+
+
+def test_traced_step_carries_the_state_and_refuses_a_cell_without_a_zero_state():
+    from tinygrad_rnn import functional as F
+    from tinygrad_rnn.training import TracedStep
+    model = CharLM(5, small(cell="lstm"))
+    twin = CharLM(5, small(cell="lstm"))
+    rng = np.random.default_rng(0)
+    step = TracedStep(model)
+    for _ in range(3):   # the second and third chunks start from the state the chunk before left
+        x, y = rng.integers(0, 5, (4, 6)), rng.integers(0, 5, (4, 6))
+        model.zero_grad(), twin.zero_grad()
+        loss = step(x, y)
+        expected = F.cross_entropy(twin(x), y)
+        expected.backward()
+        assert loss == expected.item()
+        for p, q in zip(model.parameters(), twin.parameters()):
+            np.testing.assert_array_equal(p.grad, q.grad)
+
+    class NoZeroState(nn.Module):
+        def forward(self, x, state):
+            return x
+    model.rnn.cell = NoZeroState()
+    with pytest.raises(ValueError, match="initial_state"):
+        TracedStep(model)
