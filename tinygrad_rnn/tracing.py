@@ -288,6 +288,7 @@ class _Writer:
     # ------------------------------------------------------------------ the run
     def write(self):
         recorder = _Recorder()
+        start = next(engine._creation_counter)   # tensors made from here on were made by fn
         stashed = {}
         with _Recording(recorder):
             out = self.fn(*self.inputs)
@@ -311,7 +312,7 @@ class _Writer:
         self.helpers = []
         self.constants = {}
         self.params = []
-        self.start = min((t._seq for t in self.inputs), default=0)
+        self.start = start
         self.recorder = recorder
         arg_names = self._argument_names()
         for t, name in zip(self.inputs, arg_names):
@@ -372,7 +373,8 @@ class _Writer:
             self.ns[name] = t.data
             return name
         if t._seq < self.start and t._seq >= 0:
-            what = "a parameter made inside" if t.requires_grad else "neither an input nor a parameter"
+            what = ("the result of operations done before tracing (its graph lies outside the program)"
+                    if t.requires_grad else "neither an input nor a parameter")
             raise TraceError(f"trace: fn reads a tensor of shape {t.shape} ({t.dtype}) made before tracing "
                              f"that is {what}; its value would be frozen into the program. Pass it as an "
                              f"input (and return its new value as an output if it changes).")
