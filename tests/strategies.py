@@ -212,7 +212,7 @@ def cross_entropy_case(draw, probabilities=None):
     return logits, raw / raw.sum(axis=axis, keepdims=True), axis
 
 
-# ---------------------------------------------------------------- used by the test_prop_* files
+# ---------------------------------------------------------------- more helpers for the property tests
 def seeds():
     """A seed for a numpy Generator (cotangents, random conditions); shrinks towards 0."""
     return st.integers(0, 2**32 - 1)
