@@ -7,8 +7,8 @@ one line per operation, named after the tensors (``h_3``, ``dh_3``, ``dWh``).
 Calling the returned ``Program`` with new inputs of the same shapes and dtypes
 runs that function: no Tensor and no graph node is made, and the results are
 the eager engine's to the last bit (each line is the numpy call the engine
-makes, in the engine's order; every line is checked against the eager run
-while the program is written).
+makes, in the engine's order; while the program is written, every forward
+line's value and the final gradients are checked against the eager run).
 
 What the program may assume, and how it is held to it:
 
@@ -18,6 +18,8 @@ What the program may assume, and how it is held to it:
   in the code; when one fails, that call runs eagerly instead;
 * values computed from data (signs, masks, shifts): recomputed in the code
   (``tensor.derived``), never frozen;
+* numpy arrays and numbers ``fn`` reads from outside are constants, copied
+  when the program is written;
 * everything else ``fn`` reads must be an input or a parameter.  A tensor made
   before tracing that is neither is refused (its value would be frozen), and
   turning a traced tensor into a Python value (``item()``, ``float()``,
@@ -35,6 +37,7 @@ import re
 
 import numpy as np
 
+from . import fused
 from . import tensor as engine
 from .tensor import Tensor, _unbroadcast
 
@@ -91,6 +94,7 @@ class Program:
         self.backward = bool(backward)
         self.names = names
         self.fallbacks = 0
+        self.fused = fused.is_enabled()   # re-traces and eager fallbacks run as the first trace did
         self._variants = {}
         self._latest = self._trace([_as_value(x, "trace") for x in example_inputs])
 
@@ -109,12 +113,13 @@ class Program:
         except GuardFailed:
             self.fallbacks += 1
             return self._eager(values)
-        for leaf, g in zip(variant.grad_leaves(values), grads):
+        for leaf, g in zip(variant.grad_leaves(values), grads.values()):
             _deposit(leaf, g)
         return outputs[0] if variant.single else tuple(outputs)
 
     def _eager(self, values):
-        out = self.fn(*[v if isinstance(v, Tensor) else Tensor(v) for v in values])
+        with fused.enabled(self.fused):
+            out = self.fn(*[v if isinstance(v, Tensor) else Tensor(v) for v in values])
         outs = out if isinstance(out, (tuple, list)) else (out,)
         if self.backward:
             outs[0].backward()
@@ -123,7 +128,8 @@ class Program:
 
     def _trace(self, values):
         tensors = [v if isinstance(v, Tensor) else Tensor(v) for v in values]
-        variant = _Writer(self.fn, tensors, self.backward, self.names).write()
+        with fused.enabled(self.fused):
+            variant = _Writer(self.fn, tensors, self.backward, self.names).write()
         self._variants[_signature(values)] = variant
         return variant
 
@@ -337,14 +343,17 @@ class _Writer:
         output_names = [self._name_of(o) for o in outs]
         grad_targets, grad_names = [], []
         if backward:
-            for key, gname in self._backward(root).items():
-                leaf, g = self.leaf_by_id[key], self.ns[gname]
-                expected = eager_grads.get(key)
-                if expected is None or not _same(np.array(g, dtype=leaf.dtype), expected):
+            final = self._backward(root)
+            for leaf in self.inputs + self.params:     # in the function's argument order
+                if id(leaf) not in final:
+                    continue
+                gname = final[id(leaf)]
+                expected = eager_grads.get(id(leaf))
+                if expected is None or not _same(np.array(self.ns[gname], dtype=leaf.dtype), expected):
                     raise TraceError(f"trace: internal check failed: the written backward's gradient for "
-                                     f"{self.var[key]} differs from the engine's")
+                                     f"{self.var[id(leaf)]} differs from the engine's")
                 grad_targets.append(self._leaf_kind(leaf))
-                grad_names.append(gname)
+                grad_names.append((self.var[id(leaf)], gname))
         source, function = self._assemble(arg_names, output_names, grad_names)
         return _Variant(inputs=list(self.inputs), params=self.params, param_signature=_signature(self.params), grad_targets=grad_targets,
                         source=source, function=function, single=single, helpers=self.helpers,
@@ -390,7 +399,7 @@ class _Writer:
         if value.ndim == 0 and value.dtype.kind == "f" and np.isfinite(value):
             return repr(float(value)) if value.dtype == np.float64 else f"np.{value.dtype.name}({float(value)!r})"
         name = self._reserve(base)
-        self.constants[name] = value
+        self.constants[name] = value = value.copy()   # frozen as it is now, like every constant
         self.ns[name] = value
         return name
 
@@ -702,14 +711,14 @@ class _Writer:
         params = [self.var[id(p)] for p in self.params]
         shapes = ", ".join(f"{n} {t.shape} {t.dtype}" for n, t in zip(arg_names + params, self.inputs + self.params))
         self.doc = (f"Forward and backward of {getattr(self.fn, '__qualname__', name)}, traced for {shapes}; "
-                    f"returns (outputs, gradients).")
-        keep = set(output_names) | set(grad_names)
+                    f"returns (outputs, gradients by argument name).")
+        keep = set(output_names) | {g for _, g in grad_names}
         body = _with_frees([code for code, _ in self.lines], keep, [kind for _, kind in self.lines])
         outs = ", ".join(output_names) + ("," if len(output_names) == 1 else "")
-        grads = ", ".join(grad_names) + ("," if len(grad_names) == 1 else "")
+        grads = ", ".join(f"{name!r}: {g}" for name, g in grad_names)
         source = "\n".join([f"def {name}({', '.join(arg_names + params)}):",
                             f'    """{self.doc}"""'] + ["    " + line for line in body] +
-                           [f"    return ({outs}), ({grads})", ""])
+                           [f"    return ({outs}), {{{grads}}}", ""])
         namespace = {k: v for k, v in self.ns.items()
                      if k == "np" or k == "GuardFailed" or k in self.constants or callable(v)}
         exec(compile(source, f"<traced {name}>", "exec"), namespace)
