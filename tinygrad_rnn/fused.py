@@ -70,21 +70,24 @@ def sigmoid(x):
 
 
 def _cross_entropy(d, target, top, axis, reduction):
-    """The loss, and the softmax that its gradient needs."""
+    """The loss, and the softmax that its gradient needs (made in place: one array of the logits' size)."""
     z = d - top
-    e = np.exp(z)
-    total = e.sum(axis=axis, keepdims=True)
-    logp = z - np.log(total)
     if target.dtype.kind == "f":
-        loss = -(logp * target.astype(d.dtype, copy=False)).sum(axis=axis)
-    else:   # pick each row's target class: classes moved last, rows flattened
-        rows = (logp if axis == d.ndim - 1 else np.moveaxis(logp, axis, -1)).reshape(-1, d.shape[axis])
-        loss = -rows[np.arange(len(rows)), target.reshape(-1)].reshape(target.shape)
+        e = np.exp(z)
+        total = e.sum(axis=axis, keepdims=True)
+        loss = -((z - np.log(total)) * target.astype(d.dtype, copy=False)).sum(axis=axis)
+    else:   # the target class's z, picked from rows with the classes last, before z becomes exp(z)
+        rows = (z if axis == d.ndim - 1 else np.moveaxis(z, axis, -1)).reshape(-1, d.shape[axis])
+        picked = rows[np.arange(len(rows)), target.reshape(-1)].reshape(target.shape)
+        e = np.exp(z, out=z)
+        total = e.sum(axis=axis, keepdims=True)
+        loss = -(picked - np.log(total).squeeze(axis))
     if reduction == "mean":
         loss = np.asarray(loss.sum() / d.dtype.type(max(loss.size, 1)))
     elif reduction == "sum":
         loss = np.asarray(loss.sum())
-    return loss, e / total
+    e /= total
+    return loss, e
 
 
 def _cross_entropy_backward(g, p, target, axis, reduction):
