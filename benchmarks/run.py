@@ -439,10 +439,10 @@ def _dims(sizes):
 
 def print_timing(name, sizes, dtype, res, labels):
     print(f"\n{name} {sizes['title']} ({_dims(sizes)}), {dtype}, {step_flops(**sizes) / 1e9:.3g} GFLOP/step")
-    print(f"  {'system':<17} {'median ms':>10} {'min-max ms':>19} {'ratio':>7}")
+    print(f"  {'system':<18} {'median ms':>10} {'min-max ms':>19} {'ratio':>7}")
     for k, v in res.items():
         span = f"{_ms(v['min_s'])}-{_ms(v['max_s'])}"
-        print(f"  {k:<17} {_ms(v['median_s']):>10} {span:>19} {v['ratio']:>6.2f}x   {labels[k]}")
+        print(f"  {k:<18} {_ms(v['median_s']):>10} {span:>19} {v['ratio']:>6.2f}x   {labels[k]}")
     sys.stdout.flush()
 
 
@@ -468,13 +468,13 @@ def print_summary(out, keys):
     for dtype, per_w in out["timing_by_dtype"].items():
         print(f"\nsummary, {dtype}: median time per step / numpy baseline's (same run)")
         present = [k for k in keys if any(k in r for r in per_w.values())]
-        print("  " + f"{'workload':<9}" + "".join(f"{k:>17}" for k in present))
+        print("  " + f"{'workload':<9}" + "".join(f"{k:>19}" for k in present))
         for name, res in per_w.items():
-            cells = "".join(f"{_ratio(res, k):>17}" for k in present)
+            cells = "".join(f"{_ratio(res, k):>19}" for k in present)
             print(f"  {name:<9}{cells}")
         mem = out["memory"].get(dtype)
         if mem:
-            cells = "".join(f"{_mem_ratio(mem, k):>17}" for k in present)
+            cells = "".join(f"{_mem_ratio(mem, k):>19}" for k in present)
             print(f"  {'W4 mem':<9}{cells}   (tracemalloc peak of one step / baseline's)")
 
 
@@ -537,7 +537,7 @@ def run(args):
                       "Python allocations; torch's allocator is invisible to it: n/a), and resident-set "
                       "growth in a fresh process (all systems)")
                 for k, v in mem.items():
-                    print(f"  {k:<17} tracemalloc {_mb(v['traced_peak_bytes'])}{_x(v['traced_peak_ratio'])}, "
+                    print(f"  {k:<18} tracemalloc {_mb(v['traced_peak_bytes'])}{_x(v['traced_peak_ratio'])}, "
                           f"RSS growth {_mb(v['rss_growth_bytes'])}{_x(v['rss_growth_ratio'])}")
 
     if "perop" in args.workloads:

@@ -31,6 +31,7 @@ afresh on every call, so an optimiser's updates are seen; their gradients are
 accumulated into ``.grad`` exactly as ``backward()`` does.
 """
 import ast
+import dis
 import inspect
 import keyword
 import re
@@ -100,6 +101,9 @@ class Program:
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *inputs):
+        if engine._tracer is not None:
+            raise TraceError("a traced program was called while tracing: its result would be frozen into the "
+                             "outer program; trace the outer function's eager code instead")
         values = [_as_value(x, "traced program") for x in inputs]
         if len(values) != len(self._latest.inputs):
             raise TypeError(f"traced program: expected {len(self._latest.inputs)} inputs, got {len(values)}")
@@ -127,7 +131,12 @@ class Program:
         return values[0] if not isinstance(out, (tuple, list)) else values
 
     def _trace(self, values):
-        tensors = [v if isinstance(v, Tensor) else Tensor(v) for v in values]
+        tensors, seen = [], set()
+        for v in values:   # every input its own Tensor, even one given twice
+            t = v if isinstance(v, Tensor) and id(v) not in seen else \
+                Tensor(v, requires_grad=isinstance(v, Tensor) and v.requires_grad)
+            seen.add(id(t))
+            tensors.append(t)
         with fused.enabled(self.fused):
             variant = _Writer(self.fn, tensors, self.backward, self.names).write()
         self._variants[_signature(values)] = variant
@@ -220,7 +229,8 @@ _UNARY = {"exp": "np.exp", "expm1": "np.expm1", "log": "np.log", "sqrt": "np.sqr
 
 
 def _identifier(name):
-    name = re.sub(r"\W", "_", str(name))
+    """A variable name from ``name``: never starting with ``_`` (the helpers' names do)."""
+    name = re.sub(r"\W", "_", str(name)).lstrip("_")
     if not name or name[0].isdigit():
         name = "t_" + name
     return name + "_" if keyword.iskeyword(name) else name
@@ -370,8 +380,11 @@ class _Writer:
         return [self._reserve(n) for n in names]
 
     # ------------------------------------------------------------------ forward
-    def _name_of(self, t):
-        """The variable holding ``t``: an input, a recorded result, a parameter or a constant."""
+    def _name_of(self, t, partners=()):
+        """The variable holding ``t``: an input, a recorded result, a parameter or a constant.
+
+        ``partners`` are the other operands of the operation that reads ``t`` now.
+        """
         key = id(t)
         if key in self.var:
             return self.var[key]
@@ -390,14 +403,23 @@ class _Writer:
         if t.requires_grad:
             raise TraceError(f"trace: fn makes a tensor that requires grad (shape {t.shape}) inside the "
                              f"traced function; make parameters outside it")
-        name = self._constant(t.data, self.recorder.labels.get(key, "const"))
-        self.var[key] = name
+        # a number lifted to the dtype of every other operand may be written as a Python float
+        lifted = t._seq < 0 and all(p.dtype == t.dtype for p in partners if p is not t)
+        name = self._constant(t.data, self.recorder.labels.get(key, "const"), lifted)
+        if name.isidentifier():
+            self.var[key] = name
         return name
 
-    def _constant(self, value, base="const"):
+    def _constant(self, value, base="const", lifted=False):
+        """A constant's text: a number written out, or the name of a copy of the array."""
         value = np.asarray(value)
         if value.ndim == 0 and value.dtype.kind == "f" and np.isfinite(value):
-            return repr(float(value)) if value.dtype == np.float64 else f"np.{value.dtype.name}({float(value)!r})"
+            # a number an operation lifted to its other operand's dtype can be a plain Python float (it
+            # takes that dtype); any other keeps its own dtype, as a numpy scalar does
+            text = repr(float(value))
+            if not (lifted and value.dtype == np.float64):
+                text = f"np.{value.dtype.name}({text})"
+            return f"({text})" if text.startswith("-") else text
         name = self._reserve(base)
         self.constants[name] = value = value.copy()   # frozen as it is now, like every constant
         self.ns[name] = value
@@ -408,14 +430,21 @@ class _Writer:
         self.lines.append((code, kind))
 
     def _use(self, fn):
+        """Make the module-level function ``fn`` (and the ones it calls) callable from the code."""
+        name = fn.__name__
+        if self.ns.get(name, fn) is not fn:
+            raise TraceError(f"trace: the function {name!r} and a variable of the program have the same name; "
+                             f"rename the function or the label")
         if fn not in self.helpers:
             self.helpers.append(fn)
-            for name in fn.__code__.co_names:   # helpers that the helper calls, from its own module
-                other = fn.__globals__.get(name)
+            self.used.update((name, "d" + name))
+            self.ns[name] = fn
+            globals_read = {i.argval for i in dis.get_instructions(fn) if i.opname == "LOAD_GLOBAL"}
+            for other_name in sorted(globals_read):   # helpers that the helper calls, from its own module
+                other = fn.__globals__.get(other_name)
                 if inspect.isfunction(other) and other.__module__ == fn.__module__:
                     self._use(other)
-        self.ns[fn.__name__] = fn
-        return fn.__name__
+        return name
 
     def _new_var(self, t, base):
         key = id(t)
@@ -429,7 +458,13 @@ class _Writer:
         kind = event[0]
         if kind == "op":
             _, t, op, parents, attrs, _ = event
-            args = [self._name_of(p) for p in parents]
+            args = [self._name_of(p, parents) for p in parents]
+            if op == "index":   # a boolean mask picks as many elements as it has True: a guard on that count
+                for p, arg in zip(parents[1:], args[1:]):
+                    if p.dtype == bool:
+                        count = int(np.count_nonzero(p.data))
+                        self._emit(f"if np.count_nonzero({arg}) != {count}: "
+                                   f"raise GuardFailed('np.count_nonzero({arg}) != {count}')")
             name = self._new_var(t, _SHORT.get(op, op))
             code = self._forward_code(name, op, args, parents, attrs, t)
             self._emit(code)
@@ -629,7 +664,7 @@ class _Writer:
 
     def _backward_pieces(self, op, g, parents, attrs, t):
         """(parent index, code) for each input's gradient, as the engine's backward for ``op`` makes it."""
-        v = [self._name_of(p) for p in parents]
+        v = [self._name_of(p, parents) for p in parents]
         out = self.var[id(t)]
         need = [p.requires_grad for p in parents]
         a, b = v[0], v[1] if len(v) > 1 else None
@@ -734,7 +769,7 @@ class _ScatterCode:
     def code(self, buffer):
         if self.basic:
             return f"{buffer}[{self.index}] += {self.g}"
-        return f"np.add.at({buffer}, ({self.index}), {self.g})"
+        return f"np.add.at({buffer}, np.s_[{self.index}], {self.g})"
 
 
 def _paren(expr):
