@@ -22,6 +22,8 @@ STYLE = {  # system -> (colour, line style, marker)
     "tg_custom": ("tab:orange", "-", "D"),
     "tg_rnncell_fused": ("tab:blue", "--", "s"),
     "tg_custom_fused": ("tab:orange", "--", "D"),
+    "tg_rnncell_traced": ("tab:purple", "-.", "s"),
+    "tg_custom_traced": ("tab:brown", "-.", "D"),
     "torch_loop": ("tab:red", ":", "^"),
     "torch_rnn": ("tab:green", ":", "v"),
 }
