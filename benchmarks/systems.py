@@ -15,8 +15,8 @@ Systems (``key``):
   tg_rnncell_fused, tg_custom_fused
                   the same two, each step inside ``tinygrad_rnn.fused.enabled()``
   tg_rnncell_traced, tg_custom_traced
-                  the fused two as traced programs (``tinygrad_rnn.trace``): the step written out
-                  as numpy code once, then run without building a graph
+                  the fused two as traced programs (``tinygrad_rnn.trace(..., rewrite=True)``): the
+                  step written out as numpy code once, then run without building a graph
   torch_loop      PyTorch eager, the same cell as a Python loop of torch ops
   torch_rnn       torch.nn.RNN (one fused recurrent kernel)
 """
@@ -59,11 +59,12 @@ class _Tinygrad:
     """
     fused = False
     traced = False
+    rewrite = True      # traced programs batch the input products over time (trace(..., rewrite=True))
     program = None
 
     def _trace(self):
         with self.tg.fused.enabled(self.fused):
-            self.program = self.tg.trace(self._loss, self.xs, self.ts)
+            self.program = self.tg.trace(self._loss, self.xs, self.ts, rewrite=self.rewrite)
 
     def step(self):
         self.opt.zero_grad()

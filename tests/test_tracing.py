@@ -799,3 +799,30 @@ def test_retraces_and_fallbacks_keep_the_fused_mode_of_the_first_trace():
     got = _replayed(program, list(_tokens(1, batch=3)), params)   # a new shape, traced again, outside
     for g, w in zip(got[0] + got[1], want[0] + want[1]):
         _assert_identical(g, w, "fused re-trace")
+
+
+# ---------------------------------------------------------------------- rewrite=True: input products batched
+@pytest.mark.parametrize("kind", CELLS)
+@pytest.mark.parametrize("on", [False, True], ids=["composed", "fused"])
+def test_batched_input_products_agree_with_the_plain_program(kind, on):
+    # one product xs @ Wx for all steps instead of one per step: the same numbers up to the order of sums
+    step, params = _language_model(kind)
+    with fused.enabled(on):
+        plain = tg.trace(step, *_tokens(0))
+        batched = tg.trace(step, *_tokens(0), rewrite=True)
+    assert "xW = " in batched.source and "xW = " not in plain.source
+    assert batched.source.count(" @ ") < plain.source.count(" @ ")
+    for seed in (1, 2):
+        want = _replayed(plain, list(_tokens(seed)), params)
+        got = _replayed(batched, list(_tokens(seed)), params)
+        for g, w in zip(got[0] + got[1], want[0] + want[1]):
+            g, w = np.asarray(g), np.asarray(w)
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12 * np.abs(w).max())
+
+
+def test_rewrite_leaves_a_step_without_repeated_products_as_it_is():
+    W = Parameter(np.arange(6.0).reshape(3, 2))
+    fn = lambda xs: (xs[:, 0] @ W).sum()   # noqa: E731  (one product: nothing to batch)
+    plain, batched = tg.trace(fn, np.ones((2, 3, 3))), tg.trace(fn, np.ones((2, 3, 3)), rewrite=True)
+    assert batched.source == plain.source

@@ -1,4 +1,7 @@
 """Running a cell over time.  The loop is in the forward pass only: BPTT is the graph's backward."""
+import contextlib
+import gc
+
 import numpy as np
 
 from ..tensor import Tensor, label, stack, time_step
@@ -32,19 +35,39 @@ def unroll(cell, xs, state=None, batch_first=True):
         if isinstance(s, Tensor):
             label(s, name)
     outputs = []
-    for t in range(steps):
-        time_step(t)   # names for a traced program: x_3, h_3, ...
-        state = cell(label(xs[:, t] if batch_first else xs[t], "x"), state)
-        h = state[0] if isinstance(state, (tuple, list)) and state else state
-        if not isinstance(h, Tensor):
-            # a custom cell that forgot to return its state would otherwise fail later, in stack
-            raise TypeError(f"unroll: at step {t} the cell returned {type(state).__name__}; a cell must "
-                            f"return its new state, a Tensor or a tuple whose first element is a Tensor")
-        for s, name in zip(state if isinstance(state, (tuple, list)) else (state,), "hc"):
-            label(s, name)
-        outputs.append(h)
-    time_step(None)
+    with _collector_paused():
+        for t in range(steps):
+            time_step(t)   # names for a traced program: x_3, h_3, ...
+            state = cell(label(xs[:, t] if batch_first else xs[t], "x"), state)
+            h = state[0] if isinstance(state, (tuple, list)) and state else state
+            if not isinstance(h, Tensor):
+                # a custom cell that forgot to return its state would otherwise fail later, in stack
+                raise TypeError(f"unroll: at step {t} the cell returned {type(state).__name__}; a cell must "
+                                f"return its new state, a Tensor or a tuple whose first element is a Tensor")
+            for s, name in zip(state if isinstance(state, (tuple, list)) else (state,), "hc"):
+                label(s, name)
+            outputs.append(h)
+        time_step(None)
     return stack(outputs, axis=time_axis), state
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off while the graph of an unroll grows.
+
+    The graph holds no reference cycles (a node refers only to its inputs), so
+    reference counting frees it; but each full pass of the collector walks every
+    live node, and a long unroll would pay for ever larger passes (time growing
+    faster than the number of steps).  Cycles the cell itself makes are
+    collected after the loop.
+    """
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 def _param_dtype(cell):
