@@ -826,3 +826,30 @@ def test_rewrite_leaves_a_step_without_repeated_products_as_it_is():
     fn = lambda xs: (xs[:, 0] @ W).sum()   # noqa: E731  (one product: nothing to batch)
     plain, batched = tg.trace(fn, np.ones((2, 3, 3))), tg.trace(fn, np.ones((2, 3, 3)), rewrite=True)
     assert batched.source == plain.source
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_buffers_reused_in_place_leave_inputs_and_parameters_alone(kind):
+    # out= only ever writes into an array the program made itself, on the line where it dies
+    step, params = _language_model(kind)
+    program = tg.trace(step, *_tokens(0))
+    assert "out=" in program.source
+    before = [p.data.copy() for p in params]
+    ids, ys = _tokens(4)
+    ids_before, ys_before = ids.copy(), ys.copy()
+    program(ids, ys)
+    np.testing.assert_array_equal(ids, ids_before)
+    np.testing.assert_array_equal(ys, ys_before)
+    for p, b in zip(params, before):
+        np.testing.assert_array_equal(p.data, b)
+
+
+def test_float_inputs_are_never_written_into():
+    cell = nn.RNNCell(D, H, rng=0)
+    fn = lambda xs: F.tanh(nn.unroll(cell, xs)[0] * 2.0 + 1.0).sum()   # noqa: E731  (elementwise on xs' results)
+    xs = np.random.default_rng(5).standard_normal((BATCH, STEPS, D))
+    program = tg.trace(fn, xs)
+    new = np.random.default_rng(6).standard_normal((BATCH, STEPS, D))
+    kept = new.copy()
+    program(new)
+    np.testing.assert_array_equal(new, kept)

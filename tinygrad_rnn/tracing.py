@@ -232,6 +232,12 @@ _COMPARE = {"less": "<", "less_equal": "<=", "greater": ">", "greater_equal": ">
 _BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
 _UNARY = {"exp": "np.exp", "expm1": "np.expm1", "log": "np.log", "sqrt": "np.sqrt", "abs": "np.abs",
           "tanh": "np.tanh"}
+# elementwise operations as ufuncs, for writing a result into the buffer of an input that dies there
+_UFUNC = {"add": "np.add", "sub": "np.subtract", "mul": "np.multiply", "div": "np.divide", "pow": "np.power",
+          "neg": "np.negative", **_UNARY}
+# operations whose result is a new array (not a view of an input): its buffer may be reused
+_FRESH = set(_UFUNC) | {"matmul", "where", "stack", "concat", "sigmoid"}
+_VIEWS = {"index", "reshape", "transpose", "detach"}
 
 
 def _identifier(name):
@@ -355,6 +361,7 @@ class _Writer:
     def _generate(self, events, outs, single, backward, eager_grads, agrees):
         """Write the program for ``events``; ``agrees(written, eager)`` checks every value on the way."""
         self.events, self.agrees = events, agrees
+        self.fresh, self.elementwise, self.view_of = set(), {}, {}
         self.used = {"np", "GuardFailed"}
         self.lines = []             # (code, kind) where kind is "forward" or "backward"
         self.ns = {"np": np, "GuardFailed": GuardFailed}
@@ -387,7 +394,14 @@ class _Writer:
                                      f"{self.var[id(leaf)]} differs from the engine's")
                 grad_targets.append(self._leaf_kind(leaf))
                 grad_names.append((self.var[id(leaf)], gname))
-        source, function = self._assemble(arg_names, output_names, grad_names)
+        source, function = self._assemble(arg_names, output_names, grad_names, reuse=True)
+        if not self._replays(function, outs, grad_names, eager_grads, agrees):
+            source, function = self._assemble(arg_names, output_names, grad_names, reuse=False)
+            if not self._replays(function, outs, grad_names, eager_grads, agrees):
+                if agrees is _close:
+                    raise _Mismatch()
+                raise TraceError("trace: internal check failed: the written program does not give the "
+                                 "engine's results")
         return _Variant(inputs=list(self.inputs), params=self.params, param_signature=_signature(self.params),
                         grad_targets=grad_targets, source=source, function=function, single=single,
                         helpers=self.helpers, constants=self.constants, doc=self.doc)
@@ -491,6 +505,13 @@ class _Writer:
             name = self._new_var(t, _SHORT.get(op, op))
             code = self._forward_code(name, op, args, parents, attrs, t)
             self._emit(code)
+            value = self.ns[name]
+            if op in _FRESH and value.__class__ is np.ndarray:
+                self.fresh.add(name)
+                if op in _UFUNC and value.ndim:
+                    self.elementwise[name] = (op, args)
+            elif op in _VIEWS and args[0] in self.ns:
+                self.view_of[name] = self.view_of.get(args[0], args[0])
             if not self.agrees(self.ns[name], t.data):
                 if self.agrees is _close:
                     raise _Mismatch()
@@ -764,7 +785,52 @@ class _Writer:
         raise TraceError(f"trace: the backward of {op!r} cannot be traced")
 
     # ------------------------------------------------------------------ the function
-    def _assemble(self, arg_names, output_names, grad_names):
+    def _replays(self, function, outs, grad_names, eager_grads, agrees):
+        """Whether the compiled program, run on the example inputs, gives the eager results."""
+        try:
+            got, grads = function(*[t.data for t in self.inputs], *[p.data for p in self.params])
+        except GuardFailed:
+            return False
+        leaves = {self.var[id(t)]: t for t in self.inputs + self.params}
+        return (all(agrees(np.asarray(g), np.asarray(o.data)) for g, o in zip(got, outs)) and
+                all(agrees(np.array(grads[name], dtype=leaves[name].dtype), eager_grads[id(leaves[name])])
+                    for name, _ in grad_names))
+
+    def _reuse_buffers(self, lines, keep):
+        """Write an elementwise result into the buffer of an input that dies on that line (``out=``).
+
+        Only for a buffer the program made itself (never an input, a parameter or
+        a constant), that is not a view and that no live view looks into, with
+        the result's shape and dtype; the values are the same, memory is not taken.
+        """
+        last = {}
+        for i, line in enumerate(lines):
+            for n in ast.walk(ast.parse(line)):
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+                    last[n.id] = i
+        for name in keep:
+            last[name] = len(lines)
+        alive = dict(last)
+        for view, base in self.view_of.items():
+            alive[base] = max(alive.get(base, -1), last.get(view, -1))
+        out = list(lines)
+        for i, line in enumerate(lines):
+            target = line.split(" = ", 1)[0]
+            if target not in self.elementwise:
+                continue
+            op, args = self.elementwise[target]
+            result = self.ns[target]
+            for arg in args:
+                value = self.ns.get(arg)
+                if (arg in self.fresh and arg not in self.view_of and alive.get(arg) == i and
+                        value.__class__ is np.ndarray and value.shape == result.shape and
+                        value.dtype == result.dtype):
+                    out[i] = f"{target} = {_UFUNC[op]}({', '.join(args)}, out={arg})"
+                    self.fresh.add(target)
+                    break
+        return out
+
+    def _assemble(self, arg_names, output_names, grad_names, reuse):
         name = _identifier(getattr(self.fn, "__name__", "step"))
         if name == "_lambda_":
             name = "step"
@@ -773,7 +839,10 @@ class _Writer:
         self.doc = (f"Forward and backward of {getattr(self.fn, '__qualname__', name)}, traced for {shapes}; "
                     f"returns (outputs, gradients by argument name).")
         keep = set(output_names) | {g for _, g in grad_names}
-        body = _with_frees([code for code, _ in self.lines], keep, [kind for _, kind in self.lines])
+        lines, kinds = _without_dead([code for code, _ in self.lines], keep, [kind for _, kind in self.lines])
+        if reuse:
+            lines = self._reuse_buffers(lines, keep)
+        body = _with_frees(lines, keep, kinds)
         outs = ", ".join(output_names) + ("," if len(output_names) == 1 else "")
         grads = ", ".join(f"{name!r}: {g}" for name, g in grad_names)
         source = "\n".join([f"def {name}({', '.join(arg_names + params)}):",
@@ -852,7 +921,6 @@ def _without_dead(lines, keep, kinds):
 
 def _with_frees(lines, keep, kinds):
     """The lines with ``del`` after the last use of each temporary, so memory goes back early."""
-    lines, kinds = _without_dead(lines, keep, kinds)
     last = {}
     assigned = []
     for i, line in enumerate(lines):
