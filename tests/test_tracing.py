@@ -853,3 +853,13 @@ def test_float_inputs_are_never_written_into():
     kept = new.copy()
     program(new)
     np.testing.assert_array_equal(new, kept)
+
+
+@pytest.mark.parametrize("index", [(), True, (slice(1, None), slice(None, None, 2), slice(1, 3, 1)),
+                                   (Ellipsis, None, 2), (slice(None), [0, 2])],
+                         ids=["empty", "bool", "slices", "ellipsis-newaxis", "slice-list"])
+def test_every_index_form_is_written_as_python_reads_it(index):
+    W = Parameter(np.arange(24.0).reshape(2, 3, 4))
+    fn = lambda x: (x * W)[index].sum()   # noqa: E731
+    program = tg.trace(fn, np.ones((2, 3, 4)))
+    _assert_matches_eager(program, fn, [np.full((2, 3, 4), 2.0)], [W])

@@ -596,20 +596,19 @@ class _Writer:
             if isinstance(p, Tensor):
                 out.append(by_tensor[id(p)])
             elif isinstance(p, slice):
-                out.append(":".join("" if v is None else repr(int(v)) for v in (p.start, p.stop, p.step))
-                           .rstrip(":") if p.step is None else
-                           ":".join("" if v is None else repr(int(v)) for v in (p.start, p.stop, p.step)))
-                if p.step is None:
-                    out[-1] = ("" if p.start is None else repr(int(p.start))) + ":" + \
-                              ("" if p.stop is None else repr(int(p.stop)))
+                out.append(_slice_source(p))
             elif p is None:
                 out.append("None")
             elif p is Ellipsis:
                 out.append("...")
+            elif isinstance(p, (bool, np.bool_)):
+                out.append(repr(bool(p)))
             elif isinstance(p, (int, np.integer)):
                 out.append(repr(int(p)))
             else:
                 out.append(self._constant(np.asarray(p)))
+        if not out:
+            return "()"
         text = ", ".join(out)
         return text + "," if len(out) == 1 and isinstance(idx, tuple) else text
 
@@ -864,6 +863,14 @@ class _ScatterCode:
         if self.basic:
             return f"{buffer}[{self.index}] += {self.g}"
         return f"np.add.at({buffer}, np.s_[{self.index}], {self.g})"
+
+
+def _slice_source(s):
+    """``start:stop:step`` as written in an index."""
+    def part(v):
+        return "" if v is None else repr(int(v))
+    text = f"{part(s.start)}:{part(s.stop)}"
+    return text if s.step is None else f"{text}:{part(s.step)}"
 
 
 def _paren(expr):
