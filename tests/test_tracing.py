@@ -863,3 +863,14 @@ def test_every_index_form_is_written_as_python_reads_it(index):
     fn = lambda x: (x * W)[index].sum()   # noqa: E731
     program = tg.trace(fn, np.ones((2, 3, 4)))
     _assert_matches_eager(program, fn, [np.full((2, 3, 4), 2.0)], [W])
+
+
+def test_a_call_makes_no_tensor():
+    # the program is plain numpy: a call creates no Tensor (every Tensor takes a number from the counter)
+    from tinygrad_rnn import tensor as engine
+    step, params = _language_model("lstm")
+    program = tg.trace(step, *_tokens(0))
+    ids, ys = _tokens(1)
+    before = next(engine._creation_counter)
+    program(ids, ys)
+    assert next(engine._creation_counter) == before + 1
