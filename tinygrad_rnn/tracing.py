@@ -361,7 +361,7 @@ class _Writer:
     def _generate(self, events, outs, single, backward, eager_grads, agrees):
         """Write the program for ``events``; ``agrees(written, eager)`` checks every value on the way."""
         self.events, self.agrees = events, agrees
-        self.fresh, self.elementwise, self.view_of = set(), {}, {}
+        self.fresh, self.elementwise, self.view_of, self.stacks = set(), {}, {}, {}
         self.used = {"np", "GuardFailed"}
         self.lines = []             # (code, kind) where kind is "forward" or "backward"
         self.ns = {"np": np, "GuardFailed": GuardFailed}
@@ -512,6 +512,8 @@ class _Writer:
                     self.elementwise[name] = (op, args)
             elif op in _VIEWS and args[0] in self.ns:
                 self.view_of[name] = self.view_of.get(args[0], args[0])
+            if op == "stack":
+                self.stacks[name] = (args, attrs[1])
             if not self.agrees(self.ns[name], t.data):
                 if self.agrees is _close:
                     raise _Mismatch()
@@ -795,6 +797,45 @@ class _Writer:
                 all(agrees(np.array(grads[name], dtype=leaves[name].dtype), eager_grads[id(leaves[name])])
                     for name, _ in grad_names))
 
+    def _stack_in_place(self, lines):
+        """Make each stacked result straight into its slot of the stack, allocated first (``out=``).
+
+        ``hs = np.stack([h_0, h_1, ...])`` copies states that the program keeps
+        anyway; instead ``hs`` is allocated before the first of them and each is
+        written into its slice (``h_1 = np.tanh(a_1, out=hs[:, 1])``), ``h_1``
+        then being that slice.  Only for parts that are new arrays of one shape
+        and dtype, each made by one line of its own.
+        """
+        defined = {}
+        for i, line in enumerate(lines):
+            defined.setdefault(line.split(" = ", 1)[0], i)
+        out = list(lines)
+        for stack_name, (parts, axis) in self.stacks.items():
+            values = [self.ns.get(p) for p in parts]
+            if (stack_name not in defined or len(set(parts)) != len(parts) or
+                    not all(p in self.fresh and p not in self.view_of and p in defined for p in parts) or
+                    not all(v.__class__ is np.ndarray and v.shape == values[0].shape and
+                            v.dtype == values[0].dtype for v in values)):
+                continue
+            whole = self.ns[stack_name]
+            out[defined[stack_name]] = None
+            first = min(defined[p] for p in parts)
+            out[first] = f"{stack_name} = np.empty({whole.shape!r}, dtype=np.{whole.dtype.name})\n" + out[first]
+            for k, part in enumerate(parts):
+                slot = f"{stack_name}[{', '.join([':'] * axis + [str(k)])}]"
+                i = defined[part]
+                line = out[i].rsplit("\n", 1)
+                head, body = (line[0] + "\n", line[1]) if len(line) == 2 else ("", line[0])
+                if part in self.elementwise:
+                    op, args = self.elementwise.pop(part)
+                    body = f"{part} = {_UFUNC[op]}({', '.join(args)}, out={slot})"
+                else:
+                    body = f"{slot} = {body.split(' = ', 1)[1]}\n{part} = {slot}"
+                out[i] = head + body
+                self.view_of[part] = stack_name
+                self.fresh.discard(part)
+        return [piece for line in out if line is not None for piece in line.split("\n")]
+
     def _reuse_buffers(self, lines, keep):
         """Write an elementwise result into the buffer of an input that dies on that line (``out=``).
 
@@ -840,6 +881,9 @@ class _Writer:
         keep = set(output_names) | {g for _, g in grad_names}
         lines, kinds = _without_dead([code for code, _ in self.lines], keep, [kind for _, kind in self.lines])
         if reuse:
+            before = len(lines)
+            lines = self._stack_in_place(lines)
+            kinds = ["forward"] * (len(lines) - before) + kinds   # the lines added are all forward ones
             lines = self._reuse_buffers(lines, keep)
         body = _with_frees(lines, keep, kinds)
         outs = ", ".join(output_names) + ("," if len(output_names) == 1 else "")

@@ -48,7 +48,7 @@ def unroll(cell, xs, state=None, batch_first=True):
                 label(s, name)
             outputs.append(h)
         time_step(None)
-    return stack(outputs, axis=time_axis), state
+    return label(stack(outputs, axis=time_axis), "hs"), state
 
 
 @contextlib.contextmanager
