@@ -168,7 +168,11 @@ def markdown(results):
 
 
 # issue 6's targets: (figure, limit, how to read it from the results for one system)
-TG_KEYS = ("tg_rnncell", "tg_custom", "tg_rnncell_fused", "tg_custom_fused")
+TG_KEYS = ("tg_rnncell", "tg_custom", "tg_rnncell_fused", "tg_custom_fused", "tg_rnncell_traced", "tg_custom_traced")
+TRACED_KEYS = ("tg_rnncell_traced", "tg_custom_traced")
+# the traced programs' targets (issue 7): ratios to the numpy baseline, float32
+TRACED_TARGETS = (("W1", 1.5), ("W2", 1.1), ("W3", 1.0), ("W4", 1.2))
+TRACED_MEMORY_TARGET = 1.2
 
 
 def targets(results, dtype="float32"):
@@ -212,6 +216,31 @@ def targets(results, dtype="float32"):
     return "\n".join(lines)
 
 
+def traced_targets(results, dtype="float32"):
+    """Markdown table of the traced programs' own, tighter targets against this run."""
+    per = timing_by_dtype(results).get(dtype, {})
+    keys = [k for k in TRACED_KEYS if any(k in r for r in per.values())]
+    if not keys:
+        return ""
+    rows = []
+    for name, limit in TRACED_TARGETS:
+        if name in per:
+            rows.append((f"{name} time per step / numpy", f"<= {limit}x",
+                         [_verdict(per[name][k]["ratio"], limit) if k in per[name] else "-" for k in keys]))
+    mem = results.get("memory", {}).get(dtype)
+    if mem:
+        rows.append(("W4 peak memory / numpy (tracemalloc)", f"<= {TRACED_MEMORY_TARGET}x",
+                     [_verdict(mem[k]["traced_peak_ratio"], TRACED_MEMORY_TARGET) if k in mem else "-"
+                      for k in keys]))
+    lines = [f"| figure ({dtype}) | target | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    lines += [f"| {fig} | {lim} | " + " | ".join(cells) + " |" for fig, lim, cells in rows]
+    return "\n".join(lines)
+
+
+def _verdict(value, limit):
+    return f"{value:.2f}x ({'met' if value <= limit else 'not met'})"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("results", help="JSON written by benchmarks/run.py --json")
@@ -227,6 +256,8 @@ def main(argv=None):
         return 0
     if args.targets:
         print(targets(results))
+        print()
+        print(traced_targets(results))
         return 0
     path = plot(results, args.output)
     if path:
