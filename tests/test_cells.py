@@ -6,8 +6,6 @@ weight, bias, input and the initial state: eps = 1e-6 and an element passes when
 |autograd - numeric| <= 1e-7 + 1e-5 * |numeric| (tighter than the gradcheck defaults: truncation
 error ~eps^2 and rounding ~1e-16/eps are both far below it for these smooth, well-scaled graphs).
 """
-import pathlib
-import re
 
 import numpy as np
 import pytest
@@ -365,18 +363,3 @@ def test_rnn_params_must_be_parameters():
         nn.RNN(lambda x, h: h, params=[np.ones(3)])
     with pytest.raises(TypeError, match="callable"):
         nn.RNN("not a cell")
-
-
-# ---------------------------------------------------------------- docs
-def test_the_custom_cell_docs_page_runs(tmp_path, monkeypatch, capsys):
-    # docs/custom_cell.md: its python blocks share one namespace, top to bottom, and assert what they show
-    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "custom_cell.md"
-    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
-    assert len(blocks) >= 5
-    monkeypatch.chdir(tmp_path)
-    namespace = {}
-    for block in blocks:
-        exec(compile(block, str(page), "exec"), namespace)
-    printed = capsys.readouterr().out
-    assert "(4, 5, 3) (4, 3)" in printed and "FAIL" in printed and "PASS" in printed
-    assert "['Wx', 'Uf', 'Un', 'b']" in printed

@@ -183,19 +183,3 @@ def test_other_bad_inputs():
         compare_grads((frozen * 2).sum(), {"frozen": frozen}, {"frozen": np.ones(3)})
     with pytest.raises(TypeError, match="not a Tensor"):
         compare_grads((w * 2).sum(), {"w": np.ones(3)}, {"w": np.ones(3)})
-
-
-def test_the_bptt_docs_page_runs(tmp_path, monkeypatch, capsys):
-    # docs/bptt.md shows compare_grads at work; its python blocks share one namespace, top to bottom
-    import pathlib
-    import re
-    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "bptt.md"
-    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
-    assert len(blocks) >= 5
-    monkeypatch.chdir(tmp_path)
-    namespace = {}
-    for block in blocks:
-        exec(compile(block, str(page), "exec"), namespace)
-    printed = capsys.readouterr().out
-    assert "12.062061261168791" in printed and "FAIL" in printed
-    assert "correct BPTT               loss 0.1510  predicts 'ello'" in printed

@@ -7,9 +7,19 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 import docs_runner  # noqa: E402
 
 
+# what some pages must print (their blocks show these lines to the reader)
+PRINTED = {
+    "custom_cell.md": ["(4, 5, 3) (4, 3)", "FAIL", "PASS", "['Wx', 'Uf', 'Un', 'b']"],
+    "bptt.md": ["12.062061261168791", "FAIL", "correct BPTT               loss 0.1510  predicts 'ello'"],
+}
+
+
 @pytest.mark.parametrize("page", docs_runner.pages(), ids=lambda p: p.name)
 def test_page_runs(page, tmp_path, capsys):
     docs_runner.run_page(page, tmp_path)
+    printed = capsys.readouterr().out
+    for expected in PRINTED.get(page.name, []):
+        assert expected in printed, f"{page.name} should print {expected!r}"
 
 
 def test_runner_finds_blocks_in_order_and_skips_others(tmp_path):
