@@ -156,24 +156,23 @@ class TinygradCustomCellFused(TinygradCustomCell):
     fused = True
 
 
-class TinygradRNNCellTraced(TinygradRNNCell):
+class _Traced:
+    """A tinygrad_rnn system whose step runs as a traced program, made when the system is built."""
+    fused = traced = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._trace()
+
+
+class TinygradRNNCellTraced(_Traced, TinygradRNNCell):
     key = "tg_rnncell_traced"
     label = "tg_rnncell_fused as a traced program (tinygrad_rnn.trace)"
-    fused = traced = True
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._trace()
 
 
-class TinygradCustomCellTraced(TinygradCustomCell):
+class TinygradCustomCellTraced(_Traced, TinygradCustomCell):
     key = "tg_custom_traced"
     label = "tg_custom_fused as a traced program (tinygrad_rnn.trace)"
-    fused = traced = True
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._trace()
 
 
 class TorchLoop:
