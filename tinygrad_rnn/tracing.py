@@ -235,6 +235,10 @@ _UNARY = {"exp": "np.exp", "expm1": "np.expm1", "log": "np.log", "sqrt": "np.sqr
 # elementwise operations as ufuncs, for writing a result into the buffer of an input that dies there
 _UFUNC = {"add": "np.add", "sub": "np.subtract", "mul": "np.multiply", "div": "np.divide", "pow": "np.power",
           "neg": "np.negative", **_UNARY}
+# the gradient of a one-input operation, as the engine's backward computes it (a: input, out: result)
+_ONE_INPUT_GRADS = {"exp": "{g} * {out}", "expm1": "{g} * np.exp({a})", "log": "{g} / {a}",
+                    "sqrt": "{g} / (2 * {out})", "abs": "{g} * np.sign({a})", "tanh": "{g} * (1 - {out} * {out})",
+                    "sigmoid": "{g} * ({out} * (1 - {out}))"}
 # operations whose result is a new array (not a view of an input): its buffer may be reused
 _FRESH = set(_UFUNC) | {"matmul", "where", "stack", "concat", "sigmoid"}
 _VIEWS = {"index", "reshape", "transpose", "detach"}
@@ -737,20 +741,8 @@ class _Writer:
             self._emit(f"{both} = {self._use(engine._matmul_backward)}({g}, {a}, {b}, {need[0]}, {need[1]})",
                        "backward")
             return [(0, f"{both}[0]"), (1, f"{both}[1]")]
-        if op == "exp":
-            return [(0, f"{g} * {out}")]
-        if op == "expm1":
-            return [(0, f"{g} * np.exp({a})")]
-        if op == "log":
-            return [(0, f"{g} / {a}")]
-        if op == "sqrt":
-            return [(0, f"{g} / (2 * {out})")]
-        if op == "abs":
-            return [(0, f"{g} * np.sign({a})")]
-        if op == "tanh":
-            return [(0, f"{g} * (1 - {out} * {out})")]
-        if op == "sigmoid":
-            return [(0, f"{g} * ({out} * (1 - {out}))")]
+        if op in _ONE_INPUT_GRADS:
+            return [(0, _ONE_INPUT_GRADS[op].format(g=g, a=a, out=out))]
         if op == "clip":
             has_lo, has_hi = attrs
             bounds = iter(v[1:])
