@@ -19,7 +19,7 @@ from hypothesis.extra import numpy as hnp
 
 import strategies as S
 import tinygrad_rnn as tg
-from tinygrad_rnn import Tensor, TraceError, fused
+from tinygrad_rnn import Tensor, TraceError, fused, stack
 from tinygrad_rnn import functional as F
 from tinygrad_rnn import nn, optim
 from tinygrad_rnn.nn import Parameter
@@ -874,3 +874,85 @@ def test_a_call_makes_no_tensor():
     before = next(engine._creation_counter)
     program(ids, ys)
     assert next(engine._creation_counter) == before + 1
+
+
+# ---------------------------------------------------------------------- found by review: each once wrong silently
+def test_a_view_made_before_a_stack_is_not_overwritten():
+    W = Parameter(np.random.default_rng(0).normal(size=(3, 3)))
+
+    def fn(x):
+        h0 = x @ W
+        r = h0.reshape(-1)                   # a view of h0, which then becomes a slot of the stack
+        hs = stack([h0, x @ W * 2.0])
+        return (hs * 3.0).sum() + (r * x.reshape(-1)).sum()   # hs dies on its product: no writing into it
+    program = tg.trace(fn, np.zeros((3, 3)))  # zeros: a wrong program could still agree on them
+    _assert_matches_eager(program, fn, [np.random.default_rng(1).normal(size=(3, 3))], [W])
+
+
+@pytest.mark.parametrize("on", [False, True], ids=["composed", "fused"])
+def test_a_derived_value_that_is_its_argument_is_not_overwritten(on):
+    W = Parameter(np.random.default_rng(2).normal(size=(3, 5)))
+
+    def fn(x, labels):
+        y = labels + 1                       # the checked class indices are this very array
+        return F.cross_entropy(x @ W, y), y - 1
+    with fused.enabled(on):
+        program = tg.trace(fn, np.zeros((4, 3)), np.array([0, 1, 2, 3]))
+        _assert_matches_eager(program, fn, [np.random.default_rng(3).normal(size=(4, 3)),
+                                            np.array([3, 2, 0, 1])], [W])
+
+
+def test_a_label_cannot_take_the_name_of_the_cross_entropy_softmax():
+    W = Parameter(np.random.default_rng(4).normal(size=(3, 5)))
+
+    def fn(x, y):
+        logits = x @ W
+        loss = label(F.cross_entropy(logits, y), "loss")
+        return loss + label(F.softmax(logits) * 2.0, "loss_softmax").sum() * 0.1
+    with fused.enabled():
+        program = tg.trace(fn, np.zeros((4, 3)), np.array([0, 1, 2, 3]))
+        _assert_matches_eager(program, fn, [np.random.default_rng(5).normal(size=(4, 3)),
+                                            np.array([1, 1, 0, 4])], [W])
+
+
+def test_an_input_made_by_a_graph_hands_its_gradient_on():
+    a = Parameter(np.array([1.0, -2.0, 0.5]))
+    fn = lambda x: (x * x * 3.0).sum()        # noqa: E731
+    program = tg.trace(fn, a * 2.0)          # traced on a graph's result: the caller's graph is not touched
+    assert a.grad is None
+    program(a * 2.0)
+    got = a.grad.copy()
+    a.grad = None
+    fn(a * 2.0).backward()
+    np.testing.assert_array_equal(got, a.grad)
+
+
+def test_a_call_under_no_grad_leaves_gradients_alone():
+    W = Parameter(np.ones(3))
+    program = tg.trace(lambda x: (x * W).sum(), np.ones(3))
+    with tg.no_grad():
+        assert program(np.full(3, 2.0)) == 6.0
+    assert W.grad is None
+
+
+def test_values_read_around_tensor_operations_are_refused():
+    fn = lambda x: (x * Tensor(np.sign(x.data))).sum()   # noqa: E731  (.data: frozen into the program)
+    with pytest.raises(TraceError, match="other input values"):
+        tg.trace(fn, np.random.default_rng(6).normal(size=4), backward=False)
+
+
+def test_function_names_and_derived_parameters_that_are_not_plain_literals():
+    from tinygrad_rnn.tensor import derived
+
+    def capped(d, hi):
+        return np.minimum(d, hi)
+
+    def const(x):                             # the function's name is also the constants' name
+        return (x * Tensor(np.arange(3.0)) * derived(capped, x, hi=np.inf)
+                * derived(capped, x, hi=np.array([1.0, 2.0, 3.0]))).sum()
+    program = tg.trace(const, np.ones(3), backward=False)
+    _assert_matches_eager(program, const, [np.array([0.5, 2.5, 4.0])], [], backward=False)
+    np_named = lambda x: (x * 2.0).exp().sum()   # noqa: E731
+    np_named.__name__ = "np"
+    _assert_matches_eager(tg.trace(np_named, np.ones(2), backward=False), np_named, [np.zeros(2)], [],
+                          backward=False)

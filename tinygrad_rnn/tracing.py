@@ -26,9 +26,16 @@ What the program may assume, and how it is held to it:
   ``bool()``, ``numpy()``) raises, because code that branches on it would not
   be replayed.
 
+Before a program is handed out it is also run on other values of the float
+inputs next to ``fn`` run eagerly on them, which catches values ``fn`` reads
+around the Tensor operations (through ``.data``).
+
 Parameters (tensors that require grad and were made before tracing) are read
-afresh on every call, so an optimiser's updates are seen; their gradients are
-accumulated into ``.grad`` exactly as ``backward()`` does.
+afresh on every call, so an optimiser's updates are seen (replacing a
+Parameter by a new object needs a new trace); their gradients are accumulated
+into ``.grad`` exactly as ``backward()`` does, an input made by the caller's
+graph hands its gradient on into it, and under ``no_grad()`` a call computes
+values only.
 """
 import ast
 import dis
@@ -123,8 +130,15 @@ class Program:
         except GuardFailed:
             self.fallbacks += 1
             return self._eager(values)
-        for leaf, g in zip(variant.grad_leaves(values), grads.values()):
-            _deposit(leaf, g)
+        if engine.is_grad_enabled():    # under no_grad() a call computes values only, as eager would
+            later = []
+            for leaf, g in zip(variant.grad_leaves(values), grads.values()):
+                if leaf.is_leaf:
+                    _deposit(leaf, g)
+                else:                   # an input made by the caller's own graph: the gradient goes on
+                    later.append((leaf, g))
+            for i, (leaf, g) in enumerate(later):
+                leaf.backward(g, retain_graph=i < len(later) - 1)
         return outputs[0] if variant.single else tuple(outputs)
 
     def _eager(self, values):
@@ -137,12 +151,9 @@ class Program:
         return values[0] if not isinstance(out, (tuple, list)) else values
 
     def _trace(self, values):
-        tensors, seen = [], set()
-        for v in values:   # every input its own Tensor, even one given twice
-            t = v if isinstance(v, Tensor) and id(v) not in seen else \
-                Tensor(v, requires_grad=isinstance(v, Tensor) and v.requires_grad)
-            seen.add(id(t))
-            tensors.append(t)
+        # every input a leaf of its own, even one given twice or one that is the result of a graph: the
+        # trace never reaches into the caller's graph (a call hands the input's gradient on to it)
+        tensors = [Tensor(v, requires_grad=isinstance(v, Tensor) and v.requires_grad) for v in values]
         with fused.enabled(self.fused):
             variant = _Writer(self.fn, tensors, self.backward, self.names, self.rewrite).write()
         self._variants[_signature(values)] = variant
@@ -354,18 +365,73 @@ class _Writer:
                 for key, t in leaves.items():
                     t.grad = stashed[key]
         self.recorder, self.start = recorder, start
+        variant = None
         if self.rewrite:
             try:
-                return self._generate(batch_time_products(recorder.events), outs, single, backward,
-                                      eager_grads, _close)
+                variant = self._generate(batch_time_products(recorder.events), outs, single, backward,
+                                         eager_grads, _close)
             except _Mismatch:
                 pass   # the rewritten program strays too far: the plain one is written instead
-        return self._generate(recorder.events, outs, single, backward, eager_grads, _same)
+        if variant is None:
+            variant = self._generate(recorder.events, outs, single, backward, eager_grads, _same)
+        self._check_on_other_values(variant, backward)
+        return variant
+
+    def _check_on_other_values(self, variant, backward):
+        """The program against ``fn`` run eagerly on other values of the float inputs.
+
+        Every check so far used the example inputs.  A value that ``fn`` computes
+        around the Tensor operations (from ``.data``, say) is frozen into the
+        program and still agrees there, and so can a wrong program on examples
+        that are all zeros; on other values neither does.
+        """
+        if not any(t.dtype.kind == "f" for t in self.inputs):
+            return
+        rng = np.random.default_rng(0)
+        others = []
+        for t in self.inputs:
+            d = t.data
+            if d.dtype.kind == "f":
+                d = (rng.standard_normal(d.shape) * (1 + np.abs(d))).astype(d.dtype)   # new signs too
+            others.append(Tensor(d, requires_grad=t.requires_grad))
+        leaves = [t for t in others if t.requires_grad] + [p for p in self.params if p.requires_grad]
+        stashed = [p.grad for p in self.params]
+        with np.errstate(all="ignore"):
+            try:
+                out = self.fn(*others)
+                outs = out if isinstance(out, (tuple, list)) else (out,)
+                if backward:
+                    for p in self.params:
+                        p.grad = None
+                    outs[0].backward()
+                want = [np.asarray(o.data) for o in outs]
+                want_grads = {id(t): t.grad for t in leaves}
+            except Exception:     # values this function does not take (a domain error, say): no check
+                return
+            finally:
+                for p, g in zip(self.params, stashed):
+                    p.grad = g
+            try:
+                got, grads = variant.function(*[t.data for t in others], *[p.data for p in self.params])
+            except GuardFailed:   # another branch: such a call runs eagerly anyway
+                return
+        leaves_now = variant.grad_leaves(others)
+        agree = all(self.agrees(np.asarray(g), w) for g, w in zip(got, want)) and all(
+            self.agrees(np.array(g, dtype=leaf.dtype), want_grads.get(id(leaf)))
+            for leaf, g in zip(leaves_now, grads.values()))
+        if not agree:
+            raise TraceError("trace: the program does not reproduce fn on other input values. fn seems to use "
+                             "tensor values outside Tensor operations (for example .data, or numpy on them), "
+                             "which freezes them into the program; compute them with Tensor operations, or "
+                             "pass them in as inputs")
 
     def _generate(self, events, outs, single, backward, eager_grads, agrees):
         """Write the program for ``events``; ``agrees(written, eager)`` checks every value on the way."""
         self.events, self.agrees = events, agrees
-        self.fresh, self.elementwise, self.view_of, self.stacks = set(), {}, {}, {}
+        # for writing results into dying buffers: arrays this program made (fresh), elementwise lines,
+        # which variables may share memory (a view and its base; a derived value and its arguments)
+        self.fresh, self.elementwise, self.aliases, self.stacks = set(), {}, {}, {}
+        self.softmax = {}           # a fused cross-entropy's result -> the variable holding its softmax
         self.used = {"np", "GuardFailed"}
         self.lines = []             # (code, kind) where kind is "forward" or "backward"
         self.ns = {"np": np, "GuardFailed": GuardFailed}
@@ -374,6 +440,8 @@ class _Writer:
         self.constants = {}
         self.params = []
         root = outs[0]
+        given = getattr(self.fn, "__name__", "step")
+        self.function_name = self._reserve("step" if given == "<lambda>" else given)
         arg_names = self._argument_names()
         for t, name in zip(self.inputs, arg_names):
             self.var[id(t)] = name
@@ -514,8 +582,8 @@ class _Writer:
                 self.fresh.add(name)
                 if op in _UFUNC and value.ndim:
                     self.elementwise[name] = (op, args)
-            elif op in _VIEWS and args[0] in self.ns:
-                self.view_of[name] = self.view_of.get(args[0], args[0])
+            elif op in _VIEWS:
+                self._alias(name, args[0])
             if op == "stack":
                 self.stacks[name] = (args, attrs[1])
             if not self.agrees(self.ns[name], t.data):
@@ -525,18 +593,22 @@ class _Writer:
                                  f"the engine's value")
         elif kind == "derived":
             _, made, fn, tensors, params = event
-            args = [self._name_of(p) for p in tensors] + [f"{k}={v!r}" for k, v in params.items()]
+            function = self._use(fn)          # first, so that no variable takes the function's name
+            args = [self._name_of(p) for p in tensors] + self._keyword_args(params)
             bases = getattr(fn, "outputs", None) or [fn.__name__.strip("_")] * len(made)
             names = [self._new_var(t, base) for t, base in zip(made, bases)]
-            self._emit(f"{', '.join(names)}{',' if len(names) == 1 else ''} = {self._use(fn)}({', '.join(args)})"
-                       if len(names) > 1 else f"{names[0]} = {self._use(fn)}({', '.join(args)})")
+            for n in names:          # fn may hand back its argument itself (a checked index array does)
+                for arg in args:
+                    self._alias(n, arg)
+            self._emit(f"{', '.join(names)}{',' if len(names) == 1 else ''} = {function}({', '.join(args)})"
+                       if len(names) > 1 else f"{names[0]} = {function}({', '.join(args)})")
         elif kind == "decide":
             _, value, fn, tensors, params = event
             value = value.item() if isinstance(value, np.generic) else value
             if not isinstance(value, (bool, int, str, type(None))):
                 raise TraceError(f"trace: a branch on {fn.__name__} has a value of type "
                                  f"{type(value).__name__}, which cannot be written as a guard")
-            args = [self._name_of(p) for p in tensors] + [f"{k}={v!r}" for k, v in params.items()]
+            args = [self._name_of(p) for p in tensors] + self._keyword_args(params)
             call = f"{self._use(fn)}({', '.join(args)})"
             self._emit(f"if {call} != {value!r}: raise GuardFailed({call!r})")
         elif kind == "copy":
@@ -590,7 +662,8 @@ class _Writer:
             return f"{name} = {self._use(attrs[0])}({a})"
         if op == "cross_entropy":
             forward, _, axis, reduction = attrs
-            return (f"{name}, {name}_softmax = {self._use(forward)}({a}, {args[1]}, {args[2]}, "
+            self.softmax[name] = softmax = self._reserve(f"{name}_softmax")
+            return (f"{name}, {softmax} = {self._use(forward)}({a}, {args[1]}, {args[2]}, "
                     f"{axis!r}, {reduction!r})")
         raise TraceError(f"trace: the operation {op!r} cannot be traced")
 
@@ -774,7 +847,7 @@ class _Writer:
             return [(0, f"np.where({v[2]}, {g}, 0)"), (1, f"np.where({v[2]}, 0, {g})")]
         if op == "cross_entropy":
             _, backward, axis, reduction = attrs
-            return [(0, f"{self._use(backward)}({g}, {out}_softmax, {v[1]}, {axis!r}, {reduction!r})")]
+            return [(0, f"{self._use(backward)}({g}, {self.softmax[out]}, {v[1]}, {axis!r}, {reduction!r})")]
         raise TraceError(f"trace: the backward of {op!r} cannot be traced")
 
     # ------------------------------------------------------------------ the function
@@ -788,6 +861,39 @@ class _Writer:
         return (all(agrees(np.asarray(g), np.asarray(o.data)) for g, o in zip(got, outs)) and
                 all(agrees(np.array(grads[name], dtype=leaves[name].dtype), eager_grads[id(leaves[name])])
                     for name, _ in grad_names))
+
+    def _keyword_args(self, params):
+        """``name=value`` for a derived function's parameters: a literal where Python can read one back."""
+        out = []
+        for k, v in params.items():
+            try:
+                literal = ast.literal_eval(repr(v)) == v and type(ast.literal_eval(repr(v))) is type(v)
+            except (ValueError, SyntaxError, TypeError):
+                literal = False
+            out.append(f"{k}={v!r}" if literal else f"{k}={self._named_constant(v)}")
+        return out
+
+    def _named_constant(self, value):
+        name = self._reserve("const")
+        self.constants[name] = value = np.array(value)
+        self.ns[name] = value
+        return name
+
+    def _alias(self, a, b):
+        """Note that variables ``a`` and ``b`` may share memory."""
+        if a.isidentifier() and b.isidentifier():
+            self.aliases.setdefault(a, set()).add(b)
+            self.aliases.setdefault(b, set()).add(a)
+
+    def _sharing(self, name):
+        """Every variable that may share memory with ``name``, through any chain of aliases."""
+        found, todo = set(), [name]
+        while todo:
+            for other in self.aliases.get(todo.pop(), ()):
+                if other not in found and other != name:
+                    found.add(other)
+                    todo.append(other)
+        return found
 
     def _stack_in_place(self, lines):
         """Make each stacked result straight into its slot of the stack, allocated first (``out=``).
@@ -805,7 +911,7 @@ class _Writer:
         for stack_name, (parts, axis) in self.stacks.items():
             values = [self.ns.get(p) for p in parts]
             if (stack_name not in defined or len(set(parts)) != len(parts) or
-                    not all(p in self.fresh and p not in self.view_of and p in defined for p in parts) or
+                    not all(p in self.fresh and not self.aliases.get(p) and p in defined for p in parts) or
                     not all(v.__class__ is np.ndarray and v.shape == values[0].shape and
                             v.dtype == values[0].dtype for v in values)):
                 continue
@@ -824,7 +930,7 @@ class _Writer:
                 else:
                     body = f"{slot} = {body.split(' = ', 1)[1]}\n{part} = {slot}"
                 out[i] = head + body
-                self.view_of[part] = stack_name
+                self._alias(part, stack_name)
                 self.fresh.discard(part)
         return [piece for line in out if line is not None for piece in line.split("\n")]
 
@@ -842,9 +948,6 @@ class _Writer:
                     last[n.id] = i
         for name in keep:
             last[name] = len(lines)
-        alive = dict(last)
-        for view, base in self.view_of.items():
-            alive[base] = max(alive.get(base, -1), last.get(view, -1))
         out = list(lines)
         for i, line in enumerate(lines):
             target = line.split(" = ", 1)[0]
@@ -854,7 +957,8 @@ class _Writer:
             result = self.ns[target]
             for arg in args:
                 value = self.ns.get(arg)
-                if (arg in self.fresh and arg not in self.view_of and alive.get(arg) == i and
+                if (arg in self.fresh and last.get(arg) == i and
+                        all(last.get(other, -1) <= i for other in self._sharing(arg)) and
                         value.__class__ is np.ndarray and value.shape == result.shape and
                         value.dtype == result.dtype):
                     out[i] = f"{target} = {_UFUNC[op]}({', '.join(args)}, out={arg})"
@@ -863,9 +967,7 @@ class _Writer:
         return out
 
     def _assemble(self, arg_names, output_names, grad_names, reuse):
-        name = _identifier(getattr(self.fn, "__name__", "step"))
-        if name == "_lambda_":
-            name = "step"
+        name = self.function_name
         params = [self.var[id(p)] for p in self.params]
         shapes = ", ".join(f"{n} {t.shape} {t.dtype}" for n, t in zip(arg_names + params, self.inputs + self.params))
         self.doc = (f"Forward and backward of {getattr(self.fn, '__qualname__', name)}, traced for {shapes}; "
