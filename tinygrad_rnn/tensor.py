@@ -13,6 +13,12 @@ accumulates gradients that meet, and frees the graph as it goes.
 This module imports nothing else from the package.  ``tanh``, ``sigmoid`` and
 ``relu`` are compositions of the operations here; ``functional.py`` defines them
 and attaches them as methods.
+
+While ``tracing.trace`` runs a function, each operation is also reported to a
+recorder (``_tracer``), with its other arguments (``attrs``), so that the step
+can be written out as numpy code.  ``derived`` and ``decide`` are how a
+composition computes a constant or picks a branch from values, in a way such a
+trace recomputes or guards rather than freezes.
 """
 import contextlib
 import itertools
