@@ -665,7 +665,8 @@ class _Writer:
             self.softmax[name] = softmax = self._reserve(f"{name}_softmax")
             return (f"{name}, {softmax} = {self._use(forward)}({a}, {args[1]}, {args[2]}, "
                     f"{axis!r}, {reduction!r})")
-        raise TraceError(f"trace: the operation {op!r} is not one of the engine's own, which are the only ones a traced program can write; run this function eagerly")
+        raise TraceError(f"trace: the operation {op!r} is not one of the engine's own, which are the only ones "
+                         f"a traced program can write; run this function eagerly")
 
     def _index_source(self, idx, tensors, names):
         by_tensor = {id(t): n for t, n in zip(tensors, names)}
