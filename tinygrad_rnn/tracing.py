@@ -40,6 +40,7 @@ values only.
 import ast
 import dis
 import inspect
+import itertools
 import keyword
 import re
 
@@ -300,14 +301,14 @@ class _Writer:
 
     # ------------------------------------------------------------------ names
     def _reserve(self, base, step=None):
+        """A new variable name from ``base`` (and the time step), with ``d`` + it kept free for its gradient."""
         base = _identifier(base)
-        for k in range(1, 10 ** 6):
+        for k in itertools.count(1):
             stem = base if k == 1 else f"{base}{k}"
             name = stem if step is None else f"{stem}_{step}"
             if name not in self.used and "d" + name not in self.used:
                 self.used.update((name, "d" + name))
                 return name
-        raise AssertionError("unreachable")
 
     def _param_names(self):
         """Names for parameters: from ``names``, else from the modules ``fn`` refers to (``cell.Wx``)."""
