@@ -630,6 +630,8 @@ class _Writer:
         if op == "matmul":
             if parents[0].ndim == 2 and parents[1].ndim == 2:
                 return f"{name} = {a} @ {args[1]}"
+            if parents[0].ndim > 2 and parents[1].ndim == 2:   # rows of a stack times one matrix, folded
+                return f"{name} = ({a}.reshape(-1, {parents[0].shape[-1]}) @ {args[1]}).reshape({t.shape!r})"
             return f"{name} = {self._use(engine._folded_matmul)}({a}, {args[1]})"
         if op == "sum":
             axis, keepdims = attrs
@@ -812,6 +814,10 @@ class _Writer:
         if op == "matmul":
             if parents[0].ndim == 2 and parents[1].ndim == 2:
                 return [(0, f"{g} @ {b}.T"), (1, f"{a}.T @ {g}")]
+            if parents[0].ndim > 2 and parents[1].ndim == 2:   # as _matmul_backward does it, written out
+                k, n = parents[0].shape[-1], parents[1].shape[-1]
+                return [(0, f"({g}.reshape(-1, {n}) @ {b}.T).reshape({parents[0].shape!r})"),
+                        (1, f"{a}.reshape(-1, {k}).T @ {g}.reshape(-1, {n})")]
             both = self._reserve("mm_grads")
             self._emit(f"{both} = {self._use(engine._matmul_backward)}({g}, {a}, {b}, {need[0]}, {need[1]})",
                        "backward")
@@ -841,10 +847,8 @@ class _Writer:
             pieces = self._reserve("pieces")
             self._emit(f"{pieces} = np.split({g}, {splits!r}, axis={axis!r})", "backward")
             return [(i, f"{pieces}[{i}]") for i in range(len(parents))]
-        if op == "stack":
-            pieces = self._reserve("pieces")
-            self._emit(f"{pieces} = np.moveaxis({g}, {attrs[1]!r}, 0)", "backward")
-            return [(i, f"{pieces}[{i}]") for i in range(len(parents))]
+        if op == "stack":   # the engine's np.moveaxis(g, axis, 0)[i] is the slice g[:, ..., i]
+            return [(i, f"{g}[{':, ' * attrs[1]}{i}]") for i in range(len(parents))]
         if op == "where":
             return [(0, f"np.where({v[2]}, {g}, 0)"), (1, f"np.where({v[2]}, 0, {g})")]
         if op == "cross_entropy":
