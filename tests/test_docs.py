@@ -1,4 +1,5 @@
 """Every python block of README.md and docs/*.md runs (tests/docs_runner.py), and the runner itself works."""
+import re
 import sys
 
 import pytest
@@ -14,12 +15,26 @@ PRINTED = {
 }
 
 
+# pages whose text blocks after a python block are what that block prints, line for line (a block may
+# leave lines out, marked "..." or "[... ...]", but every line it shows must be printed as shown)
+VERBATIM = {"tracing.md"}
+OUTPUT = re.compile(r"^```python[ \t]*\n.*?^```[ \t]*\n\s*^```text[ \t]*\n(.*?)^```", re.S | re.M)
+
+
 @pytest.mark.parametrize("page", docs_runner.pages(), ids=lambda p: p.name)
 def test_page_runs(page, tmp_path, capsys):
     docs_runner.run_page(page, tmp_path)
     printed = capsys.readouterr().out
     for expected in PRINTED.get(page.name, []):
         assert expected in printed, f"{page.name} should print {expected!r}"
+    if page.name in VERBATIM:
+        lines = {line.rstrip() for line in printed.splitlines()}
+        shown = [line.rstrip() for block in OUTPUT.findall(page.read_text(encoding="utf-8"))
+                 for line in block.splitlines()]
+        assert shown, f"{page.name}: no output blocks found"
+        for line in shown:
+            if line.strip() not in ("...", "") and not line.strip().startswith("[..."):
+                assert line in lines, f"{page.name} shows a line its code does not print: {line!r}"
 
 
 def test_runner_finds_blocks_in_order_and_skips_others(tmp_path):

@@ -935,6 +935,26 @@ def test_a_call_under_no_grad_leaves_gradients_alone():
     assert W.grad is None
 
 
+def test_each_leaf_owns_its_gradient_array():
+    # a program's fresh gradient arrays become .grad uncopied (as backward hands over its own); one array
+    # that two leaves share, or one the program keeps, must be copied, or an in-place update of one
+    # .grad would change another or the next call
+    W, U = Parameter(np.ones((2, 3))), Parameter(np.zeros((2, 3)))
+    c = np.arange(6.0).reshape(2, 3)
+    fn = lambda x: (((W + U) * x) * c).sum()   # noqa: E731  (add hands the same array to W and U)
+    program = tg.trace(fn, np.ones((2, 3)))
+    program(np.full((2, 3), 2.0))
+    assert W.grad is not U.grad and not np.shares_memory(W.grad, U.grad)
+    first = W.grad
+    kept = first.copy()
+    W.grad += 100.0                          # what clip_grad_norm or a user may do
+    np.testing.assert_array_equal(U.grad, 2.0 * c)
+    W.grad = U.grad = None
+    program(np.full((2, 3), 3.0))            # a new call makes new arrays: the old one is left alone
+    np.testing.assert_array_equal(first, kept + 100.0)
+    np.testing.assert_array_equal(W.grad, 3.0 * c)
+
+
 def test_values_read_around_tensor_operations_are_refused():
     fn = lambda x: (x * Tensor(np.sign(x.data))).sum()   # noqa: E731  (.data: frozen into the program)
     with pytest.raises(TraceError, match="other input values"):

@@ -133,9 +133,10 @@ class Program:
             return self._eager(values)
         if engine.is_grad_enabled():    # under no_grad() a call computes values only, as eager would
             later = []
+            kept = _kept_arrays(variant, values, grads.values())
             for leaf, g in zip(variant.grad_leaves(values), grads.values()):
                 if leaf.is_leaf:
-                    _deposit(leaf, g)
+                    _deposit(leaf, g, kept)
                 else:                   # an input made by the caller's own graph: the gradient goes on
                     later.append((leaf, g))
             for i, (leaf, g) in enumerate(later):
@@ -173,10 +174,28 @@ class Program:
         return path
 
 
-def _deposit(leaf, g):
-    """Add a gradient into ``leaf.grad`` as backward() does (a fresh array the first time)."""
+def _kept_arrays(variant, values, grads):
+    """ids of the arrays a gradient must not be handed over as: inputs, parameters, constants, and any
+    array returned for two arguments (each leaf must own its ``.grad``)."""
+    kept = {id(v.data if isinstance(v, Tensor) else v) for v in values}
+    kept.update(id(p.data) for p in variant.params)
+    kept.update(id(c) for c in variant.constants.values())
+    seen = set()
+    for g in grads:
+        (kept if id(g) in seen else seen).add(id(g))
+    return kept
+
+
+def _deposit(leaf, g, kept):
+    """Add a gradient into ``leaf.grad`` as backward() does.
+
+    An array the program made for this call alone (not a view, not kept) becomes
+    ``.grad`` uncopied, as the engine hands over the buffers its backward allocated.
+    """
     if leaf.grad is not None:
         leaf.grad += g
+    elif g.__class__ is np.ndarray and g.base is None and g.dtype == leaf.data.dtype and id(g) not in kept:
+        leaf.grad = g
     else:
         leaf.grad = np.array(g, dtype=leaf.data.dtype)
 
@@ -780,7 +799,9 @@ class _Writer:
         elif pkey in owned:
             self._emit(f"{dname} += {piece}", "backward")
         else:
-            self._emit(f"{dname} = np.asarray({grads[pkey]} + {piece})", "backward")
+            total = f"{grads[pkey]} + {piece}"
+            # two 0-d arrays add to a numpy scalar, which a later `+=` could not update in place
+            self._emit(f"{dname} = " + (f"np.asarray({total})" if shape == () else total), "backward")
             owned.add(pkey)
         grads[pkey] = dname
 
