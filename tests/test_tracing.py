@@ -955,6 +955,29 @@ def test_each_leaf_owns_its_gradient_array():
     np.testing.assert_array_equal(W.grad, 3.0 * c)
 
 
+@pytest.mark.parametrize("aliased", ["input", "parameter", "output", "constant"])
+def test_a_gradient_that_is_an_array_the_caller_or_program_holds_is_copied(aliased):
+    # no written backward returns such an array today; a program that did (a future helper returning its
+    # argument unchanged) must still not make .grad share memory with it
+    W = Parameter(np.ones(3))
+    fn = lambda x: ((x * W * np.arange(3.0)).sum(), x * W)   # noqa: E731  (a second output of W's shape)
+    program = tg.trace(fn, np.ones(3))
+    variant = program._latest
+    x = np.full(3, 2.0)
+    held = {}
+
+    def aliasing(*args):
+        outputs, grads = real(*args)
+        held["array"] = {"input": args[0], "parameter": W.data, "output": outputs[1],
+                         "constant": next(iter(variant.constants.values()))}[aliased]
+        return outputs, {name: held["array"] for name in grads}
+
+    real, variant.function = variant.function, aliasing
+    program(x)
+    assert held["array"].shape == W.shape and not np.shares_memory(W.grad, held["array"])
+    np.testing.assert_array_equal(W.grad, held["array"])
+
+
 def test_values_read_around_tensor_operations_are_refused():
     fn = lambda x: (x * Tensor(np.sign(x.data))).sum()   # noqa: E731  (.data: frozen into the program)
     with pytest.raises(TraceError, match="other input values"):

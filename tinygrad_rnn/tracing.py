@@ -133,7 +133,7 @@ class Program:
             return self._eager(values)
         if engine.is_grad_enabled():    # under no_grad() a call computes values only, as eager would
             later = []
-            kept = _kept_arrays(variant, values, grads.values())
+            kept = _kept_arrays(variant, values, outputs, grads.values())
             for leaf, g in zip(variant.grad_leaves(values), grads.values()):
                 if leaf.is_leaf:
                     _deposit(leaf, g, kept)
@@ -174,11 +174,12 @@ class Program:
         return path
 
 
-def _kept_arrays(variant, values, grads):
-    """ids of the arrays a gradient must not be handed over as: inputs, parameters, constants, and any
-    array returned for two arguments (each leaf must own its ``.grad``)."""
+def _kept_arrays(variant, values, outputs, grads):
+    """ids of the arrays a gradient must not be handed over as: inputs, parameters, outputs, the
+    program's constants, and any array returned for two arguments (each leaf must own its ``.grad``)."""
     kept = {id(v.data if isinstance(v, Tensor) else v) for v in values}
     kept.update(id(p.data) for p in variant.params)
+    kept.update(id(o) for o in outputs)
     kept.update(id(c) for c in variant.constants.values())
     seen = set()
     for g in grads:
