@@ -9,6 +9,8 @@ towards simple numbers: kinked functions get inputs built as sign * magnitude
 ``covers`` is the registry that ``test_public_ops_covered.py`` reads: each
 gradient property test declares which public operations it differentiates.
 """
+import contextlib
+
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -32,6 +34,12 @@ def covers(*names):
             COVERED.setdefault(name, []).append(test)
         return test
     return mark
+
+
+def compiled_or_expanded(compiled):
+    """A context in which compositions run compiled (one node each: the default) or expanded, node by node."""
+    import tinygrad_rnn
+    return contextlib.nullcontext() if compiled else tinygrad_rnn.expanded()
 
 
 # ---------------------------------------------------------------- values

@@ -5,7 +5,7 @@ integer or bool data with ``requires_grad`` is a ``TypeError``; backward on a no
 without ``grad`` is a ``RuntimeError``; cross_entropy's out-of-range class is an
 ``IndexError`` and a wrong target shape a ``ValueError``.  NaN and inf in the input are
 never turned into finite results silently (the values asserted below are the
-mathematical ones), with the fused kernels as well as without.
+mathematical ones), with the compositions compiled (one node each) and expanded.
 """
 import re
 
@@ -15,7 +15,7 @@ import pytest
 import tinygrad_rnn as tg
 from tinygrad_rnn import Tensor
 from tinygrad_rnn import functional as F
-from tinygrad_rnn import fused
+from strategies import compiled_or_expanded
 
 
 def shapes_named(op, *shapes):
@@ -184,12 +184,12 @@ def test_misc_misuse():
 @pytest.mark.parametrize("target, bad", [([0, 3], 3), ([-1, 0], -1), (np.array([5, 1]), 5),
                                          (np.array([[0], [7]]), 7)],
                          ids=["too large", "negative", "array", "column"])
-@pytest.mark.parametrize("use_fused", [False, True])
-def test_cross_entropy_class_index_out_of_range(target, bad, use_fused):
+@pytest.mark.parametrize("compiled", [False, True], ids=["expanded", "compiled"])
+def test_cross_entropy_class_index_out_of_range(target, bad, compiled):
     logits, kw = Tensor(A, requires_grad=True), {}
     if np.ndim(target) == 2:      # classes along axis 1 of a (2, 3, 1) tensor: the target is (2, 1)
         logits, kw = t((2, 3, 1)), {"axis": 1}
-    with fused.enabled(use_fused), pytest.raises(IndexError, match=rf"cross_entropy.*class index {bad}.*3 classes"):
+    with compiled_or_expanded(compiled), pytest.raises(IndexError, match=rf"cross_entropy.*class index {bad}.*3 classes"):
         F.cross_entropy(logits, target, **kw)
 
 
@@ -224,10 +224,10 @@ NAN_GRAD = True     # the derivative at NaN must be NaN too
     ("clip", lambda t: t.clip(-1.0, 1.0), [np.nan, 1.0, -1.0, 0.0, 1.0], False),
     ("mul", lambda t: t * 2.0, [np.nan, np.inf, -np.inf, 0.0, 3.0], False),
 ], ids=lambda v: v if isinstance(v, str) else None)
-@pytest.mark.parametrize("use_fused", [False, True])
-def test_elementwise_nan_and_inf_are_kept(name, fn, expected, nan_grad, use_fused):
+@pytest.mark.parametrize("compiled", [False, True], ids=["expanded", "compiled"])
+def test_elementwise_nan_and_inf_are_kept(name, fn, expected, nan_grad, compiled):
     x = Tensor(NONFINITE, requires_grad=True)
-    with fused.enabled(use_fused), np.errstate(all="ignore"):
+    with compiled_or_expanded(compiled), np.errstate(all="ignore"):
         y = fn(x)
         y.sum().backward()
     np.testing.assert_allclose(y.data, expected, rtol=1e-15)   # NaN where NaN went in, infinities kept
@@ -236,11 +236,11 @@ def test_elementwise_nan_and_inf_are_kept(name, fn, expected, nan_grad, use_fuse
         assert np.isnan(x.grad[0]), x.grad
 
 
-@pytest.mark.parametrize("use_fused", [False, True])
-def test_a_nan_does_not_take_the_gradient_of_its_neighbours(use_fused):
+@pytest.mark.parametrize("compiled", [False, True], ids=["expanded", "compiled"])
+def test_a_nan_does_not_take_the_gradient_of_its_neighbours(compiled):
     for fn in (F.tanh, F.sigmoid):
         x = Tensor([np.nan, 0.0], requires_grad=True)
-        with fused.enabled(use_fused), np.errstate(all="ignore"):
+        with compiled_or_expanded(compiled), np.errstate(all="ignore"):
             fn(x).sum().backward()
         assert x.grad[1] > 0
 
@@ -261,8 +261,8 @@ def test_reductions_and_losses_keep_nan_and_inf():
         assert np.isnan((Tensor(np.full((2, 2), np.nan)) @ Tensor(np.ones(2))).data).all()
         assert F.mse_loss(Tensor([np.inf, 0.0]), np.zeros(2)).item() == np.inf
         assert np.isnan(Tensor([-1.0]).sqrt().item())
-        for use_fused in (False, True):
-            with fused.enabled(use_fused):
+        for compiled in (False, True):
+            with compiled_or_expanded(compiled):
                 assert F.cross_entropy(Tensor([[-np.inf, 0.0, 1.0]]), [0]).item() == np.inf  # impossible class
 
 
@@ -282,10 +282,10 @@ def test_softmax_and_log_softmax_with_nan_give_nan_in_that_row_only():
         assert np.isfinite(y[1]).all() and np.isfinite(g[1]).all()
 
 
-@pytest.mark.parametrize("use_fused", [False, True])
-def test_losses_of_nan_are_nan(use_fused):
+@pytest.mark.parametrize("compiled", [False, True], ids=["expanded", "compiled"])
+def test_losses_of_nan_are_nan(compiled):
     logits = [[np.nan, 1.0, 2.0], [0.0, 1.0, 2.0]]
-    with fused.enabled(use_fused):
+    with compiled_or_expanded(compiled):
         for target in ([1, 2], np.eye(3)[[1, 2]]):
             y, g = value_and_grad(lambda x: F.cross_entropy(x, target), logits)
             assert np.isnan(y), y

@@ -1,4 +1,4 @@
-"""Properties of the compositions in ``tinygrad_rnn.functional`` (and their opt-in fused versions).
+"""Properties of the compositions in ``tinygrad_rnn.functional`` (each run compiled, as one node, by default).
 
 1. Gradients: autograd equals central differences, checked exactly as in
    ``test_ops_gradients.py`` (``check``: a random cotangent, float64, EPS = 1e-6,
@@ -26,7 +26,6 @@ from hypothesis.extra import numpy as hnp
 
 from tinygrad_rnn import Tensor
 from tinygrad_rnn import functional as F
-from tinygrad_rnn import fused
 
 import strategies as S
 from strategies import covers
@@ -108,28 +107,6 @@ def test_cross_entropy_gradient_probabilities_and_one_hot(case, reduction, seed)
        st.sampled_from(["mean", "sum", "none"]), S.seeds())
 def test_mse_loss_gradient_for_prediction_and_target(pair, reduction, seed):
     check(lambda p, t: F.mse_loss(p, t, reduction=reduction), *pair, seed=seed)
-
-
-@covers("fused.tanh")
-@given(S.any_array(S.floats(-5.0, 5.0)), S.seeds())
-def test_fused_tanh_gradient(x, seed):
-    with fused.enabled():
-        check(F.tanh, x, seed=seed)
-
-
-@covers("fused.sigmoid")
-@given(S.any_array(S.floats(-8.0, 8.0)), S.seeds())
-def test_fused_sigmoid_gradient(x, seed):
-    with fused.enabled():
-        check(F.sigmoid, x, seed=seed)
-
-
-@covers("fused.cross_entropy")
-@given(S.cross_entropy_case(), st.sampled_from(["mean", "sum", "none"]), S.seeds())
-def test_fused_cross_entropy_gradient(case, reduction, seed):
-    logits, target, axis = case
-    with fused.enabled():
-        check(lambda t: F.cross_entropy(t, target, axis=axis, reduction=reduction), logits, seed=seed)
 
 
 @given(S.cross_entropy_case(), st.sampled_from(["mean", "sum", "none"]))

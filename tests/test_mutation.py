@@ -1,7 +1,7 @@
 """The gradient property suite is only worth what it catches: a backward wrong by 0.1 % must fail it.
 
 For every operation that a test of ``test_ops_gradients.py`` or
-``test_functional.py`` declares with ``@covers`` (``fused`` included), the operation is monkeypatched so that the node it
+``test_functional.py`` declares with ``@covers``, the operation is monkeypatched so that the node it
 produces passes back 1.001 times the right gradient (an index node's backward
 hands back a ``_Scatter``, whose ``.g`` is scaled instead), and the very
 hypothesis test registered for it is run and must fail with an AssertionError.
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import Phase, settings
 
 import tinygrad_rnn as tg
-from tinygrad_rnn import Tensor, fused
+from tinygrad_rnn import Tensor
 from tinygrad_rnn import functional as F
 from tinygrad_rnn import tensor as engine
 
@@ -33,6 +33,14 @@ except NameError:                                 # Python 3.10: hypothesis depe
     from exceptiongroup import BaseExceptionGroup
 
 WRONG = 1.001
+
+
+@pytest.fixture(autouse=True)
+def _expanded():
+    """Compositions run node by node here, so that a broken primitive shows through them (a compiled
+    composition is written once, from the engine as it was at its first call)."""
+    with tg.expanded():
+        yield
 
 
 def _scale(pg, factor):
@@ -67,7 +75,7 @@ def owner_and_name(op):
     """Where to monkeypatch a registry key: 'Tensor.exp' -> (Tensor, 'exp'), 'functional.tanh' ->
     (F, 'tanh'), 'tensor.concat' -> (tg, 'concat'): the tests call the package's name."""
     prefix, name = op.split(".", 1)
-    return {"Tensor": Tensor, "functional": F, "fused": fused, "tensor": tg}[prefix], name
+    return {"Tensor": Tensor, "functional": F, "tensor": tg}[prefix], name
 
 
 def break_op(monkeypatch, op, factor=WRONG, only=None):

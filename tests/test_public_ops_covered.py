@@ -3,7 +3,7 @@
 The public operations are found by introspection, not listed by hand: the Tensor
 class's public attributes and operator methods (including the tanh/sigmoid/relu
 methods that ``functional`` attaches), the public functions of the engine module
-(``concat``, ``stack``, ``where``), of ``functional`` and of ``fused``.  Those
+(``concat``, ``stack``, ``where``) and of ``functional``.  Those
 that are not differentiable are listed below with the reason.  A new public
 operation fails this test until a hypothesis test in ``test_ops_gradients.py``
 or ``test_functional.py`` declares it with ``@covers(...)``.
@@ -16,7 +16,7 @@ import pytest
 import tinygrad_rnn as tg
 import tinygrad_rnn.tensor as engine
 from tinygrad_rnn import Tensor
-from tinygrad_rnn import functional, fused
+from tinygrad_rnn import functional
 
 import strategies
 import test_functional
@@ -36,7 +36,6 @@ NOT_DIFFERENTIABLE = {
     "Tensor.__lt__": "comparison", "Tensor.__le__": "comparison", "Tensor.__gt__": "comparison",
     "Tensor.__ge__": "comparison", "Tensor.__eq__": "comparison", "Tensor.__ne__": "comparison",
     "tensor.is_grad_enabled": "reports the recording state",
-    "fused.enabled": "switches the fused path on", "fused.is_enabled": "reports the fused switch",
     "Tensor.__float__": "returns a Python number", "Tensor.__int__": "returns a Python number",
     "tensor.derived": "makes constants (no gradient); its users are tested (test_functional)",
     "tensor.decide": "returns a Python value that picks a branch",
@@ -77,14 +76,14 @@ def public_functions(module, prefix):
 
 def public_operations():
     return (public_tensor_operations() + public_functions(engine, "tensor")
-            + public_functions(functional, "functional") + public_functions(fused, "fused"))
+            + public_functions(functional, "functional"))
 
 
 def test_introspection_finds_the_operations_we_know():
     found = set(public_operations())
     for name in ["Tensor.__add__", "Tensor.__rpow__", "Tensor.__matmul__", "Tensor.__getitem__", "Tensor.T",
                  "Tensor.sum", "Tensor.tanh", "tensor.concat", "tensor.where", "functional.cross_entropy",
-                 "functional.mse_loss", "fused.tanh", "Tensor.clip", "Tensor.max", "Tensor.relu", "tensor.stack",
+                 "functional.mse_loss", "Tensor.clip", "Tensor.max", "Tensor.relu", "tensor.stack",
                  "functional.softmax"]:
         assert name in found, name
     assert {f"functional.{n}" for n in functional.__all__} <= found

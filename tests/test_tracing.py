@@ -19,7 +19,8 @@ from hypothesis.extra import numpy as hnp
 
 import strategies as S
 import tinygrad_rnn as tg
-from tinygrad_rnn import Tensor, TraceError, fused, stack
+from tinygrad_rnn import Tensor, TraceError, stack
+from strategies import compiled_or_expanded
 from tinygrad_rnn import functional as F
 from tinygrad_rnn import nn, optim
 from tinygrad_rnn.nn import Parameter
@@ -261,7 +262,7 @@ op_lists = st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 5), st.intege
 @given(ops=op_lists, dtype=st.sampled_from([np.float64, np.float32]), on=st.booleans(), data=st.data())
 def test_random_compositions_replay_exactly_on_new_inputs(ops, dtype, on, data):
     fn, params = _composition(ops, dtype)
-    with fused.enabled(on):
+    with compiled_or_expanded(on):
         program = tg.trace(fn, *data.draw(composition_inputs(dtype), label="trace inputs"))
         new = data.draw(composition_inputs(dtype), label="new inputs")
         _assert_matches_eager(program, fn, new, params)
@@ -271,7 +272,7 @@ def test_random_compositions_replay_exactly_on_new_inputs(ops, dtype, on, data):
 @given(ops=op_lists, on=st.booleans(), data=st.data())
 def test_random_compositions_forward_only(ops, on, data):
     fn, params = _composition(ops, np.float64)
-    with fused.enabled(on):
+    with compiled_or_expanded(on):
         program = tg.trace(fn, *data.draw(composition_inputs(np.float64)), backward=False)
         assert "# backward" not in program.source
         new = data.draw(composition_inputs(np.float64))
@@ -328,11 +329,11 @@ def _tokens(seed, batch=BATCH, steps=STEPS):
 CELLS = ["rnn-tanh", "rnn-relu", "lstm", "gru", "custom"]
 
 
-@pytest.mark.parametrize("on", [False, True], ids=["composed", "fused"])
+@pytest.mark.parametrize("on", [False, True], ids=["expanded", "compiled"])
 @pytest.mark.parametrize("kind", CELLS)
 def test_unrolled_cells_replay_exactly(kind, on):
     step, params = _language_model(kind)
-    with fused.enabled(on):
+    with compiled_or_expanded(on):
         program = tg.trace(step, *_tokens(0))
         for seed in (1, 2):
             _assert_matches_eager(program, step, list(_tokens(seed)), params)
@@ -419,7 +420,7 @@ def test_a_branch_that_changes_falls_back_to_eager(extreme):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")      # inf * 0 in the gradients, eagerly as well
-@pytest.mark.parametrize("on", [False, True], ids=["composed", "fused"])
+@pytest.mark.parametrize("on", [False, True], ids=["expanded", "compiled"])
 def test_cross_entropy_on_infinite_logits_falls_back(on):
     W = Parameter(np.array([1.0, 0.5, 2.0]))
 
@@ -428,7 +429,7 @@ def test_cross_entropy_on_infinite_logits_falls_back(on):
         return F.cross_entropy(logits, y), logits
     ordinary = [Tensor(np.array([[0.5, 0.0, 1.0], [0.0, 1.0, 2.0]]), requires_grad=True), np.array([2, 1])]
     odd = [Tensor(np.array([[np.inf, 0.0, 1.0], [0.0, 1.0, 2.0]]), requires_grad=True), np.array([0, 1])]
-    with fused.enabled(on):
+    with compiled_or_expanded(on):
         program = tg.trace(fn, Tensor(np.zeros((2, 3)), requires_grad=True), np.array([0, 2]))
         _assert_matches_eager(program, fn, odd, [W])          # a tuple, and the input's gradient, eagerly
         assert program.fallbacks == 1
@@ -593,10 +594,10 @@ _RUN_SAVED = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("on", [False, True], ids=["composed", "fused"])
+@pytest.mark.parametrize("on", [False, True], ids=["expanded", "compiled"])
 def test_saved_module_imports_only_numpy_and_gives_the_same_numbers(tmp_path, on):
     step, params = _language_model("lstm")
-    with fused.enabled(on):
+    with compiled_or_expanded(on):
         program = tg.trace(step, *_tokens(0))
         x, y = _tokens(5)
         want_out, want_grads = _eager(step, [x, y], params)
@@ -789,25 +790,13 @@ def test_a_variable_named_where(fn):
 _W3 = Parameter(np.array([1.0, 0.5, -2.0]))
 
 
-def test_retraces_and_fallbacks_keep_the_fused_mode_of_the_first_trace():
-    step, params = _language_model("lstm")
-    with fused.enabled():
-        program = tg.trace(step, *_tokens(0))
-        want = _eager(step, list(_tokens(1, batch=3)), params)
-    composed = _eager(step, list(_tokens(1, batch=3)), params)
-    assert not np.array_equal(want[0][1], composed[0][1]), "the two modes should differ in some bit here"
-    got = _replayed(program, list(_tokens(1, batch=3)), params)   # a new shape, traced again, outside
-    for g, w in zip(got[0] + got[1], want[0] + want[1]):
-        _assert_identical(g, w, "fused re-trace")
-
-
 # ---------------------------------------------------------------------- rewrite=True: input products batched
 @pytest.mark.parametrize("kind", CELLS)
-@pytest.mark.parametrize("on", [False, True], ids=["composed", "fused"])
+@pytest.mark.parametrize("on", [False, True], ids=["expanded", "compiled"])
 def test_batched_input_products_agree_with_the_plain_program(kind, on):
     # one product xs @ Wx for all steps instead of one per step: the same numbers up to the order of sums
     step, params = _language_model(kind)
-    with fused.enabled(on):
+    with compiled_or_expanded(on):
         plain = tg.trace(step, *_tokens(0))
         batched = tg.trace(step, *_tokens(0), rewrite=True)
     assert "xW = " in batched.source and "xW = " not in plain.source
@@ -889,14 +878,14 @@ def test_a_view_made_before_a_stack_is_not_overwritten():
     _assert_matches_eager(program, fn, [np.random.default_rng(1).normal(size=(3, 3))], [W])
 
 
-@pytest.mark.parametrize("on", [False, True], ids=["composed", "fused"])
+@pytest.mark.parametrize("on", [False, True], ids=["expanded", "compiled"])
 def test_a_derived_value_that_is_its_argument_is_not_overwritten(on):
     W = Parameter(np.random.default_rng(2).normal(size=(3, 5)))
 
     def fn(x, labels):
         y = labels + 1                       # the checked class indices are this very array
         return F.cross_entropy(x @ W, y), y - 1
-    with fused.enabled(on):
+    with compiled_or_expanded(on):
         program = tg.trace(fn, np.zeros((4, 3)), np.array([0, 1, 2, 3]))
         _assert_matches_eager(program, fn, [np.random.default_rng(3).normal(size=(4, 3)),
                                             np.array([3, 2, 0, 1])], [W])
@@ -909,7 +898,7 @@ def test_a_label_cannot_take_the_name_of_the_cross_entropy_softmax():
         logits = x @ W
         loss = label(F.cross_entropy(logits, y), "loss")
         return loss + label(F.softmax(logits) * 2.0, "loss_softmax").sum() * 0.1
-    with fused.enabled():
+    if True:
         program = tg.trace(fn, np.zeros((4, 3)), np.array([0, 1, 2, 3]))
         _assert_matches_eager(program, fn, [np.random.default_rng(5).normal(size=(4, 3)),
                                             np.array([1, 1, 0, 4])], [W])

@@ -220,11 +220,11 @@ def test_user_cell_from_a_file_or_the_current_folder(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("fused", [True, False])
-def test_traced_training_gives_the_eager_parameters(tmp_path, cell, fused):
+@pytest.mark.parametrize("expanded", [False, True], ids=["compiled", "expanded"])
+def test_traced_training_gives_the_eager_parameters(tmp_path, cell, expanded):
     # the traced step replays the engine's own numpy calls in its order: equal to the last bit
-    eager, _ = run(tmp_path, small(cell=cell, epochs=2, fused=fused), "eager")
-    traced, _ = run(tmp_path, small(cell=cell, epochs=2, fused=fused, trace=True), "traced")
+    eager, _ = run(tmp_path, small(cell=cell, epochs=2, expanded=expanded), "eager")
+    traced, _ = run(tmp_path, small(cell=cell, epochs=2, expanded=expanded, trace=True), "traced")
     a, b = load_checkpoint(eager["checkpoint"])[0], load_checkpoint(traced["checkpoint"])[0]
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         np.testing.assert_array_equal(p.data, q.data, err_msg=name)

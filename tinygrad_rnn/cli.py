@@ -72,8 +72,8 @@ def _build_parser():
                    help="clip the gradient norm to this (0: off; default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype, help="default: %(default)s")
-    p.add_argument("--no-fused", dest="fused", action="store_false",
-                   help="use the composed tanh/sigmoid/cross-entropy instead of the fused ones (slower)")
+    p.add_argument("--expanded", action="store_true",
+                   help="run tanh, the cells and the loss node by node instead of compiled (slower, same numbers)")
     p.add_argument("--trace", action="store_true",
                    help="run each step as a traced program, numpy code written once from the first step "
                         "(same numbers, less time per step)")
@@ -150,7 +150,7 @@ def _train(args):
         config = TrainConfig(cell=args.cell, hidden_size=args.hidden_size, embed_size=args.embed_size,
                              seq_len=args.seq_len, batch_size=args.batch_size, optimizer=args.optimizer,
                              lr=args.lr, momentum=args.momentum, clip=args.clip, seed=args.seed,
-                             dtype=args.dtype, fused=args.fused, sample_length=args.sample_length,
+                             dtype=args.dtype, expanded=args.expanded, sample_length=args.sample_length,
                              temperature=args.temperature, **given)
         result = train(text, config, out_dir=args.out, progress=not args.no_progress)
     print(f"validation perplexity {result['valid_perplexity']:.2f} "

@@ -9,10 +9,15 @@ values by small numpy functions through ``derived``; they carry no gradient,
 which is correct because the composition is differentiated on each side of
 x = 0 separately.  Going through ``derived`` (and ``decide`` for a branch)
 rather than reading ``.data`` lets a traced program recompute them.
+
+Each is also a compiled composition (``composite``): it runs as one graph node
+whose forward and backward are written from the composition itself, with the
+same numbers to the last bit.  ``with tinygrad_rnn.expanded():`` runs them
+node by node.
 """
 import numpy as np
 
-from . import fused
+from .composites import composite
 from .tensor import Tensor, decide, derived, where
 
 __all__ = ["tanh", "sigmoid", "relu", "softmax", "log_softmax", "cross_entropy", "mse_loss"]
@@ -48,6 +53,12 @@ _tanh_factors.outputs = ("neg_sign", "scale")   # their names in a traced progra
 
 
 def tanh(x):
+    """tanh of ``x``, elementwise (a compiled composition, see ``_tanh``)."""
+    return _tanh(_tensor(x))
+
+
+@composite(name="tanh")
+def _tanh(x):
     """tanh(x) = -sign(x) * e / (e + 2) with e = expm1(-2|x|), which lies in (-1, 0].
 
     expm1 keeps full precision near 0, so tanh(x) is x to the last bit for tiny
@@ -55,9 +66,6 @@ def tanh(x):
     -sign(x) where |x| is within a factor 4 of the largest float, so that
     -2|x| cannot overflow; expm1 is -1 there either way.
     """
-    x = _tensor(x)
-    if fused.is_enabled():
-        return fused.tanh(x)
     neg_sign, scale = derived(_tanh_factors, x)
     e = (x * scale).expm1()
     return (e * neg_sign) / (e + 2.0)
@@ -73,10 +81,13 @@ _sigmoid_signs.outputs = ("flip", "positive")
 
 
 def sigmoid(x):
+    """The logistic function 1 / (1 + exp(-x)), elementwise (a compiled composition, see ``_sigmoid``)."""
+    return _sigmoid(_tensor(x))
+
+
+@composite(name="sigmoid")
+def _sigmoid(x):
     """1 / (1 + exp(-x)) for x >= 0 and exp(x) / (1 + exp(x)) for x < 0: exp never overflows."""
-    x = _tensor(x)
-    if fused.is_enabled():
-        return fused.sigmoid(x)
     flip, positive = derived(_sigmoid_signs, x)
     e = (x * flip).exp()  # exp(-|x|), in [0, 1]
     return where(positive, 1.0, e) / (e + 1.0)
@@ -88,7 +99,11 @@ def _above_zero(d):
 
 def relu(x):
     """max(x, 0); its gradient at 0 is 0, and NaN stays NaN."""
-    x = _tensor(x)
+    return _relu(_tensor(x))
+
+
+@composite(name="relu")
+def _relu(x):
     return where(derived(_above_zero, x), x, 0.0)
 
 
@@ -138,6 +153,11 @@ def softmax(x, axis=-1):
     """exp(x) / sum(exp(x)) along ``axis``, computed on x - max(x)."""
     x = _tensor(x)
     _check_axis(x, axis, "softmax")
+    return _softmax(x, axis)
+
+
+@composite(name="softmax")
+def _softmax(x, axis):
     e = _shifted(x, axis).exp()
     return e / e.sum(axis=axis, keepdims=True)
 
@@ -146,6 +166,11 @@ def log_softmax(x, axis=-1):
     """x - logsumexp(x) along ``axis``, computed on x - max(x)."""
     x = _tensor(x)
     _check_axis(x, axis, "log_softmax")
+    return _log_softmax(x, axis)
+
+
+@composite(name="log_softmax")
+def _log_softmax(x, axis):
     z = _shifted(x, axis)
     return z - z.exp().sum(axis=axis, keepdims=True).log()
 
@@ -186,21 +211,22 @@ def cross_entropy(logits, target, axis=-1, reduction="mean"):
                         f"got dtype {t.dtype}")
     _check_reduction(reduction, "cross_entropy")
     target = target if isinstance(target, Tensor) else Tensor(t)
-    if t.dtype.kind in "iu":
+    return _cross_entropy(logits, target, axis, reduction)
+
+
+@composite(name="cross_entropy")
+def _cross_entropy(logits, target, axis, reduction):
+    if target.dtype.kind in "iu":
         target = derived(_class_indices, target, classes=logits.shape[axis])
-    if fused.is_enabled():
-        top = derived(_max_along, logits, axis=axis)
-        if decide(_no_overflow, logits, top):   # infinities and huge spreads take the composition's careful path
-            return fused.cross_entropy(logits, target, axis, reduction, top)
-    logp = log_softmax(logits, axis=axis)
-    if t.dtype.kind == "f":
-        if t.dtype != logits.dtype:
+    logp = _log_softmax.fn(logits, axis)
+    if target.dtype.kind == "f":
+        if target.dtype != logits.dtype:
             target = derived(_astype, target, dtype=logits.dtype.name)
         if decide(_any_neg_inf, logp):   # 0 * log(0) is 0 here, not NaN: an impossible class with no target mass
             logp = where(target != 0, logp, 0.0)
         loss = -(logp * target).sum(axis=axis)
     else:
-        index = list(np.indices(t.shape, sparse=True))
+        index = list(np.indices(target.shape, sparse=True))
         index.insert(axis, target)
         loss = -logp[tuple(index)]
     return _reduce(loss, reduction)
@@ -231,6 +257,13 @@ def mse_loss(pred, target, reduction="mean"):
         raise ValueError(f"mse_loss: pred has shape {pred.shape} but target has shape {target_shape}")
     if not isinstance(target, Tensor):
         target = np.asarray(target, dtype=pred.dtype)   # plain data takes pred's dtype: float32 stays float32
+    if not isinstance(target, Tensor):
+        target = Tensor(np.asarray(target, dtype=pred.dtype))   # plain data takes pred's dtype: float32 stays float32
+    return _mse_loss(pred, target, reduction)
+
+
+@composite(name="mse_loss")
+def _mse_loss(pred, target, reduction):
     diff = pred - target
     return _reduce(diff * diff, reduction)
 

@@ -284,6 +284,20 @@ class Tensor:
             _tracer.record(t, op, parents, attrs)
         return t
 
+    @staticmethod
+    def _make_many(arrays, parents, backward, op, attrs=None):
+        """The results of an operation with several outputs (a compiled composition's).
+
+        The outputs hang off one hidden node (the operation) that gathers their
+        gradients into a list, ``None`` for an output that received none, and
+        hands that list to ``backward``.
+        """
+        node = Tensor._make(np.empty(0), parents, backward, op, attrs)
+        if not node.requires_grad:
+            return tuple(Tensor._make(a, (), None, op) for a in arrays)
+        n = len(arrays)
+        return tuple(Tensor._make(a, (node,), _Output(i, n), f"{op}[{i}]") for i, a in enumerate(arrays))
+
     def _lift(self, other):
         """A Tensor for the other operand; Python numbers take this tensor's dtype."""
         if isinstance(other, Tensor):
@@ -596,6 +610,25 @@ class Tensor:
                 node._backward = _graph_freed
 
 
+class _Output:
+    """The backward of output ``i`` of a several-output operation: hand ``g`` to the operation's node."""
+    __slots__ = ("i", "n")
+
+    def __init__(self, i, n):
+        self.i, self.n = i, n
+
+    def __call__(self, g):
+        return (_Slot(self.i, self.n, g),)
+
+
+class _Slot:
+    """The gradient ``g`` of output ``i`` of ``n``, on its way into the operation's list of output gradients."""
+    __slots__ = ("i", "n", "g")
+
+    def __init__(self, i, n, g):
+        self.i, self.n, self.g = i, n, g
+
+
 class _Scatter:
     """The gradient of ``x[idx]`` for ``x``: ``g`` at ``idx``, zero elsewhere, never materialised."""
     __slots__ = ("idx", "g", "basic")
@@ -620,6 +653,15 @@ def _accumulate(grads, owned, parent, pg):
     data = parent.data
     key = id(parent)
     before = grads.get(key)
+    if pg.__class__ is list:        # a compiled composition's terms, added one by one as the graph would
+        for piece in pg:
+            _accumulate(grads, owned, parent, piece)
+        return
+    if pg.__class__ is _Slot:       # an output's gradient, for its operation's node
+        if before is None:
+            grads[key] = before = [None] * pg.n
+        before[pg.i] = pg.g
+        return
     if isinstance(pg, _Scatter):
         if key not in owned:
             before = np.zeros_like(data) if before is None else np.array(before, dtype=data.dtype)

@@ -46,7 +46,6 @@ import re
 
 import numpy as np
 
-from . import fused
 from . import tensor as engine
 from .tensor import Tensor, _unbroadcast
 from .trace_rewrite import batch_time_products
@@ -109,7 +108,6 @@ class Program:
         self.names = names
         self.rewrite = bool(rewrite)
         self.fallbacks = 0
-        self.fused = fused.is_enabled()   # re-traces and eager fallbacks run as the first trace did
         self._variants = {}
         self._latest = self._trace([_as_value(x, "trace") for x in example_inputs])
 
@@ -144,8 +142,7 @@ class Program:
         return outputs[0] if variant.single else tuple(outputs)
 
     def _eager(self, values):
-        with fused.enabled(self.fused):
-            out = self.fn(*[v if isinstance(v, Tensor) else Tensor(v) for v in values])
+        out = self.fn(*[v if isinstance(v, Tensor) else Tensor(v) for v in values])
         outs = out if isinstance(out, (tuple, list)) else (out,)
         if self.backward:
             outs[0].backward()
@@ -156,8 +153,7 @@ class Program:
         # every input a leaf of its own, even one given twice or one that is the result of a graph: the
         # trace never reaches into the caller's graph (a call hands the input's gradient on to it)
         tensors = [Tensor(v, requires_grad=isinstance(v, Tensor) and v.requires_grad) for v in values]
-        with fused.enabled(self.fused):
-            variant = _Writer(self.fn, tensors, self.backward, self.names, self.rewrite).write()
+        variant = _Writer(self.fn, tensors, self.backward, self.names, self.rewrite).write()
         self._variants[_signature(values)] = variant
         return variant
 
@@ -257,22 +253,20 @@ class _Recording:
 
 # ---------------------------------------------------------------------- writing the program
 _SHORT = {"matmul": "mm", "index": "ix", "reshape": "rs", "transpose": "tr", "detach": "det",
-          "cross_entropy": "ce", "less": "lt", "less_equal": "le", "greater": "gt",
+          "less": "lt", "less_equal": "le", "greater": "gt",
           "greater_equal": "ge", "equal": "eq", "not_equal": "ne"}
 _COMPARE = {"less": "<", "less_equal": "<=", "greater": ">", "greater_equal": ">=", "equal": "==",
             "not_equal": "!="}
 _BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
-_UNARY = {"exp": "np.exp", "expm1": "np.expm1", "log": "np.log", "sqrt": "np.sqrt", "abs": "np.abs",
-          "tanh": "np.tanh"}
+_UNARY = {"exp": "np.exp", "expm1": "np.expm1", "log": "np.log", "sqrt": "np.sqrt", "abs": "np.abs"}
 # elementwise operations as ufuncs, for writing a result into the buffer of an input that dies there
 _UFUNC = {"add": "np.add", "sub": "np.subtract", "mul": "np.multiply", "div": "np.divide", "pow": "np.power",
           "neg": "np.negative", **_UNARY}
 # the gradient of a one-input operation, as the engine's backward computes it (a: input, out: result)
 _ONE_INPUT_GRADS = {"exp": "{g} * {out}", "expm1": "{g} * np.exp({a})", "log": "{g} / {a}",
-                    "sqrt": "{g} / (2 * {out})", "abs": "{g} * np.sign({a})", "tanh": "{g} * (1 - {out} * {out})",
-                    "sigmoid": "{g} * ({out} * (1 - {out}))"}
+                    "sqrt": "{g} / (2 * {out})", "abs": "{g} * np.sign({a})"}
 # operations whose result is a new array (not a view of an input): its buffer may be reused
-_FRESH = set(_UFUNC) | {"matmul", "where", "stack", "concat", "sigmoid"}
+_FRESH = set(_UFUNC) | {"matmul", "where", "stack", "concat"}
 _VIEWS = {"index", "reshape", "transpose", "detach"}
 
 
@@ -452,7 +446,6 @@ class _Writer:
         # for writing results into dying buffers: arrays this program made (fresh), elementwise lines,
         # which variables may share memory (a view and its base; a derived value and its arguments)
         self.fresh, self.elementwise, self.aliases, self.stacks = set(), {}, {}, {}
-        self.softmax = {}           # a fused cross-entropy's result -> the variable holding its softmax
         self.used = {"np", "GuardFailed"}
         self.lines = []             # (code, kind) where kind is "forward" or "backward"
         self.ns = {"np": np, "GuardFailed": GuardFailed}
@@ -681,13 +674,6 @@ class _Writer:
             return f"{name} = np.where({args[2]}, {a}, {args[1]})"
         if op == "detach":
             return f"{name} = {a}"
-        if op == "sigmoid":
-            return f"{name} = {self._use(attrs[0])}({a})"
-        if op == "cross_entropy":
-            forward, _, axis, reduction = attrs
-            self.softmax[name] = softmax = self._reserve(f"{name}_softmax")
-            return (f"{name}, {softmax} = {self._use(forward)}({a}, {args[1]}, {args[2]}, "
-                    f"{axis!r}, {reduction!r})")
         raise TraceError(f"trace: the operation {op!r} is not one of the engine's own, which are the only ones "
                          f"a traced program can write; run this function eagerly")
 
@@ -873,9 +859,6 @@ class _Writer:
             return [(i, f"{g}[{':, ' * attrs[1]}{i}]") for i in range(len(parents))]
         if op == "where":
             return [(0, f"np.where({v[2]}, {g}, 0)"), (1, f"np.where({v[2]}, 0, {g})")]
-        if op == "cross_entropy":
-            _, backward, axis, reduction = attrs
-            return [(0, f"{self._use(backward)}({g}, {self.softmax[out]}, {v[1]}, {axis!r}, {reduction!r})")]
         raise TraceError(f"trace: the backward of {op!r} cannot be traced")
 
     # ------------------------------------------------------------------ the function

@@ -5,6 +5,7 @@ Scratch 2's SimpleRnnlm.  A checkpoint is one ``.npz`` holding the parameters,
 the optimiser's state and a JSON string (vocabulary, configuration, progress),
 so that loading it never runs code.
 """
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -17,7 +18,7 @@ import time
 import numpy as np
 
 from . import functional as F
-from . import fused, nn, optim
+from . import composites, nn, optim
 from .data import DataError, Vocab, bptt_batches, check_text, split, unigram_perplexity
 from .nn.module import read_npz
 from .tensor import no_grad
@@ -56,7 +57,7 @@ class TrainConfig:
     seed: int = 0
     valid_fraction: float = 0.1
     dtype: str = "float32"
-    fused: bool = True            # one-node tanh/sigmoid/cross-entropy (held to the compositions by tests)
+    expanded: bool = False        # run the compiled compositions node by node (slower, same numbers)
     trace: bool = False           # run each step as a traced program (tinygrad_rnn.trace): same numbers
     sample_length: int = 200
     temperature: float = 0.8
@@ -261,7 +262,7 @@ def load_checkpoint(path):
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise KeyError("format")
         vocab = Vocab(meta["vocab"])
-        config = TrainConfig(**meta["config"])
+        config = TrainConfig(**{k: v for k, v in meta["config"].items() if k != "fused"})   # an older field
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{str(path)!r} is not a tinygrad_rnn character-model checkpoint ({e})") from None
     model = CharLM(len(vocab), config)
@@ -332,7 +333,7 @@ def train(text, config=None, out_dir="runs/charlm", resume=None, progress=True, 
     started = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
     try:
         traced = TracedStep(model) if config.trace else None
-        with fused.enabled(config.fused):
+        with composites.expanded() if config.expanded else contextlib.nullcontext():
             while epoch < config.epochs and not (config.max_steps and step >= config.max_steps):
                 model.rnn.reset_state()
                 if traced is not None:

@@ -7,6 +7,7 @@ side by side in the columns.
 import numpy as np
 
 from .. import functional as F
+from ..composites import composite
 from ..tensor import Tensor, label
 from .init import as_dtype, as_rng, scaled_normal, zeros
 from .layers import as_input
@@ -56,6 +57,11 @@ class RNNCell(_Cell):
         x = self._input(x)
         h = self.initial_state(x.shape[0]) if state is None else as_input(state, self.Wx.dtype, "RNNCell")
         self._check_state(h, x)
+        return self.step(x, h)
+
+    @composite(name="rnn_cell")
+    def step(self, x, h):
+        """One step on checked inputs, compiled into one graph node (the composition is the definition)."""
         a = label(x @ self.Wx + h @ self.Wh + self.b, "a")
         return F.tanh(a) if self.nonlinearity == "tanh" else F.relu(a)
 
@@ -85,6 +91,11 @@ class LSTMCell(_Cell):
         h, c = (as_input(s, self.Wx.dtype, "LSTMCell") for s in state)
         self._check_state(h, x, "h")
         self._check_state(c, x, "c")
+        return self.step(x, h, c)
+
+    @composite(name="lstm_cell")
+    def step(self, x, h, c):
+        """One step on checked inputs, compiled into one graph node; returns ``(h', c')``."""
         H = self.hidden_size
         a = x @ self.Wx + h @ self.Wh + self.b
         # one sigmoid over all four blocks instead of three calls (the g block's sigmoid is simply
@@ -110,6 +121,11 @@ class GRUCell(_Cell):
         x = self._input(x)
         h = self.initial_state(x.shape[0]) if state is None else as_input(state, self.Wx.dtype, "GRUCell")
         self._check_state(h, x)
+        return self.step(x, h)
+
+    @composite(name="gru_cell")
+    def step(self, x, h):
+        """One step on checked inputs, compiled into one graph node."""
         H = self.hidden_size
         gx = x @ self.Wx + self.bx
         gh = h @ self.Wh + self.bh

@@ -3,6 +3,7 @@ import zipfile
 
 import numpy as np
 
+from .. import composites
 from ..tensor import Tensor
 
 __all__ = ["Parameter", "Module", "StateDictError"]
@@ -32,6 +33,13 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
+
+    def __setattr__(self, name, value):
+        # a compiled composition may have read this attribute (a parameter, ``nonlinearity``): it checks
+        # itself again before its next run
+        if not name.startswith("_"):
+            composites.attribute_set()
+        object.__setattr__(self, name, value)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")

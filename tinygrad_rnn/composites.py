@@ -1,0 +1,400 @@
+"""Compiled compositions: a function of Tensors that runs as ONE graph node, and stays its own definition.
+
+    @composite
+    def cell(x, h):
+        return F.tanh(x @ Wx + h @ Wh + b)
+
+The first call for a given signature runs ``cell`` plainly while the engine
+records it, and writes two numpy functions from the record (``vjp_writer``):
+the forward, and the backward that takes the outputs' gradients and returns
+the inputs' (a vector-Jacobian product).  Later calls run those as one node
+whose backward is the written backward.  The numbers are the plain
+composition's to the last bit: the same numpy calls in the same order, and the
+gradient terms handed back to the engine to be added exactly as the plain
+graph would add them.
+
+The signature is each Tensor argument's shape, dtype and ``requires_grad``, and
+the other arguments' values (numbers, strings, None; an argument of another
+kind runs the call plainly).  A call runs the composition plainly instead when
+
+* a branch it took through ``tensor.decide`` goes the other way (a guard);
+* a parameter it reads is no longer the same object (``cell.Wx = Parameter(...)``);
+* a module attribute was set since it was written (``cell.nonlinearity = "relu"``),
+  or a global or closure variable it reads names another object;
+
+and it writes itself again for the new situation on the next call.  Values
+that it reads around the Tensor operations (``.data``, numpy on tensor values)
+would be frozen into the program: the first call checks the program on other
+input values and raises ``TraceError`` when it does not reproduce the plain run.
+A numpy array read from outside the arguments is refused at the first call too
+(pass it as an argument): its contents could change without notice.
+
+``with expanded():`` runs every composite as its plain composition, node by
+node (for learning, pictures of every primitive, and checking).  While a step
+is traced (``tracing.trace``) composites run plainly as well, so that the
+traced program is made of primitives.
+"""
+import contextlib
+import functools
+import types
+import weakref
+
+import numpy as np
+
+from . import tensor as engine
+from .tensor import Tensor
+from .tracing import GuardFailed, TraceError
+from .vjp_writer import NotCompiled, write_vjp
+
+__all__ = ["composite", "expanded", "is_expanded", "Composite"]
+
+_expanded = 0          # depth of `expanded()` blocks
+_generation = [0]      # bumped whenever a module attribute is set: programs written before are checked again
+
+
+def attribute_set():
+    """Note that an attribute of some module was set (``nn.Module`` calls this)."""
+    _generation[0] += 1
+
+
+def is_expanded():
+    """True inside ``expanded()``: composites run as their plain compositions."""
+    return _expanded > 0
+
+
+class expanded(contextlib.ContextDecorator):
+    """Run every composite as its plain composition, node by node (context manager or decorator)."""
+
+    def __enter__(self):
+        global _expanded
+        _expanded += 1
+        return self
+
+    def __exit__(self, *exc):
+        global _expanded
+        _expanded -= 1
+        return False
+
+
+def composite(fn=None, *, name=None):
+    """Mark ``fn`` (a function of Tensors, or a Module's method) as a composition compiled into one node.
+
+    ``@composite`` or ``@composite(name="lstm_cell")``; the name is the node's
+    operation in pictures and traced code (default: the function's name).
+    """
+    if fn is None:
+        return lambda f: Composite(f, name)
+    return Composite(fn, name)
+
+
+_PLAIN = object()    # a signature that runs plainly (the reason is kept beside it)
+
+
+class Composite:
+    """A compiled composition: call it as the function it wraps.  ``.fn`` is the plain composition."""
+
+    def __init__(self, fn, name=None):
+        if not callable(fn):
+            raise TypeError(f"composite: expected a function, got {type(fn).__name__}")
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = name or fn.__name__.strip("_") or "composite"
+        self._programs = {}                           # for plain functions: signature -> _Program
+        self._by_owner = weakref.WeakKeyDictionary()  # for methods: owner -> {signature: _Program}
+        self.reasons = {}                             # signature -> why it runs plainly
+
+    def __get__(self, owner, kind=None):
+        return self if owner is None else types.MethodType(self, owner)
+
+    def __repr__(self):
+        return f"<composite {self.name}>"
+
+    def __call__(self, *args, **kwargs):
+        if _expanded or engine._tracer is not None:
+            return self.fn(*args, **kwargs)
+        owner = None
+        if args and _is_owner(args[0]):
+            owner, args = args[0], args[1:]
+        key, tensors = _signature(args, kwargs)
+        if key is None:
+            return self._plain(owner, args, kwargs)
+        programs = self._programs if owner is None else self._by_owner.setdefault(owner, {})
+        program = programs.get(key)
+        if program is None or (program is not _PLAIN and not program.still_valid(owner)):
+            program = programs[key] = self._write(owner, args, kwargs, tensors, key)
+        if program is _PLAIN:
+            return self._plain(owner, args, kwargs)
+        try:
+            return program.run(tensors)
+        except GuardFailed:
+            return self._plain(owner, args, kwargs)
+
+    def _plain(self, owner, args, kwargs):
+        return self.fn(*args, **kwargs) if owner is None else self.fn(owner, *args, **kwargs)
+
+    def _bound(self, owner):
+        return self.fn if owner is None else types.MethodType(self.fn, owner)
+
+    def _write(self, owner, args, kwargs, tensors, key):
+        """Record the composition on fresh leaves of the arguments and write its programs."""
+        leaves = [Tensor(t.data, requires_grad=t.requires_grad) for t in tensors]
+        refill = _refiller(args, kwargs)
+
+        def call(*fresh):
+            new_args, new_kwargs = refill(fresh)
+            return self._plain(owner, new_args, new_kwargs)
+        try:
+            compiled = write_vjp(call, leaves, self.name, _argument_names(self.fn, args, kwargs, len(tensors)),
+                                 shown=self._bound(owner))
+        except NotCompiled as e:
+            self.reasons[key] = str(e)
+            return _PLAIN
+        program = _Program(self, compiled, owner)
+        program.check_on_other_values(call, leaves)
+        compiled.recorder = None    # the record holds the example's whole graph: not needed any more
+        return program
+
+
+class _Program:
+    """The written programs of one signature, and the guards that say they still apply."""
+
+    def __init__(self, composite, compiled, owner):
+        self.composite, self.compiled = composite, compiled
+        self.name = composite.name
+        self.params = compiled.params
+        fn = composite.fn
+        self.paths = [_find(p, owner, fn, composite.name) for p in self.params]
+        self.reads = _reads(fn)
+        self.generation = _generation[0]
+        self.outside_arrays(owner)
+
+    # ------------------------------------------------------------------ guards
+    def still_valid(self, owner):
+        """The parameters, globals and closure values it read are the same objects, no module attribute set."""
+        if self.generation != _generation[0]:
+            return False
+        for p, path in zip(self.params, self.paths):
+            if _resolve(path, owner, self.composite.fn) is not p:
+                return False
+        return all(get() is value for get, value in self.reads)
+
+    def outside_arrays(self, owner):
+        """Refuse a numpy array read from outside the arguments: its contents are not guarded."""
+        outside = {id(v) for _, v in self.reads if isinstance(v, np.ndarray)}
+        if owner is not None:
+            outside |= {id(v) for v in vars(owner).values() if isinstance(v, np.ndarray)}
+        for event in self.compiled.recorder.events:
+            if event[0] == "op":
+                for p in event[3]:
+                    if id(p.data) in outside:
+                        raise TraceError(f"composite {self.name}: reads a numpy array of shape {p.shape} from "
+                                         f"outside its arguments; its values would be frozen into the compiled "
+                                         f"program. Pass it as an argument (a Tensor).")
+
+    def check_on_other_values(self, call, leaves):
+        """Run the program and the plain composition on other input values: they must agree.
+
+        A value computed around the Tensor operations (``.data``, numpy on tensor
+        values) agrees on the example it was written from, but not on others.
+        """
+        rng = np.random.default_rng(1)
+        with np.errstate(all="ignore"):
+            others = [Tensor(_other_values(t.data, rng), requires_grad=t.requires_grad) for t in leaves]
+            try:
+                with expanded():
+                    want = call(*others)
+            except Exception:      # values outside the composition's domain: nothing to compare
+                return
+            try:
+                got, _ = self.compiled.forward(*[t.data for t in others], *[p.data for p in self.params])
+            except GuardFailed:    # another branch: such a call runs plainly anyway
+                return
+        want = (want,) if isinstance(want, Tensor) else tuple(want)
+        from .tracing import _same
+        if not all(_same(g, w.data) for g, w in zip(got, want)):
+            raise TraceError(f"composite {self.name}: the compiled program does not reproduce the composition "
+                             f"on other input values. It seems to use tensor values outside Tensor operations "
+                             f"(for example .data, or numpy on them), which would freeze them into the "
+                             f"program; compute them with Tensor operations (tensor.derived / tensor.decide), "
+                             f"or run it undecorated")
+
+    # ------------------------------------------------------------------ running
+    def run(self, tensors):
+        compiled = self.compiled
+        params = self.params
+        outs, saved = compiled.forward(*[t.data for t in tensors], *[p.data for p in params])
+        parents = tuple(tensors) + tuple(params)
+        if not (engine._grad_enabled and compiled.differentiable):
+            made = tuple(Tensor._make(o, (), None, self.name) for o in outs)
+        elif compiled.single:
+            backward = compiled.backwards[(True,)]
+            return Tensor._make(outs[0], parents, lambda g: backward(g, *saved), self.name)
+        else:
+            backwards = compiled.backwards
+
+            def backward(gs):
+                return backwards[tuple(g is not None for g in gs)](*[g for g in gs if g is not None], *saved)
+            made = Tensor._make_many(outs, parents, backward, self.name)
+        return made[0] if compiled.single else made
+
+    @property
+    def source(self):
+        return self.compiled.source
+
+
+# ---------------------------------------------------------------------- signatures
+def _is_owner(x):
+    """A Module (or any object with parameters) that a method is bound to."""
+    return hasattr(x, "named_parameters") and not isinstance(x, Tensor)
+
+
+_STATIC = (int, float, str, bool, type(None))
+
+
+def _signature(args, kwargs):
+    """(key, tensors): the Tensor arguments in order, and what the program is written for; (None, None)
+    when an argument is of a kind the signature cannot hold (the call then runs plainly)."""
+    key, tensors = [], []
+    for a in args:
+        if not _add_to_signature(a, key, tensors):
+            return None, None
+    for k in sorted(kwargs):
+        key.append(k)
+        if not _add_to_signature(kwargs[k], key, tensors):
+            return None, None
+    return tuple(key), tensors
+
+
+# module-level and recursive, not nested closures: a closure that calls itself is a reference cycle, and
+# with the cyclic collector paused (nn.unroll pauses it) the arguments it holds would outlive the call
+def _add_to_signature(x, key, tensors):
+    if isinstance(x, Tensor):
+        tensors.append(x)
+        key.append((x.data.shape, x.data.dtype, x.requires_grad))
+    elif isinstance(x, (tuple, list)):
+        key.append((type(x), len(x)))
+        return all(_add_to_signature(y, key, tensors) for y in x)
+    elif isinstance(x, _STATIC):
+        key.append((type(x), x))
+    else:
+        return False
+    return True
+
+
+def _refill(x, fresh):
+    """``x`` with each Tensor in it replaced by the next of the iterator ``fresh``."""
+    if isinstance(x, Tensor):
+        return next(fresh)
+    if isinstance(x, (tuple, list)):
+        return type(x)(_refill(y, fresh) for y in x)
+    return x
+
+
+def _refiller(args, kwargs):
+    """A function putting new Tensors where the Tensors of ``args`` and ``kwargs`` were."""
+    def refill(new):
+        fresh = iter(new)
+        new_args = tuple(_refill(a, fresh) for a in args)
+        return new_args, {k: _refill(kwargs[k], fresh) for k in sorted(kwargs)}
+    return refill
+
+
+def _argument_names(fn, args, kwargs, count):
+    """Names for the Tensor arguments in the code: the parameter's name (``h``, ``c`` for a pair ``state``)."""
+    import inspect
+    try:
+        params = [p.name for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    if params and params[0] == "self":
+        params = params[1:]
+    names = []
+    for i, a in enumerate(args):
+        _tensor_names(a, params[i] if i < len(params) else f"x{i}", names)
+    for k in sorted(kwargs):
+        _tensor_names(kwargs[k], k, names)
+    return names[:count] + [f"x{i}" for i in range(len(names), count)]
+
+
+def _tensor_names(x, name, names):
+    if isinstance(x, Tensor):
+        names.append(name)
+    elif isinstance(x, (tuple, list)):
+        for i, y in enumerate(x):
+            _tensor_names(y, f"{name}{i}", names)
+
+
+def _other_values(d, rng):
+    """Values like ``d`` but different: new floats (signs too), integers within d's range, random booleans."""
+    if d.dtype.kind == "f":
+        return (rng.standard_normal(d.shape) * (1 + np.abs(d))).astype(d.dtype)
+    if d.dtype.kind in "iu" and d.size:
+        return rng.integers(d.min(), d.max(), size=d.shape, endpoint=True).astype(d.dtype)
+    if d.dtype.kind == "b":
+        return rng.random(d.shape) < 0.5
+    return d.copy()
+
+
+# ---------------------------------------------------------------------- where parameters come from
+def _find(p, owner, fn, name):
+    """How ``fn`` reaches the parameter ``p``: through its owner's attributes, a closure cell or a global."""
+    roots = []
+    if owner is not None:
+        roots.append((("owner",), owner))
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        for var, cell in zip(code.co_freevars, fn.__closure__ or ()):
+            try:
+                roots.append((("cell", var), cell.cell_contents))
+            except ValueError:
+                pass
+        for var in code.co_names:
+            if var in fn.__globals__:
+                roots.append((("global", var), fn.__globals__[var]))
+    for root, value in roots:
+        if value is p:
+            return root, ()
+        if _is_owner(value):
+            for dotted, q in value.named_parameters():
+                if q is p:
+                    return root, tuple(dotted.split("."))
+    raise TraceError(f"composite {name}: reads a parameter of shape {p.shape} that later calls could not find "
+                     f"again (it is not an attribute of the module, a closure variable or a global of the "
+                     f"function); pass it as an argument")
+
+
+def _resolve(path, owner, fn):
+    root, parts = path
+    if root[0] == "owner":
+        value = owner
+    elif root[0] == "cell":
+        value = fn.__closure__[fn.__code__.co_freevars.index(root[1])].cell_contents
+    else:
+        value = fn.__globals__.get(root[1])
+    for part in parts:
+        if isinstance(value, (list, tuple)):
+            value = value[int(part)]
+        elif isinstance(value, dict):
+            value = value.get(part)
+        else:
+            value = getattr(value, part, None)
+    return value
+
+
+def _reads(fn):
+    """(getter, value now) for each global and closure variable ``fn`` reads: they must stay the same objects."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return []
+    out = []
+    for var, cell in zip(code.co_freevars, fn.__closure__ or ()):
+        try:
+            out.append((lambda c=cell: c.cell_contents, cell.cell_contents))
+        except ValueError:
+            pass
+    globals_ = fn.__globals__
+    for var in code.co_names:
+        if var in globals_:
+            out.append((functools.partial(globals_.get, var), globals_[var]))
+    return out
