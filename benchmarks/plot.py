@@ -20,8 +20,8 @@ STYLE = {  # system -> (colour, line style, marker)
     "numpy": ("black", "-", "o"),
     "tg_rnncell": ("tab:blue", "-", "s"),
     "tg_custom": ("tab:orange", "-", "D"),
-    "tg_rnncell_fused": ("tab:blue", "--", "s"),
-    "tg_custom_fused": ("tab:orange", "--", "D"),
+    "tg_custom_composite": ("tab:blue", "--", "s"),
+    "tg_rnncell_expanded": ("tab:orange", "--", "D"),
     "tg_rnncell_traced": ("tab:purple", "-.", "s"),
     "tg_custom_traced": ("tab:brown", "-.", "D"),
     "torch_loop": ("tab:red", ":", "^"),
@@ -168,7 +168,8 @@ def markdown(results):
 
 
 # issue 6's targets: (figure, limit, how to read it from the results for one system)
-TG_KEYS = ("tg_rnncell", "tg_custom", "tg_rnncell_fused", "tg_custom_fused", "tg_rnncell_traced", "tg_custom_traced")
+TG_KEYS = ("tg_rnncell", "tg_custom", "tg_custom_composite", "tg_rnncell_expanded", "tg_rnncell_traced",
+           "tg_custom_traced")
 TRACED_KEYS = ("tg_rnncell_traced", "tg_custom_traced")
 # the traced programs' targets (issue 7): ratios to the numpy baseline, float32
 TRACED_TARGETS = (("W1", 1.5), ("W2", 1.1), ("W3", 1.0), ("W4", 1.2))

@@ -268,15 +268,14 @@ def time_systems(classes, sizes, dtype, repeats, sample_s, where, second_warmup=
 
 # ---------------------------------------------------------------------------- memory
 def traced_peak(system):
-    """Peak bytes traced by tracemalloc (numpy buffers and Python objects) during a system's first step.
+    """Peak bytes traced by tracemalloc (numpy buffers and Python objects) during a system's second step.
 
-    Measured from just before the first step of a freshly built system, so
-    that work buffers a system allocates once and keeps between steps (as the
-    numpy baseline does) count just as a graph built anew at every step does;
-    the weights, allocated when the system is built, count for nobody.
+    The first step is a warm-up (compiled compositions are written then, once);
+    the peak of the next step is measured above what was allocated before it.
     """
     import gc
     import tracemalloc
+    system.step()     # warm-up: compiled compositions are written, once, on the first step
     gc.collect()
     tracemalloc.start()
     try:

@@ -9,17 +9,23 @@ so that the systems can be checked against each other.
 
 Systems (``key``):
   numpy           hand-written numpy BPTT (numpy_bptt.py), the baseline
-  tg_rnncell      tinygrad_rnn: nn.Embedding + nn.RNNCell through nn.unroll + nn.Linear,
-                  F.cross_entropy, optim.SGD
-  tg_custom       tinygrad_rnn: a plain Python function cell tanh(x @ Wx + h @ Wh + b)
-  tg_rnncell_fused, tg_custom_fused
-                  the same two, each step inside ``tinygrad_rnn.fused.enabled()``
+  tg_rnncell      tinygrad_rnn's default path: nn.Embedding + nn.RNNCell through nn.unroll + nn.Linear,
+                  F.cross_entropy, optim.SGD (the cell, tanh and the loss run as compiled compositions)
+  tg_custom       a plain Python function cell tanh(x @ Wx + h @ Wh + b), undecorated (its tanh
+                  is compiled, its products and sums are nodes of their own)
+  tg_custom_composite
+                  the same function cell with ``@tinygrad_rnn.composite``: one node per step
+  tg_rnncell_expanded
+                  tg_rnncell inside ``tinygrad_rnn.expanded()``: every composition node by node
   tg_rnncell_traced, tg_custom_traced
-                  the fused two as traced programs (``tinygrad_rnn.trace(..., rewrite=True)``): the
-                  step written out as numpy code once, then run without building a graph
+                  the two as traced programs (``tinygrad_rnn.trace(..., rewrite=True)``): the step
+                  written out as numpy code once (compositions as their primitives), then run
+                  without building a graph
   torch_loop      PyTorch eager, the same cell as a Python loop of torch ops
   torch_rnn       torch.nn.RNN (one fused recurrent kernel)
 """
+import contextlib
+
 import numpy as np
 
 import numpy_bptt
@@ -52,26 +58,25 @@ class NumpyBaseline:
 
 
 class _Tinygrad:
-    """What both tinygrad_rnn systems share: a step, with the fused path switched by ``fused``.
+    """What the tinygrad_rnn systems share: a step, run node by node inside ``expanded()`` when ``expanded``.
 
     ``traced`` runs the step as a program written by ``tinygrad_rnn.trace``, made once when the
     system is built (as the weights are), so that a step's time and memory are those of the program.
     """
-    fused = False
+    expanded = False
     traced = False
     rewrite = True      # traced programs batch the input products over time (trace(..., rewrite=True))
     program = None
 
     def _trace(self):
-        with self.tg.fused.enabled(self.fused):
-            self.program = self.tg.trace(self._loss, self.xs, self.ts, rewrite=self.rewrite)
+        self.program = self.tg.trace(self._loss, self.xs, self.ts, rewrite=self.rewrite)
 
     def step(self):
         self.opt.zero_grad()
         if self.traced:
             loss = self.program(self.xs, self.ts)
         else:
-            with self.tg.fused.enabled(self.fused):
+            with self.tg.expanded() if self.expanded else contextlib.nullcontext():
                 loss = self._loss(self.xs, self.ts)
                 loss.backward()
             loss = loss.data
@@ -82,7 +87,6 @@ class _Tinygrad:
 class TinygradRNNCell(_Tinygrad):
     key = "tg_rnncell"
     label = "tinygrad_rnn: nn.Embedding + nn.RNNCell via nn.unroll + nn.Linear"
-    fused = False
 
     def __init__(self, weights, xs, ts, lr=LR):
         import tinygrad_rnn
@@ -115,7 +119,7 @@ class TinygradRNNCell(_Tinygrad):
 class TinygradCustomCell(_Tinygrad):
     key = "tg_custom"
     label = "tinygrad_rnn: plain-function cell tanh(x @ Wx + h @ Wh + b)"
-    fused = False
+    decorated = False
 
     def __init__(self, weights, xs, ts, lr=LR):
         import tinygrad_rnn
@@ -128,7 +132,7 @@ class TinygradCustomCell(_Tinygrad):
         def cell(x, h):
             return F.tanh(x @ Wx + h @ Wh + b)
 
-        self.cell = cell
+        self.cell = tinygrad_rnn.composite(cell) if self.decorated else cell
         self.Tensor = Tensor
         self.opt = optim.SGD(list(self.p.values()), lr=lr)
         self.xs, self.ts = xs, ts
@@ -144,21 +148,21 @@ class TinygradCustomCell(_Tinygrad):
         return {k: p.grad.copy() for k, p in self.p.items()}
 
 
-class TinygradRNNCellFused(TinygradRNNCell):
-    key = "tg_rnncell_fused"
-    label = "tg_rnncell inside tinygrad_rnn.fused.enabled() (one-node tanh and cross-entropy)"
-    fused = True
+class TinygradCustomCellComposite(TinygradCustomCell):
+    key = "tg_custom_composite"
+    label = "tg_custom with @tinygrad_rnn.composite on the cell function"
+    decorated = True
 
 
-class TinygradCustomCellFused(TinygradCustomCell):
-    key = "tg_custom_fused"
-    label = "tg_custom inside tinygrad_rnn.fused.enabled()"
-    fused = True
+class TinygradRNNCellExpanded(TinygradRNNCell):
+    key = "tg_rnncell_expanded"
+    label = "tg_rnncell inside tinygrad_rnn.expanded() (every composition node by node)"
+    expanded = True
 
 
 class _Traced:
     """A tinygrad_rnn system whose step runs as a traced program, made when the system is built."""
-    fused = traced = True
+    traced = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -167,12 +171,12 @@ class _Traced:
 
 class TinygradRNNCellTraced(_Traced, TinygradRNNCell):
     key = "tg_rnncell_traced"
-    label = "tg_rnncell_fused as a traced program (tinygrad_rnn.trace)"
+    label = "tg_rnncell as a traced program (tinygrad_rnn.trace)"
 
 
 class TinygradCustomCellTraced(_Traced, TinygradCustomCell):
     key = "tg_custom_traced"
-    label = "tg_custom_fused as a traced program (tinygrad_rnn.trace)"
+    label = "tg_custom as a traced program (tinygrad_rnn.trace)"
 
 
 class TorchLoop:
@@ -251,7 +255,7 @@ class TorchFused:
                 "b": g(self.rnn.bias_ih_l0), "Wo": g(self.fc.weight).T, "bo": g(self.fc.bias)}
 
 
-ALL = [NumpyBaseline, TinygradRNNCell, TinygradCustomCell, TinygradRNNCellFused, TinygradCustomCellFused,
+ALL = [NumpyBaseline, TinygradRNNCell, TinygradCustomCell, TinygradCustomCellComposite, TinygradRNNCellExpanded,
        TinygradRNNCellTraced, TinygradCustomCellTraced, TorchLoop, TorchFused]
 BY_KEY = {c.key: c for c in ALL}
 TORCH_SYSTEMS = {TorchLoop.key, TorchFused.key}

@@ -3,7 +3,7 @@
 No timing is asserted.  The suite's numbers only mean something if the numpy
 baseline computes the gradients tinygrad_rnn's autograd computes on the same
 weights and data, so that is checked here (float64, 1e-10) for every
-tinygrad_rnn system, plain and fused; the PyTorch systems must compute the
+tinygrad_rnn system, compiled, expanded and traced; the PyTorch systems must compute the
 baseline's gradients too.  Also: the baseline's own gradient check passes and
 catches a small error, bad arguments are refused, and the fresh-process memory
 measurement works.
