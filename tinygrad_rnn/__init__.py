@@ -5,6 +5,7 @@ Layers, each importing only those below it:
   functional  activations and losses as compositions of Tensor operations
   fused       opt-in one-node tanh, sigmoid and cross-entropy (speed; checked against functional)
   checking    gradcheck, numerical_grad, compare_grads
+  stepcheck   compare_bptt: the time step where a hand-derived BPTT goes wrong (on checking)
   tracing     trace: a training step written out as numpy code, and run as such
   nn          modules, recurrent cells, unrolling
   optim       SGD, Adam, gradient clipping
@@ -14,6 +15,7 @@ Layers, each importing only those below it:
 from .tensor import Tensor, concat, stack, where, no_grad, is_grad_enabled
 from . import functional, fused
 from .checking import GradcheckError, GradReport, numerical_grad, gradcheck, gradcheck_report, compare_grads
+from .stepcheck import BPTTReport, StepRecorder, compare_bptt
 from .tracing import Program, TraceError, trace
 from . import nn, optim
 
@@ -22,4 +24,4 @@ __version__ = "0.1.0"
 __all__ = ["Tensor", "concat", "stack", "where", "no_grad", "is_grad_enabled", "functional", "fused",
            "nn", "optim",
            "GradcheckError", "GradReport", "numerical_grad", "gradcheck", "gradcheck_report",
-           "compare_grads", "trace", "Program", "TraceError"]
+           "compare_grads", "compare_bptt", "StepRecorder", "BPTTReport", "trace", "Program", "TraceError"]
