@@ -291,3 +291,31 @@ def test_recorder_misuse_is_an_error():
         recorder.keep(0, "a", params["Bh"] * 3)
     with pytest.raises(ValueError, match="does not require grad"):
         StepRecorder({"W": Tensor(np.ones(2))})
+
+
+def test_the_books_time_rnn_layers_hold_each_steps_terms():
+    # Deep Learning from Scratch 2's TimeRNN keeps one RNN layer per step; after backward, each
+    # layer's grads are that step's terms, so they are the record as they stand
+    from tinygrad_rnn.reference import time_rnn
+    rs = np.random.RandomState(3)
+    Wx, Wh, b = rs.randn(2, 3) * 0.5, rs.randn(3, 3) * 0.5, rs.randn(3) * 0.1
+    xs, dhs = rs.randn(2, 5, 2), rs.randn(2, 5, 3)
+    layer = time_rnn.TimeRNN(Wx.copy(), Wh.copy(), b.copy())
+    layer.forward(xs)
+    layer.backward(dhs)
+    record = {t: dict(Wx=l.grads[0], Wh=l.grads[1], b=l.grads[2]) for t, l in enumerate(layer.layers)}
+    params = {"Wx": Tensor(Wx, requires_grad=True), "Wh": Tensor(Wh, requires_grad=True),
+              "b": Tensor(b, requires_grad=True)}
+
+    def loss(steps):
+        h, total = Tensor(np.zeros((2, 3))), Tensor(0.0)
+        for t in range(5):
+            w = steps.params(t)
+            h = (h @ w["Wh"] + Tensor(xs[:, t]) @ w["Wx"] + w["b"]).tanh()
+            total = total + (h * Tensor(dhs[:, t])).sum()
+        return total
+    expected = dict(zip(["Wx", "Wh", "b"], layer.grads))
+    report = compare_bptt(loss, params, record, expected=expected)
+    assert report.passed and len(report.rows) == 15 and max(r["max_abs"] for r in report.rows) < 1e-13
+    record[3]["Wh"] = record[3]["Wh"] * 1.01           # one step's term off by 1 percent
+    assert failing(compare_bptt(loss, params, record)) == [(3, "Wh")]

@@ -191,9 +191,8 @@ class GradReport:
                 for r in self.rows]
         widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
         fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
-        note = (f"worst index: the element furthest beyond its tolerance atol {self.atol:g} + rtol "
-                f"{self.rtol:g} * |{self.right}| (or nearest to it, when all pass); {self.left} and "
-                f"{self.right} are the two values there")
+        note = (f"worst index: where |{self.left} - {self.right}| - (atol {self.atol:g} + rtol {self.rtol:g} * "
+                f"|{self.right}|) is largest; {self.left} and {self.right} are the values there")
         return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(row) for row in body] + [note])
 
     __repr__ = __str__
