@@ -319,3 +319,13 @@ def test_the_books_time_rnn_layers_hold_each_steps_terms():
     assert report.passed and len(report.rows) == 15 and max(r["max_abs"] for r in report.rows) < 1e-13
     record[3]["Wh"] = record[3]["Wh"] * 1.01           # one step's term off by 1 percent
     assert failing(compare_bptt(loss, params, record)) == [(3, "Wh")]
+
+
+def test_stepcheck_sits_on_the_engine_and_checking_only():
+    import ast
+    import pathlib
+    import tinygrad_rnn.stepcheck as module
+    tree = ast.parse(pathlib.Path(module.__file__).read_text())
+    relative = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level}
+    absolute = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    assert relative == {"checking", "tensor"} and absolute == {"numpy"}

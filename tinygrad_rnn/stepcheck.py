@@ -45,6 +45,7 @@ class StepRecorder:
     ``params`` is a dict name -> Tensor (or a list, named p0, p1, ...).  The loss
     function given to ``compare_bptt`` receives one of these; it works as well for
     an ordinary ``loss.backward()``, since the copies pass their gradients on.
+    ``copies[t]`` and ``kept[t]`` hold step t's copies and kept states (dicts name -> Tensor).
     """
 
     def __init__(self, params):
