@@ -66,13 +66,16 @@ def test_report_prints_a_readable_table():
     for column in ("tensor", "shape", "max |diff|", "rel error", "worst index", "autograd", "hand", "ok"):
         assert column in header
     assert set(lines[1].replace(" ", "")) == {"-"}
-    assert len(lines) == 2 + len(NAMES)
-    for name, line in zip(NAMES, lines[2:]):
+    assert len(lines) == 3 + len(NAMES)
+    # the last line says what the "worst index" column means, with the tolerances used
+    assert lines[-1] == ("worst index: where |autograd - hand| - (atol 1e-08 + rtol 1e-06 * |hand|) is largest; "
+                         "autograd and hand are the values there")
+    for name, line in zip(NAMES, lines[2:-1]):
         assert line.split()[0] == name and line.endswith("PASS")
         assert str(weights[name].shape) in line
     # columns line up: every row starts its shape column where the header does
     start = header.index("shape")
-    assert all(line[start - 2:start] == "  " for line in lines[2:])
+    assert all(line[start - 2:start] == "  " for line in lines[2:-1])
 
 
 def test_catches_bias_gradient_from_one_time_step():

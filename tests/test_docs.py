@@ -17,7 +17,7 @@ PRINTED = {
 
 # pages whose text blocks after a python block are what that block prints, line for line (a block may
 # leave lines out, marked "..." or "[... ...]", but every line it shows must be printed as shown)
-VERBATIM = {"tracing.md"}
+VERBATIM = {"tracing.md", "bptt.md"}
 OUTPUT = re.compile(r"^```python[ \t]*\n.*?^```[ \t]*\n\s*^```text[ \t]*\n(.*?)^```", re.S | re.M)
 
 

@@ -247,6 +247,8 @@ def test_gradcheck_report_table():
     text = str(report)
     lines = text.splitlines()
     assert "tensor" in lines[0] and "worst index" in lines[0]
+    assert lines[-1] == ("worst index: where |autograd - numeric| - (atol 1e-06 + rtol 0.0001 * |numeric|) is "
+                         "largest; autograd and numeric are the values there")
     assert any(line.startswith("a ") and line.endswith("PASS") for line in lines), text
     assert any(line.startswith("b ") and line.endswith("FAIL") for line in lines), text
     with pytest.raises(KeyError):

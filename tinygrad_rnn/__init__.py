@@ -8,6 +8,7 @@ Layers, each importing only those below it:
               written from the composition itself)
   functional  activations and losses as compositions of Tensor operations, compiled
   checking    gradcheck, numerical_grad, compare_grads
+  stepcheck   compare_bptt: the time step where a hand-derived BPTT goes wrong (on checking)
   nn          modules, recurrent cells, unrolling
   optim       SGD, Adam, gradient clipping
   data, training, blas   the character model and its training loop (imported on use)
@@ -17,6 +18,7 @@ from .tensor import Tensor, concat, stack, where, no_grad, is_grad_enabled
 from .composites import composite, expanded
 from . import functional
 from .checking import GradcheckError, GradReport, numerical_grad, gradcheck, gradcheck_report, compare_grads
+from .stepcheck import BPTTReport, StepRecorder, compare_bptt
 from .tracing import Program, TraceError, trace
 from . import nn, optim
 
@@ -25,4 +27,5 @@ __version__ = "0.1.0"
 __all__ = ["Tensor", "concat", "stack", "where", "no_grad", "is_grad_enabled", "functional",
            "nn", "optim",
            "GradcheckError", "GradReport", "numerical_grad", "gradcheck", "gradcheck_report",
-           "compare_grads", "trace", "Program", "TraceError", "composite", "expanded"]
+           "compare_grads", "compare_bptt", "StepRecorder", "BPTTReport", "trace", "Program", "TraceError",
+           "composite", "expanded"]

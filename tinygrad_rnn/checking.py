@@ -115,6 +115,33 @@ def gradcheck_report(fn, *inputs, eps=1e-6, atol=1e-6, rtol=1e-4, params=None):
                       atol=atol, rtol=rtol, left="autograd", right="numeric")
 
 
+def _compare_arrays(name, a, b, atol, rtol):
+    """One row of a report: ``a`` (autograd) against ``b`` (the reference), element by element.
+
+    A dict ``name, shape, other_shape, max_abs, rel, worst, left, right, passed``.  An element
+    passes when ``|a - b| <= atol + rtol * |b|``; ``worst`` is the index of the element furthest
+    beyond that tolerance (or nearest to it when all pass), ``left``/``right`` the values there.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return dict(name=name, shape=a.shape, other_shape=b.shape, max_abs=np.inf, rel=np.inf,
+                    worst=None, left=np.nan, right=np.nan, passed=False)
+    diff = np.abs(a - b)
+    excess = diff - (atol + rtol * np.abs(b))
+    excess = np.where(np.isnan(excess), np.inf, excess)
+    worst = np.unravel_index(np.argmax(excess), a.shape) if a.size else ()
+    # relative to the larger gradient, but never to less than atol: two gradients that are
+    # both rounding noise around 0 should not show a relative error near 1
+    scale = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0), atol)
+    max_abs = float(diff.max(initial=0.0))
+    return dict(
+        name=name, shape=a.shape, other_shape=b.shape, max_abs=max_abs,
+        rel=max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf),
+        worst=tuple(int(i) for i in worst) if a.size else None,
+        left=float(a[worst]) if a.size else np.nan, right=float(b[worst]) if a.size else np.nan,
+        passed=bool(np.all(excess <= 0)) and not np.isnan(a).any() and not np.isnan(b).any())
+
+
 class GradReport:
     """Per-tensor comparison of two gradients: shape, max abs difference, relative error, worst index.
 
@@ -127,27 +154,7 @@ class GradReport:
 
     def __init__(self, entries, atol=1e-6, rtol=1e-4, left="autograd", right="expected"):
         self.atol, self.rtol, self.left, self.right = atol, rtol, left, right
-        self.rows = []
-        for name, a, b in entries:
-            a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-            if a.shape != b.shape:
-                self.rows.append(dict(name=name, shape=a.shape, other_shape=b.shape, max_abs=np.inf,
-                                      rel=np.inf, worst=None, left=np.nan, right=np.nan, passed=False))
-                continue
-            diff = np.abs(a - b)
-            excess = diff - (atol + rtol * np.abs(b))
-            excess = np.where(np.isnan(excess), np.inf, excess)
-            worst = np.unravel_index(np.argmax(excess), a.shape) if a.size else ()
-            # relative to the larger gradient, but never to less than atol: two gradients that are
-            # both rounding noise around 0 should not show a relative error near 1
-            scale = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0), atol)
-            max_abs = float(diff.max(initial=0.0))
-            self.rows.append(dict(
-                name=name, shape=a.shape, other_shape=b.shape, max_abs=max_abs,
-                rel=max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf),
-                worst=tuple(int(i) for i in worst) if a.size else None,
-                left=float(a[worst]) if a.size else np.nan, right=float(b[worst]) if a.size else np.nan,
-                passed=bool(np.all(excess <= 0)) and not np.isnan(a).any() and not np.isnan(b).any()))
+        self.rows = [_compare_arrays(name, a, b, atol, rtol) for name, a, b in entries]
 
     @property
     def passed(self):
@@ -184,9 +191,61 @@ class GradReport:
                 for r in self.rows]
         widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
         fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
-        return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(row) for row in body])
+        note = (f"worst index: where |{self.left} - {self.right}| - (atol {self.atol:g} + rtol {self.rtol:g} * "
+                f"|{self.right}|) is largest; {self.left} and {self.right} are the values there")
+        return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(row) for row in body] + [note])
 
     __repr__ = __str__
+
+
+def _check_params(params, who):
+    """``params`` as a dict name -> Tensor that requires grad (a list is named p0, p1, ...)."""
+    if not isinstance(params, dict):
+        params = {getattr(p, "name", None) or f"p{i}": p for i, p in enumerate(params)}
+    for k, p in params.items():
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{who}: parameter {k!r} is a {type(p).__name__}, not a Tensor")
+        if not p.requires_grad:
+            raise ValueError(f"{who}: parameter {k!r} does not require grad, so autograd "
+                             f"computes no gradient for it")
+    return params
+
+
+def _check_expected(params, expected, who):
+    """The hand-derived gradients as a dict name -> numpy array, one per parameter, shapes checked."""
+    if callable(expected):
+        expected = expected()
+    if not isinstance(expected, dict):
+        raise TypeError(f"{who}: hand-derived gradients must be a dict name -> array (or a "
+                        f"callable returning one), got {type(expected).__name__}")
+    missing = [k for k in params if k not in expected]
+    extra = [k for k in expected if k not in params]
+    if missing or extra:
+        raise KeyError(f"{who}: hand-derived gradients are missing {missing} and have "
+                       f"unknown names {extra}; parameter names are {list(params)}")
+    expected = {k: np.asarray(v.data if isinstance(v, Tensor) else v) for k, v in expected.items()}
+    wrong = [f"{k!r}: parameter {params[k].shape}, hand-derived {expected[k].shape}"
+             for k in params if expected[k].shape != params[k].shape]
+    if wrong:
+        raise ValueError(f"{who}: hand-derived gradients have the wrong shape: " + "; ".join(wrong))
+    return expected
+
+
+def _backward_keeping_grads(params, make_loss, who):
+    """Run ``make_loss()`` and its backward; return the parameters' gradients, leaving their
+    ``.grad`` as it was before."""
+    saved = {k: p.grad for k, p in params.items()}
+    for p in params.values():
+        p.grad = None
+    try:
+        loss = make_loss()
+        if not isinstance(loss, Tensor) or loss.size != 1:
+            raise ValueError(f"{who}: loss must be a Tensor with one element")
+        loss.backward()
+        return {k: (np.zeros(p.shape) if p.grad is None else p.grad) for k, p in params.items()}
+    finally:
+        for k, p in params.items():
+            p.grad = saved[k]
 
 
 def compare_grads(loss, params, expected, atol=1e-8, rtol=1e-6):
@@ -200,41 +259,11 @@ def compare_grads(loss, params, expected, atol=1e-8, rtol=1e-6):
     Returns a ``GradReport``; ``print`` it for the table, test ``report.passed``.
     Missing or unknown names raise ``KeyError``; a hand-derived gradient whose
     shape differs from its parameter's raises ``ValueError`` naming both shapes.
+    To find the time step where a hand-derived BPTT goes wrong, see
+    ``tinygrad_rnn.compare_bptt``.
     """
-    if not isinstance(params, dict):
-        params = {getattr(p, "name", None) or f"p{i}": p for i, p in enumerate(params)}
-    for k, p in params.items():
-        if not isinstance(p, Tensor):
-            raise TypeError(f"compare_grads: parameter {k!r} is a {type(p).__name__}, not a Tensor")
-        if not p.requires_grad:
-            raise ValueError(f"compare_grads: parameter {k!r} does not require grad, so autograd "
-                             f"computes no gradient for it")
-    if callable(expected):
-        expected = expected()
-    if not isinstance(expected, dict):
-        raise TypeError(f"compare_grads: hand-derived gradients must be a dict name -> array (or a "
-                        f"callable returning one), got {type(expected).__name__}")
-    missing = [k for k in params if k not in expected]
-    extra = [k for k in expected if k not in params]
-    if missing or extra:
-        raise KeyError(f"compare_grads: hand-derived gradients are missing {missing} and have "
-                       f"unknown names {extra}; parameter names are {list(params)}")
-    expected = {k: np.asarray(v.data if isinstance(v, Tensor) else v) for k, v in expected.items()}
-    wrong = [f"{k!r}: parameter {params[k].shape}, hand-derived {expected[k].shape}"
-             for k in params if expected[k].shape != params[k].shape]
-    if wrong:
-        raise ValueError("compare_grads: hand-derived gradients have the wrong shape: " + "; ".join(wrong))
-    saved = {k: p.grad for k, p in params.items()}
-    for p in params.values():
-        p.grad = None
-    try:
-        loss = loss() if callable(loss) else loss
-        if not isinstance(loss, Tensor) or loss.size != 1:
-            raise ValueError("compare_grads: loss must be a Tensor with one element")
-        loss.backward()
-        auto = {k: (np.zeros(p.shape) if p.grad is None else p.grad) for k, p in params.items()}
-    finally:
-        for k, p in params.items():
-            p.grad = saved[k]
+    params = _check_params(params, "compare_grads")
+    expected = _check_expected(params, expected, "compare_grads")
+    auto = _backward_keeping_grads(params, lambda: loss() if callable(loss) else loss, "compare_grads")
     return GradReport([(k, auto[k], expected[k]) for k in params], atol=atol, rtol=rtol,
                       left="autograd", right="hand")

@@ -111,8 +111,14 @@ def loss(params, X, Y):
     return float(-np.sum(Y * np.log(ps)))
 
 
-def backward(params, X, Y, hs, ps):
-    """Hand-derived BPTT: the gradients of E with respect to every parameter (a dict)."""
+def backward(params, X, Y, hs, ps, steps=None):
+    """Hand-derived BPTT: the gradients of E with respect to every parameter (a dict).
+
+    If ``steps`` is a dict, ``steps[t]`` is set to what step t computes on the way:
+    ``h`` and ``a`` (dE/dh_t and dE/da_t, each (1, H)) and the step's term of every
+    parameter's gradient (``Wxh``, ``Whh``, ``Bh``, ``Wy``, ``By``; the gradients are
+    their sums over the steps), for ``tinygrad_rnn.compare_bptt``.
+    """
     Wxh, Whh, Bh, Wy, By = (params[k] for k in PARAM_NAMES)
     grads = {k: np.zeros_like(params[k]) for k in PARAM_NAMES}
     dnext = np.zeros((1, Whh.shape[0]))                   # nothing flows in from after the last step
@@ -120,13 +126,14 @@ def backward(params, X, Y, hs, ps):
         x, h = X[t:t + 1], hs[t:t + 1]
         h_prev = hs[t - 1:t] if t > 0 else np.zeros_like(h)
         dz = ps[t:t + 1] - Y[t:t + 1]                     # dE/dz_t for softmax + cross-entropy
-        grads["Wy"] += h.T @ dz                           # Wy is used at every step: add, never assign
-        grads["By"] += dz.sum()                           # a scalar bias sums over units and steps
         dh = dz @ Wy.T + dnext                            # two paths reach h_t: the output and step t+1
         da = dh * (1.0 - h ** 2)
-        grads["Wxh"] += x.T @ da
-        grads["Whh"] += h_prev.T @ da
-        grads["Bh"] += da.sum()
+        term = {"Wxh": x.T @ da, "Whh": h_prev.T @ da, "Bh": np.full((1, 1), da.sum()),
+                "Wy": h.T @ dz, "By": np.full((1, 1), dz.sum())}   # a scalar bias sums over units
+        for k in PARAM_NAMES:
+            grads[k] += term[k]                           # every weight is used at every step: add
+        if steps is not None:
+            steps[t] = {"h": dh, "a": da, **term}
         dnext = da @ Whh.T
     return grads
 
