@@ -163,6 +163,10 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match=r"one element.*shape \(2,\)"):
         to_html(a * 2)
     loss = (a * a).sum()
+    with pytest.raises(ValueError, match="step tensor at t = 1 is not part of the graph"):
+        to_html(loss, steps=[a, Tensor([1.0])])
+    with pytest.raises(TypeError, match="steps must be Tensors, got list at t = 0"):
+        to_html(loss, steps=[[1.0]])
     loss.backward()
     with pytest.raises(RuntimeError, match="graph of the loss alive.*retain_graph=True"):
         to_html(loss)

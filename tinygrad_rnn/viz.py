@@ -236,16 +236,7 @@ def to_html(loss, steps=None, names=None, title=None):
     given = {id(t): str(n) for n, t in (names or {}).items()}
     label = {id(n): given.get(id(n)) or n.name for n in nodes}
 
-    if steps is None:   # states found by name, in time order
-        found = sorted((int(m.group(1)), n) for n in nodes
-                       if label[id(n)] and (m := _STATE_NAME.match(label[id(n)])))
-        states = [(str(t), n) for t, n in found]
-    elif isinstance(steps, dict):
-        states = [(str(t), n) for n, t in steps.items()]
-    else:
-        states = [(str(t), n) for t, n in enumerate(steps)]
-        for t, n in states:
-            label[id(n)] = label[id(n)] or f"h({t})"
+    states = _states(nodes, label, steps)
     owner = step_groups(loss, {n: f"t = {t}" for t, n in states}) if states else {}
 
     grads, order, reason = {}, [], None
@@ -280,6 +271,23 @@ def to_html(loss, steps=None, names=None, title=None):
             "note": "Gradients by one backward(retain_graph=True) of the engine, every node keeping its "
                     "gradient; the replay lists the nodes in the order that backward visits them."}
     return Page(viz_html.page(data, title or f"backward through the graph of {records[-1]['label']}"))
+
+
+def _states(nodes, label, steps):
+    """``[(t, h_t), ...]`` in time order: from ``steps`` (unnamed states get the label h(t)), or by name."""
+    if steps is None:
+        found = sorted((int(m.group(1)), n) for n in nodes
+                       if label[id(n)] and (m := _STATE_NAME.match(label[id(n)])))
+        return [(str(t), n) for t, n in found]
+    states = [(str(t), n) for n, t in steps.items()] if isinstance(steps, dict) else list(enumerate(steps))
+    for t, n in states:
+        if not isinstance(n, Tensor):
+            raise TypeError(f"to_html: steps must be Tensors, got {type(n).__name__} at t = {t}")
+        if id(n) not in label:
+            raise ValueError(f"to_html: the step tensor at t = {t} is not part of the graph of the loss")
+        if not isinstance(steps, dict):
+            label[id(n)] = label[id(n)] or f"h({t})"
+    return [(str(t), n) for t, n in states]
 
 
 def _checked_inner(node, name):
