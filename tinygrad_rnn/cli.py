@@ -129,6 +129,8 @@ def _build_parser():
     p.add_argument("--hidden-size", type=_positive_int, default=4, help="default: %(default)s")
     p.add_argument("--output", default="graph.dot", metavar="FILE", help="default: %(default)s")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--html", action="store_true", help="also write an interactive page (graph.html next to the "
+                   "DOT file): click a node for its value and gradient, replay backward step by step")
     p.set_defaults(run=_graph)
     return parser
 
@@ -274,6 +276,13 @@ def _graph(args):
     with open(args.output, "w") as f:
         f.write(dot)
     print(f"wrote {args.output} ({dot.count('->')} edges)")
+    if args.html:
+        from .viz import to_html
+        page = os.path.splitext(args.output)[0] + ".html"
+        with open(page, "w", encoding="utf-8") as f:
+            f.write(to_html(loss, steps=hs, names=dict(cell.named_parameters()),
+                            title=f"{args.cell} cell unrolled over {args.steps} steps"))
+        print(f"wrote {page} (open it in a browser)")
     if shutil.which("dot"):
         svg = os.path.splitext(args.output)[0] + ".svg"
         done = subprocess.run(["dot", "-Tsvg", args.output, "-o", svg], capture_output=True, text=True)

@@ -1,14 +1,21 @@
 """Pictures of the computation graph and of gradients through time.
 
 The measurements are plain functions returning numbers or text (``to_dot``,
-``gradient_through_time``); the PNG plots are a thin layer on top that needs
-the optional ``plot`` extra (matplotlib) and returns ``None`` without it.
+``to_html``, ``gradient_through_time``); the PNG plots are a thin layer on top
+that needs the optional ``plot`` extra (matplotlib) and returns ``None`` without
+it.  ``to_dot`` and ``to_html`` return strings that Jupyter shows as pictures
+(``Dot``, ``Page``).
 """
+import html
+import re
+import shutil
+import subprocess
+
 import numpy as np
 
-from .tensor import Tensor
+from .tensor import Tensor, _topological_order
 
-__all__ = ["to_dot", "step_groups", "retain_all_grads", "gradient_through_time",
+__all__ = ["to_dot", "to_html", "Dot", "Page", "step_groups", "retain_all_grads", "gradient_through_time",
            "plot_training", "plot_gradient_norms"]
 
 
@@ -21,6 +28,44 @@ def _graph(root):
                 nodes[id(p)] = p
                 stack.append(p)
     return list(nodes.values())
+
+
+class Dot(str):
+    """DOT text (a ``str``) that Jupyter shows as an SVG picture when Graphviz's ``dot`` is installed."""
+
+    def svg(self):
+        """The picture as SVG text, drawn by Graphviz's ``dot`` program; RuntimeError without it."""
+        if "svg" not in self.__dict__:
+            exe = shutil.which("dot")
+            if exe is None:
+                raise RuntimeError("Graphviz's dot program is not installed (e.g. apt-get install graphviz): "
+                                   "the DOT text cannot be drawn as a picture here")
+            done = subprocess.run([exe, "-Tsvg"], input=str(self), capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"Graphviz's dot could not draw this graph: {done.stderr.strip()[:300]}")
+            self.__dict__["svg"] = done.stdout
+        return self.__dict__["svg"]
+
+    def _repr_svg_(self):
+        try:
+            return self.svg()
+        except RuntimeError:
+            return None   # _repr_html_ says why
+
+    def _repr_html_(self):
+        try:
+            self.svg()
+            return None   # the SVG is shown
+        except RuntimeError as e:
+            return f"<p><b>{html.escape(str(e))}</b></p><pre>{html.escape(str(self))}</pre>"
+
+
+class Page(str):
+    """A self-contained HTML page (a ``str``) that Jupyter shows inline, in a frame of its own."""
+
+    def _repr_html_(self):
+        return ('<iframe style="width:100%;height:640px;border:1px solid #ccc" '
+                f'srcdoc="{html.escape(str(self), quote=True)}"></iframe>')
 
 
 def retain_all_grads(root):
@@ -112,7 +157,153 @@ def to_dot(root, steps=None, title=None, names=None):
     for node in nodes:
         lines += [f"  n{id(p)} -> n{id(node)};" for p in node._parents]
     lines.append("}")
-    return "\n".join(lines) + "\n"
+    return Dot("\n".join(lines) + "\n")
+
+
+def _inner_graph(node):
+    """The subgraph a composite node stands for, or None for an ordinary operation.
+
+    A composite's page node carries it, hidden until the node is clicked:
+    ``{"nodes": [{"label": ..., "op": ..., "shape": ...}, ...], "edges": [(i, j), ...]}``
+    with the nodes listed inputs first and each edge from input ``i`` to result ``j``.
+    """
+    return None
+
+
+def _all_gradients(root):
+    """``{id(node): dL/dnode}`` for every node that a gradient reaches, by the engine's own backward.
+
+    Every node is asked to keep its gradient for one ``backward(retain_graph=True)``
+    starting from no gradients; then each node's ``.grad`` and retain flag are put
+    back exactly as they were (the same arrays), so the caller's graph and
+    gradients are untouched and can still be walked.
+    """
+    nodes = _graph(root)
+    saved = [(node, node.grad, node._retain_grad) for node in nodes]
+    try:
+        for node in nodes:
+            node.grad = None
+            node._retain_grad = node.requires_grad
+        root.backward(retain_graph=True)
+        return {id(node): node.grad for node in nodes if node.grad is not None}
+    finally:
+        for node, grad, keep in saved:
+            node.grad, node._retain_grad = grad, keep
+
+
+_STATE_NAME = re.compile(r"^h[_(\[]?(-?\d+)[)\]]?$")   # h_3, h(3), h[3], h3: how states are named
+
+
+def _shape_text(shape):
+    return str(tuple(int(n) for n in shape))
+
+
+def to_html(loss, steps=None, names=None, title=None):
+    """The graph of ``loss`` as ONE self-contained, interactive HTML page (a ``Page``, which is a ``str``).
+
+    The page loads nothing from anywhere (no network, no files): styles, script,
+    data and the SVG drawing are all inside it.  Clicking a node shows its
+    operation, shape, value and gradient dL/dnode (min, max, mean, norm, and the
+    whole array when it has at most 64 elements).  A replay (buttons, or the
+    arrow keys and space) steps through the nodes in the order the engine's
+    backward visits them, lighting each and showing the gradient that arrives;
+    a side plot grows |dL/dh_t| over t as the replay goes back through time.
+    A composite node (one node for a whole composition) shows its inner graph
+    when clicked.
+
+    The gradients are the engine's own: ``to_html`` runs ``loss.backward`` once,
+    with the graph retained, keeping every node's gradient, and then puts every
+    ``.grad`` (leaves and intermediates) back as it was; so the graph must still be
+    alive (build the page before ``backward()``, or after ``backward(retain_graph=True)``)
+    and the caller's gradients do not change.  A loss that does not require grad
+    is drawn with its values only.
+
+    ``steps`` (as in ``step_groups``: the per-step states h_t as a list, or a dict
+    ``{tensor: label}`` in time order) boxes each time step and gives the plot its
+    states.  Without it, tensors named like ``h_3`` or ``h(3)`` (by ``names`` or
+    their ``.name``) are taken as the states.  ``names`` (``{name: tensor}``) labels
+    tensors; ``title`` heads the page.
+    """
+    from . import viz_html
+    if not isinstance(loss, Tensor):
+        raise TypeError(f"to_html: expected a Tensor, got {type(loss).__name__}")
+    if loss.requires_grad and loss.size != 1:
+        raise ValueError(f"to_html: the loss must have one element to take gradients from, got shape {loss.shape} "
+                         f"(reduce it first, e.g. loss.sum())")
+    # creation order: every input before the results made from it (constants, made on the fly, first)
+    nodes = sorted(_graph(loss), key=lambda n: n._seq)
+    index = {id(n): i for i, n in enumerate(nodes)}
+    given = {id(t): str(n) for n, t in (names or {}).items()}
+    label = {id(n): given.get(id(n)) or n.name for n in nodes}
+
+    states = _states(nodes, label, steps)
+    owner = step_groups(loss, {n: f"t = {t}" for t, n in states}) if states else {}
+
+    grads, order, reason = {}, [], None
+    if loss.requires_grad:
+        try:
+            grads = _all_gradients(loss)
+        except RuntimeError as e:
+            raise RuntimeError(f"to_html needs the graph of the loss alive: {e}") from None
+        order = [index[id(n)] for n in _topological_order(loss) if id(n) in grads]
+    else:
+        reason = "none: the loss does not require grad, so there is no backward to show"
+
+    edges = [(index[id(p)], index[id(n)]) for n in nodes for p in n._parents]
+    # with time steps, the leaves no step owns (the shared parameters) stand apart on the left
+    apart = {i for i, n in enumerate(nodes) if owner and not n._parents and id(n) not in owner}
+    rank = {f"t = {t}": k for k, (t, _) in enumerate(states)}
+    pos, _, _ = viz_html.place(len(nodes), edges, apart, [rank.get(owner.get(id(n))) for n in nodes])
+    records = []
+    for i, n in enumerate(nodes):
+        kind = "op" if n._parents else "parameter" if n.requires_grad else "const" if n._op == "const" else "input"
+        records.append({
+            "label": label[id(n)] or n._op or kind, "op": n._op if n._parents else None, "kind": kind,
+            "shape": [int(k) for k in n.shape], "shape_text": _shape_text(n.shape), "dtype": str(n.dtype),
+            "seq": n._seq, "step": owner.get(id(n)), "x": pos[i][0], "y": pos[i][1],
+            "value": viz_html.summary(n.data),
+            "grad": viz_html.summary(grads[id(n)]) if id(n) in grads else None,
+            "inner": _checked_inner(n, label[id(n)] or n._op or kind)})
+    data = {"nodes": records, "edges": edges, "order": order, "no_grad_reason": reason,
+            "states": [{"t": t, "node": index.get(id(n)),
+                        "norm": float(np.linalg.norm(grads[id(n)])) if id(n) in grads else None}
+                       for t, n in states],
+            "note": "Gradients by one backward(retain_graph=True) of the engine, every node keeping its "
+                    "gradient; the replay lists the nodes in the order that backward visits them."}
+    return Page(viz_html.page(data, title or f"backward through the graph of {records[-1]['label']}"))
+
+
+def _states(nodes, label, steps):
+    """``[(t, h_t), ...]`` in time order: from ``steps`` (unnamed states get the label h(t)), or by name."""
+    if steps is None:
+        found = sorted((int(m.group(1)), n) for n in nodes
+                       if label[id(n)] and (m := _STATE_NAME.match(label[id(n)])))
+        return [(str(t), n) for t, n in found]
+    states = [(str(t), n) for n, t in steps.items()] if isinstance(steps, dict) else list(enumerate(steps))
+    for t, n in states:
+        if not isinstance(n, Tensor):
+            raise TypeError(f"to_html: steps must be Tensors, got {type(n).__name__} at t = {t}")
+        if id(n) not in label:
+            raise ValueError(f"to_html: the step tensor at t = {t} is not part of the graph of the loss")
+        if not isinstance(steps, dict):
+            label[id(n)] = label[id(n)] or f"h({t})"
+    return [(str(t), n) for t, n in states]
+
+
+def _checked_inner(node, name):
+    """``_inner_graph(node)`` in the page's form (labels and shapes as text), checked."""
+    inner = _inner_graph(node)
+    if inner is None:
+        return None
+    nodes = [{"label": str(n.get("label") or n.get("op") or "?"), "op": n.get("op"), "kind": n.get("kind", "op"),
+              "shape_text": _shape_text(n["shape"]) if n.get("shape") is not None else ""}
+             for n in inner["nodes"]]
+    edges = [(int(s), int(d)) for s, d in inner["edges"]]
+    for s, d in edges:
+        if not 0 <= s < d < len(nodes):
+            raise ValueError(f"inner graph of {name}: edge ({s}, {d}) must go from an earlier node to a later "
+                             f"one of its {len(nodes)} nodes (list the nodes inputs first)")
+    return {"label": name, "nodes": nodes, "edges": edges}
 
 
 def gradient_through_time(cell, xs, state=None, loss=None):
