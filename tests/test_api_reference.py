@@ -56,31 +56,49 @@ def _function_of(value):
     return value if inspect.isfunction(value) else None
 
 
-def public_members(cls):
-    """``{name: value}`` of a class's own public members: methods, properties and attributes not
-    starting with an underscore, and operator methods (``__add__``, ``__getitem__``, ...).
+def _is_public(name, value):
+    if is_dunder(name):   # operators and protocols; the constructor shows as the class's signature
+        return name != "__init__" and inspect.isfunction(value)
+    return not name.startswith("_")
 
-    ``__init__`` is left out: the class's entry shows the constructor's signature and docstring.
-    """
+
+def public_members(cls, package="tinygrad_rnn"):
+    """``{name: (defining class, value)}`` of the public members a class has, its own and inherited
+    (not from ``object``, builtins or the standard library): methods, properties and attributes not starting with
+    an underscore, and operator methods (``__add__``, ``__getitem__``, ...)."""
     members = {}
-    for name, value in vars(cls).items():
-        if is_dunder(name):
-            if name != "__init__" and inspect.isfunction(value):
-                members[name] = value
-        elif not name.startswith("_"):
-            members[name] = value
+    for base in reversed(cls.__mro__):
+        if not base.__module__.startswith(package):
+            continue
+        for name, value in vars(base).items():
+            if _is_public(name, value):
+                members[name] = (base, value)
+            else:
+                members.pop(name, None)
     return members
 
 
-def defined_in_body(cls, value):
+def coverage_key(definer, name, value):
+    """What makes two names the same thing: the object itself for functions, classes, modules,
+    properties and slots (``Tensor.tanh`` is ``functional.tanh``), else the attribute where it is
+    defined (two attributes holding the number 4 are not the same name)."""
+    if inspect.isroutine(value) or inspect.isclass(value) or inspect.ismodule(value) \
+            or isinstance(value, (property, types.MemberDescriptorType)):
+        return ("object", id(value))
+    return ("attribute", id(definer), name)
+
+
+def defined_in_body(cls, name, value):
     """Whether ``value`` is written in the class body (or, for a slot, assigned in ``__init__``),
-    which is what a reader of the source (and mkdocstrings) finds there.  A function attached to
-    the class from elsewhere (``Tensor.tanh = tanh``) is documented where it is defined."""
+    where mkdocstrings reads the source.  A function attached to the class from elsewhere
+    (``Tensor.tanh = tanh``) is documented where it is defined."""
     if isinstance(value, types.MemberDescriptorType):
         return value.__objclass__ is cls
+    if isinstance(value, property):
+        return value.fget.__qualname__.startswith(cls.__qualname__ + ".")
     fn = _function_of(value)
-    if fn is not None:
-        return fn.__qualname__.startswith(cls.__qualname__ + ".")
+    if fn is not None:   # ``__repr__ = __str__`` is a second name for a function written elsewhere
+        return fn.__qualname__ == f"{cls.__qualname__}.{fn.__name__}" and fn.__name__ == name
     return True
 
 
@@ -121,38 +139,56 @@ def docstring(owner, name, value):
 
 
 def api_entries(text=None):
-    """The dotted paths of the ``:::`` entries of docs/api.md, in order."""
-    return ENTRY.findall(API_PAGE.read_text(encoding="utf-8") if text is None else text)
+    """``(dotted path, inherited members)`` of the ``:::`` entries of docs/api.md, in order; the
+    second is the entry's ``inherited_members`` option: True, False or a list of names."""
+    text = API_PAGE.read_text(encoding="utf-8") if text is None else text
+    entries = []
+    for match in ENTRY.finditer(text):
+        options = re.match(r"(?:[ \t]+\S.*\n|[ \t]*\n)*", text[match.end() + 1:]).group(0)
+        inherited = re.search(r"^\s+inherited_members:\s*(.+)$", options, re.M)
+        value = False
+        if inherited:
+            raw = inherited.group(1).strip()
+            value = raw == "true" or [n.strip() for n in raw.strip("[]").split(",") if n.strip()]
+        entries.append((match.group(1), value))
+    return entries
 
 
 def reference_anchors(text=None):
-    """``{anchor: object}`` for everything the API page documents, with the anchor (the HTML id)
-    that mkdocstrings gives each: the entry's path, then member names."""
+    """``{anchor: coverage key}`` for everything the API page documents, with the anchor (the HTML
+    id) that mkdocstrings gives each: the entry's path, then member names."""
     anchors = {}
 
-    def add_class(path, cls):
-        for name, value in public_members(cls).items():
-            if defined_in_body(cls, value):
-                anchors[f"{path}.{name}"] = value
+    def add_class(path, cls, inherited):
+        for name, (definer, value) in public_members(cls).items():
+            own = definer is cls and defined_in_body(cls, name, value)
+            if own or inherited is True or (inherited and name in inherited):
+                anchors[f"{path}.{name}"] = coverage_key(definer, name, value)
 
-    for path in api_entries(text):
+    for path, inherited in api_entries(text):
         obj = resolve(path)
-        anchors[path] = obj
+        anchors[path] = coverage_key(None, path, obj)
         if inspect.ismodule(obj):
             for name in getattr(obj, "__all__", ()):
                 member = getattr(obj, name)
-                anchors[f"{path}.{name}"] = member
+                anchors[f"{path}.{name}"] = coverage_key(obj, name, member)
                 if inspect.isclass(member):
-                    add_class(f"{path}.{name}", member)
+                    add_class(f"{path}.{name}", member, inherited)
         elif inspect.isclass(obj):
-            add_class(path, obj)
+            add_class(path, obj, inherited)
     return anchors
 
 
 def public_names():
-    """``(qualified name, owner, short name, object)`` of every public name, read from the package;
-    an object that two modules export is listed once, under the first."""
+    """``(qualified name, owner, short name, object, coverage key)`` of every public name, read from
+    the package; a name that two modules export is listed once, under the first."""
     names, seen = [], set()
+
+    def add(qualname, owner, name, obj, key):
+        if key not in seen:
+            seen.add(key)
+            names.append((qualname, owner, name, obj, key))
+
     for module_name in PUBLIC_MODULES:
         module = importlib.import_module(module_name)
         assert hasattr(module, "__all__"), f"{module_name} has no __all__"
@@ -160,58 +196,65 @@ def public_names():
             obj = getattr(module, name)
             if inspect.ismodule(obj) and obj.__name__ in RETIRING:
                 continue
-            if id(obj) in seen:
-                continue
-            seen.add(id(obj))
-            names.append((f"{module_name}.{name}", module, name, obj))
+            add(f"{module_name}.{name}", module, name, obj, coverage_key(module, name, obj))
             if inspect.isclass(obj):
-                for member, value in public_members(obj).items():
-                    names.append((f"{module_name}.{name}.{member}", obj, member, value))
+                for member, (definer, value) in public_members(obj).items():
+                    add(f"{module_name}.{name}.{member}", definer, member, value,
+                        coverage_key(definer, member, value))
     return names
 
 
+PUBLIC = public_names()
+
+
 def test_the_reference_names_real_objects():
-    entries = api_entries()
-    assert "tinygrad_rnn.tensor.Tensor" in entries and "tinygrad_rnn.functional" in entries
+    paths = [path for path, _ in api_entries()]
+    assert "tinygrad_rnn.tensor.Tensor" in paths and "tinygrad_rnn.functional" in paths
     anchors = reference_anchors()          # raises if an entry names nothing importable
-    assert len(anchors) > len(entries)
+    assert len(anchors) > len(paths)
 
 
-@pytest.mark.parametrize("qualname, owner, name, obj", public_names(), ids=[n[0] for n in public_names()])
-def test_public_name_has_a_docstring(qualname, owner, name, obj):
+@pytest.mark.parametrize("qualname, owner, name, obj, key", PUBLIC, ids=[n[0] for n in PUBLIC])
+def test_public_name_has_a_docstring(qualname, owner, name, obj, key):
     assert docstring(owner, name, obj), f"{qualname} has no docstring"
 
 
 def test_every_public_name_is_in_the_reference():
-    documented = {id(obj) for obj in reference_anchors().values()}
-    missing = [qualname for qualname, _, _, obj in public_names() if id(obj) not in documented]
+    documented = set(reference_anchors().values())
+    missing = [qualname for qualname, *_, key in PUBLIC if key not in documented]
     assert not missing, f"public names missing from docs/api.md: {missing}"
 
 
 def test_the_tensor_reference_is_complete():
-    """The constructor, every method, operator and property of Tensor (the ones the contract lists)."""
+    """The constructor, every method, operator and property of Tensor (those the contract lists)."""
     import tinygrad_rnn.tensor as engine
     anchors = reference_anchors()
     for name in ["numpy", "item", "backward", "detach", "retain_grad", "sum", "mean", "max", "reshape",
                  "transpose", "T", "shape", "dtype", "exp", "log", "clip", "__add__", "__radd__", "__matmul__",
                  "__rmatmul__", "__pow__", "__neg__", "__getitem__", "__lt__", "data", "grad", "requires_grad"]:
         assert f"tinygrad_rnn.tensor.Tensor.{name}" in anchors, name
-    documented = {id(obj) for obj in anchors.values()}
+    documented = set(anchors.values())
     for name in ["tanh", "sigmoid", "relu"]:   # attached by functional: documented there
-        assert id(getattr(engine.Tensor, name)) in documented, name
+        assert ("object", id(getattr(engine.Tensor, name))) in documented, name
     assert "tinygrad_rnn.tensor.Tensor.__init__" not in anchors   # shown as the class's signature
 
 
 # ---------------------------------------------------------------- the checks themselves
 
 
-class _Sample:
+class _Base:
+    def inherited(self):
+        """From the base."""
+
+
+class _Sample(_Base):
     """A class with one of each kind of member."""
 
     __slots__ = ("kept", "bare", "_hidden")
     size = property(lambda self: 1)
     """How many."""
     width = property(lambda self: 2)
+    count = 4
 
     def __init__(self):
         self.kept = 1
@@ -229,19 +272,36 @@ class _Sample:
 
 
 def test_members_and_docstrings_are_read_as_a_reader_sees_them():
-    members = public_members(_Sample)
-    assert set(members) == {"kept", "bare", "size", "width", "__add__", "__sub__", "method"}
-    have = {name for name, value in members.items() if docstring(_Sample, name, value)}
-    assert have == {"kept", "size", "__add__"}
+    members = public_members(_Sample, package=_Sample.__module__)
+    assert set(members) == {"kept", "bare", "size", "width", "count", "__add__", "__sub__", "method", "inherited"}
+    assert members["inherited"][0] is _Base and members["size"][0] is _Sample
+    have = {name for name, (_, value) in members.items() if docstring(_Sample, name, value)}
+    assert have == {"kept", "size", "__add__", "inherited"}
+    # the same number in two places is two names; the same function is one
+    assert coverage_key(_Sample, "count", 4) != coverage_key(_Base, "count", 4)
+    assert coverage_key(_Sample, "x", _Base.inherited) == coverage_key(_Base, "y", _Base.inherited)
 
 
 def test_a_missing_entry_or_member_is_found():
     import tinygrad_rnn.tensor as engine
     import tinygrad_rnn.functional as F
-    without_functional = reference_anchors("::: tinygrad_rnn.tensor.Tensor\n::: tinygrad_rnn.optim\n")
-    documented = {id(obj) for obj in without_functional.values()}
-    assert id(engine.Tensor.__add__) in documented and id(engine.Tensor.T) in documented
-    assert id(F.cross_entropy) not in documented and id(engine.Tensor.tanh) not in documented
-    assert "tinygrad_rnn.optim.SGD" in without_functional
+    from tinygrad_rnn import optim
+    page = "::: tinygrad_rnn.tensor.Tensor\n\n::: tinygrad_rnn.optim\n"
+    documented = set(reference_anchors(page).values())
+    assert ("object", id(engine.Tensor.__add__)) in documented and ("object", id(engine.Tensor.T)) in documented
+    assert ("object", id(F.cross_entropy)) not in documented
+    assert ("object", id(engine.Tensor.tanh)) not in documented
+    assert ("object", id(optim.SGD.step)) in documented and ("object", id(optim.SGD.zero_grad)) not in documented
     with pytest.raises(AttributeError):
         reference_anchors("::: tinygrad_rnn.tensor.no_such_name\n")
+
+
+def test_inherited_members_follow_the_entry_options():
+    from tinygrad_rnn import optim
+    page = ("::: tinygrad_rnn.optim\n    options:\n      inherited_members: [zero_grad]\n      heading_level: 3\n"
+            "\n::: tinygrad_rnn.nn.Linear\n    options:\n      inherited_members: true\n")
+    assert api_entries(page) == [("tinygrad_rnn.optim", ["zero_grad"]), ("tinygrad_rnn.nn.Linear", True)]
+    anchors = reference_anchors(page)
+    assert "tinygrad_rnn.optim.SGD.zero_grad" in anchors and "tinygrad_rnn.optim.SGD.state_dict" not in anchors
+    assert anchors["tinygrad_rnn.optim.Adam.zero_grad"] == ("object", id(optim.SGD.zero_grad))
+    assert "tinygrad_rnn.nn.Linear.parameters" in anchors and "tinygrad_rnn.nn.Linear.forward" in anchors
