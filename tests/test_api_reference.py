@@ -5,7 +5,8 @@ the public members (methods, properties, attributes, operators) of every class a
 
 "In the reference" follows the ``:::`` entries of docs/api.md as mkdocstrings renders them with
 the options in mkdocs.yml (``filters: public``): a module entry documents the names in its
-``__all__``, and a class documents the members defined in its own body.  A name is covered when
+``__all__``, and a class documents the members defined in its own body, and the inherited ones
+that the entry's ``inherited_members`` option names.  A name is covered when
 its object is documented by some entry (``Tensor.tanh`` is ``functional.tanh``, documented with
 ``functional``).  ``test_docs_site.py`` checks this model against the built page: each anchor
 computed here must be on it.
@@ -64,8 +65,9 @@ def _is_public(name, value):
 
 def public_members(cls, package="tinygrad_rnn"):
     """``{name: (defining class, value)}`` of the public members a class has, its own and inherited
-    (not from ``object``, builtins or the standard library): methods, properties and attributes not starting with
-    an underscore, and operator methods (``__add__``, ``__getitem__``, ...)."""
+    (from classes of ``package``, not ``object``, builtins or the standard library): methods,
+    properties and attributes not starting with an underscore, and operator methods (``__add__``,
+    ``__getitem__``, ...)."""
     members = {}
     for base in reversed(cls.__mro__):
         if not base.__module__.startswith(package):
@@ -102,11 +104,12 @@ def defined_in_body(cls, name, value):
     return True
 
 
-def attribute_docstrings(cls):
+def attribute_docstrings(owner):
     """``{name: docstring}`` for attributes with a string literal right below their assignment,
-    in the class body or in ``__init__`` (``self.name = ...``), as the docs generator reads them."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
+    in a module, a class body or its ``__init__`` (``self.name = ...``), as the docs generator
+    reads them."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(owner)))
+    body = tree.body if inspect.ismodule(owner) else tree.body[0].body
     blocks = [body] + [node.body for node in body
                        if isinstance(node, ast.FunctionDef) and node.name == "__init__"]
     found = {}
@@ -133,9 +136,7 @@ def docstring(owner, name, value):
     fn = _function_of(value)
     if fn is not None and fn.__doc__:
         return fn.__doc__.strip()
-    if inspect.isclass(owner):
-        return attribute_docstrings(owner).get(name, "").strip()
-    return ""
+    return attribute_docstrings(owner).get(name, "").strip()
 
 
 def api_entries(text=None):
@@ -280,6 +281,18 @@ def test_members_and_docstrings_are_read_as_a_reader_sees_them():
     # the same number in two places is two names; the same function is one
     assert coverage_key(_Sample, "count", 4) != coverage_key(_Base, "count", 4)
     assert coverage_key(_Sample, "x", _Base.inherited) == coverage_key(_Base, "y", _Base.inherited)
+
+
+SAMPLE_LIMIT = 3
+"""A documented module-level constant."""
+SAMPLE_BARE = 4
+
+
+def test_module_attributes_are_read_too():
+    import sys
+    here = sys.modules[__name__]
+    assert docstring(here, "SAMPLE_LIMIT", SAMPLE_LIMIT) == "A documented module-level constant."
+    assert docstring(here, "SAMPLE_BARE", SAMPLE_BARE) == ""
 
 
 def test_a_missing_entry_or_member_is_found():

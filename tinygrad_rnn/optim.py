@@ -136,7 +136,10 @@ class Adam(Optimizer):
         self.v = [np.zeros_like(p.data) for p in self.params]
 
     def step(self):
-        """One update of every parameter that has a gradient; one without is skipped, and its bias correction counts only its own steps (as PyTorch)."""
+        """One update of every parameter that has a gradient.
+
+        A parameter without one is skipped, and its bias correction counts only its own steps (as PyTorch).
+        """
         self.t += 1
         b1, b2 = self.betas
         for i, (p, m, v) in enumerate(zip(self.params, self.m, self.v)):
