@@ -158,18 +158,22 @@ class GradReport:
 
     @property
     def passed(self):
+        """True when every row passes."""
         return all(r["passed"] for r in self.rows)
 
     def __bool__(self):
+        """``bool(report)`` is ``report.passed``."""
         return self.passed
 
     def __getitem__(self, name):
+        """The row of the tensor called ``name`` (KeyError listing the names if none is)."""
         for r in self.rows:
             if r["name"] == name:
                 return r
         raise KeyError(f"no row named {name!r}; rows are {[r['name'] for r in self.rows]}")
 
     def failure_message(self):
+        """One line per failing tensor: the worst element, the two values and the tolerance it exceeds."""
         lines = []
         for r in self.rows:
             if r["passed"]:
@@ -185,6 +189,7 @@ class GradReport:
         return "gradients disagree:\n  " + "\n  ".join(lines) if lines else "all gradients agree"
 
     def __str__(self):
+        """The table: one row per tensor, PASS or FAIL in the last column."""
         head = ["tensor", "shape", "max |diff|", "rel error", "worst index", self.left, self.right, "ok"]
         body = [[r["name"], str(r["shape"]), f"{r['max_abs']:.3g}", f"{r['rel']:.3g}", str(r["worst"]),
                  f"{r['left']:.6g}", f"{r['right']:.6g}", "PASS" if r["passed"] else "FAIL"]

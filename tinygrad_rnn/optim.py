@@ -27,6 +27,8 @@ def _param_list(params, who):
 
 
 class Optimizer:
+    """What SGD and Adam share: the parameter list, the learning rate, ``zero_grad`` and the state dict."""
+
     def __init__(self, params, lr):
         # numbers.Real also admits numpy scalars (np.float32(0.1)); a bool is not a learning rate
         if not (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and lr > 0 and math.isfinite(lr)):
@@ -40,6 +42,7 @@ class Optimizer:
             p.grad = None
 
     def step(self):
+        """Update every parameter that has a gradient (subclasses)."""
         raise NotImplementedError
 
     def _state(self):
@@ -87,6 +90,7 @@ class SGD(Optimizer):
         self.velocity = [None] * len(self.params)
 
     def step(self):
+        """One update of every parameter that has a gradient; parameters without one are left alone."""
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
@@ -132,6 +136,10 @@ class Adam(Optimizer):
         self.v = [np.zeros_like(p.data) for p in self.params]
 
     def step(self):
+        """One update of every parameter that has a gradient.
+
+        A parameter without one is skipped, and its bias correction counts only its own steps (as PyTorch).
+        """
         self.t += 1
         b1, b2 = self.betas
         for i, (p, m, v) in enumerate(zip(self.params, self.m, self.v)):

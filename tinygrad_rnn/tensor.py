@@ -46,11 +46,13 @@ class no_grad(contextlib.ContextDecorator):
         self._saved = []
 
     def __enter__(self):
+        """Switch recording off until the block ends."""
         global _grad_enabled
         self._saved.append(_grad_enabled)
         _grad_enabled = False
 
     def __exit__(self, *exc):
+        """Restore the recording state from before the block (exceptions pass through)."""
         global _grad_enabled
         _grad_enabled = self._saved.pop()
         return False
@@ -223,7 +225,24 @@ def _index_data(idx):
 
 
 class Tensor:
-    """An n-dimensional array that records the operations applied to it."""
+    """An n-dimensional array that records the operations applied to it.
+
+    ``Tensor(data, requires_grad=False, dtype=None, name=None)`` copies ``data`` (a number, a
+    nested list, a numpy array or another Tensor) into a new leaf.  Python floats and lists of
+    them become float64; a numpy array keeps its dtype unless ``dtype`` is given.
+    ``requires_grad=True`` (floating dtypes only) makes ``backward`` fill this tensor's
+    ``.grad``; ``name`` labels it in printed graphs and traced programs.
+
+    Besides the members below, ``tanh()``, ``sigmoid()`` and ``relu()`` are methods too: the
+    functions of ``tinygrad_rnn.functional``, attached to the class.
+
+    :param data: the values; a copy is kept, so later changes to ``data`` do not reach the tensor
+    :param requires_grad: whether gradients should flow to this tensor
+    :param dtype: the numpy dtype to store (default: float64 for Python numbers, else as given)
+    :param name: a label for pictures and traced programs
+    :raises ValueError: when ``data`` cannot be made into an array (ragged lists)
+    :raises TypeError: for non-numeric data, or ``requires_grad=True`` with an integer dtype
+    """
 
     __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_op",
                  "_retain_grad", "_seq", "__weakref__")
@@ -247,9 +266,13 @@ class Tensor:
             raise TypeError(f"Tensor: requires_grad=True needs a floating dtype, got {data.dtype}; "
                             f"only floating-point tensors can have gradients")
         self.data = data
+        """The values, a numpy array that the tensor owns."""
         self.grad = None
+        """After ``backward``: d(output)/d(this tensor), an array of the same shape and dtype; else None."""
         self.requires_grad = bool(requires_grad)
+        """Whether gradients flow to this tensor (set by you on a leaf, inherited by results)."""
         self.name = name
+        """A label for printed graphs and traced programs, or None."""
         self._parents = ()
         self._backward = None
         self._op = None
@@ -316,17 +339,24 @@ class Tensor:
                              f"together") from None
 
     shape = property(lambda self: self.data.shape)
+    """The shape of the data, a tuple."""
     ndim = property(lambda self: self.data.ndim)
+    """The number of dimensions."""
     dtype = property(lambda self: self.data.dtype)
+    """The data's numpy dtype."""
     size = property(lambda self: self.data.size)
+    """The number of elements."""
     is_leaf = property(lambda self: self._backward is None)
+    """True when this tensor has no backward: made by you, or by an operation none of whose inputs requires grad."""
 
     def __repr__(self):
+        """``Tensor([...], dtype=..., requires_grad=True)``, the values as numpy prints them."""
         grad = ", requires_grad=True" if self.requires_grad else ""
         body = np.array2string(self.data, separator=", ", prefix="Tensor(")
         return f"Tensor({body}, dtype={self.dtype}{grad})"
 
     def __len__(self):
+        """The length of the first axis (a 0-d tensor has none: TypeError)."""
         if self.ndim == 0:
             raise TypeError("len() of a 0-d Tensor")
         return len(self.data)
@@ -336,6 +366,7 @@ class Tensor:
             raise _tracer.value_error(how)
 
     def __bool__(self):
+        """The truth of a one-element tensor; more elements are ambiguous (ValueError)."""
         self._to_python("bool()")
         if self.size != 1:
             raise ValueError(f"the truth value of a Tensor with {self.size} elements is ambiguous; "
@@ -357,10 +388,12 @@ class Tensor:
         return self.data.item()
 
     def __float__(self):
+        """The value of a one-element tensor as a Python float."""
         self._to_python("float()")
         return float(self.item())
 
     def __int__(self):
+        """The value of a one-element tensor as a Python int."""
         self._to_python("int()")
         return int(self.item())
 
@@ -375,11 +408,13 @@ class Tensor:
 
     # ------------------------------------------------------------------ arithmetic
     def __add__(self, other):
+        """``self + other``, broadcasting as numpy does; numbers and arrays become constants."""
         other = self._lift(other)
         out = self._broadcast("add", np.add, other)
         return Tensor._make(out, (self, other), lambda g: (g, g), "add")
 
     def __sub__(self, other):
+        """``self - other``, broadcasting."""
         other = self._lift(other)
         out = self._broadcast("sub", np.subtract, other)
         # reduce before negating: cheaper when ``other`` was broadcast
@@ -387,6 +422,7 @@ class Tensor:
             g, -_unbroadcast(g, other.shape) if other.requires_grad else None), "sub")
 
     def __mul__(self, other):
+        """``self * other``, elementwise, broadcasting."""
         other = self._lift(other)
         a, b = self.data, other.data
         out = self._broadcast("mul", np.multiply, other)
@@ -396,6 +432,7 @@ class Tensor:
         return Tensor._make(out, (self, other), backward, "mul")
 
     def __truediv__(self, other):
+        """``self / other``, elementwise, broadcasting."""
         other = self._lift(other)
         b = other.data
         out = self._broadcast("div", np.divide, other)
@@ -405,6 +442,7 @@ class Tensor:
         return Tensor._make(out, (self, other), backward, "div")
 
     def __pow__(self, other):
+        """``self ** other``, elementwise; the exponent may be a tensor that needs a gradient too."""
         other = self._lift(other)
         a, b = self.data, other.data
         out = self._broadcast("pow", np.power, other)
@@ -414,24 +452,31 @@ class Tensor:
             _pow_grad_exponent(g, a, out) if other.requires_grad else None), "pow")
 
     def __neg__(self):
+        """``-self``."""
         return Tensor._make(-self.data, (self,), lambda g: (-g,), "neg")
 
     def __radd__(self, other):
+        """``other + self`` for a number or array ``other``."""
         return self._lift(other) + self
 
     def __rsub__(self, other):
+        """``other - self`` for a number or array ``other``."""
         return self._lift(other) - self
 
     def __rmul__(self, other):
+        """``other * self`` for a number or array ``other``."""
         return self._lift(other) * self
 
     def __rtruediv__(self, other):
+        """``other / self`` for a number or array ``other``."""
         return self._lift(other) / self
 
     def __rpow__(self, other):
+        """``other ** self`` for a number or array ``other``."""
         return self._lift(other) ** self
 
     def __matmul__(self, other):
+        """``self @ other``, as ``numpy.matmul`` (stacks of matrices broadcast; 1-D operands are vectors)."""
         other = self._lift(other)
         a, b = self.data, other.data
         if a.ndim == 0 or b.ndim == 0:
@@ -449,6 +494,7 @@ class Tensor:
         return Tensor._make(out, (self, other), backward, "matmul")
 
     def __rmatmul__(self, other):
+        """``other @ self`` for an array ``other``."""
         return self._lift(other) @ self
 
     # ------------------------------------------------------------------ comparisons (no gradient)
@@ -456,15 +502,33 @@ class Tensor:
         other = self._lift(other)
         return Tensor._make(np.asarray(fn(self.data, other.data)), (self, other), None, fn.__name__)
 
-    def __lt__(self, other): return self._compare(other, np.less)
-    def __le__(self, other): return self._compare(other, np.less_equal)
-    def __gt__(self, other): return self._compare(other, np.greater)
-    def __ge__(self, other): return self._compare(other, np.greater_equal)
-    def __eq__(self, other): return self._compare(other, np.equal)
-    def __ne__(self, other): return self._compare(other, np.not_equal)
+    def __lt__(self, other):
+        """``self < other``, elementwise: a boolean tensor, through which no gradient flows."""
+        return self._compare(other, np.less)
+
+    def __le__(self, other):
+        """``self <= other``, elementwise: a boolean tensor, through which no gradient flows."""
+        return self._compare(other, np.less_equal)
+
+    def __gt__(self, other):
+        """``self > other``, elementwise: a boolean tensor, through which no gradient flows."""
+        return self._compare(other, np.greater)
+
+    def __ge__(self, other):
+        """``self >= other``, elementwise: a boolean tensor, through which no gradient flows."""
+        return self._compare(other, np.greater_equal)
+
+    def __eq__(self, other):
+        """``self == other``, elementwise: a boolean tensor, through which no gradient flows."""
+        return self._compare(other, np.equal)
+
+    def __ne__(self, other):
+        """``self != other``, elementwise: a boolean tensor, through which no gradient flows."""
+        return self._compare(other, np.not_equal)
 
     # ------------------------------------------------------------------ elementwise functions
     def exp(self):
+        """e to the power of each element."""
         out = np.exp(self.data)
         return Tensor._make(out, (self,), lambda g: (g * out,), "exp")
 
@@ -474,14 +538,17 @@ class Tensor:
         return Tensor._make(np.expm1(x), (self,), lambda g: (g * np.exp(x),), "expm1")
 
     def log(self):
+        """The natural logarithm of each element."""
         x = self.data
         return Tensor._make(np.log(x), (self,), lambda g: (g / x,), "log")
 
     def sqrt(self):
+        """The square root of each element."""
         out = np.sqrt(self.data)
         return Tensor._make(out, (self,), lambda g: (g / (2 * out),), "sqrt")
 
     def abs(self):
+        """The absolute value of each element; the gradient at 0 is 0 (as numpy.sign)."""
         x = self.data
         return Tensor._make(np.abs(x), (self,), lambda g: (g * np.sign(x),), "abs")
 
@@ -499,6 +566,7 @@ class Tensor:
 
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False):
+        """The sum over ``axis`` (an int, a tuple of ints, or None for all), as ``numpy.sum``."""
         shape = self.shape
         _check_axis(axis, shape, "sum")
         out = np.asarray(self.data.sum(axis=axis, keepdims=keepdims))
@@ -507,6 +575,7 @@ class Tensor:
                             (axis, keepdims))
 
     def mean(self, axis=None, keepdims=False):
+        """The mean over ``axis`` (an int, a tuple of ints, or None for all), as ``numpy.mean``."""
         _check_axis(axis, self.shape, "mean")
         total = self.sum(axis=axis, keepdims=keepdims)
         return total / (self.size // max(total.size, 1))
@@ -520,6 +589,7 @@ class Tensor:
 
     # ------------------------------------------------------------------ shape
     def reshape(self, *shape):
+        """The same values in a new shape: ``t.reshape(2, 3)`` or ``t.reshape((2, 3))``; one entry may be -1."""
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         old = self.shape
@@ -531,6 +601,7 @@ class Tensor:
         return Tensor._make(out, (self,), lambda g: (g.reshape(old),), "reshape", (shape,))
 
     def transpose(self, *axes):
+        """The axes permuted: reversed when none are given, else as ``numpy.transpose(axes)``."""
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
         axes = axes or tuple(reversed(range(self.ndim)))
@@ -542,8 +613,10 @@ class Tensor:
                             (tuple(axes), tuple(int(i) for i in inverse)))
 
     T = property(lambda self: self.transpose())
+    """The tensor with its axes reversed (the transpose of a matrix)."""
 
     def __getitem__(self, idx):
+        """``self[idx]``: any numpy index (ints, slices, None, Ellipsis, integer or boolean arrays or Tensors)."""
         given = idx
         idx = _index_data(idx)
         x = self.data

@@ -113,6 +113,10 @@ class Program:
 
     # ------------------------------------------------------------------ calling
     def __call__(self, *inputs):
+        """Run the program: ``fn``'s outputs, as arrays.
+
+        With ``backward``, the gradients are added into the parameters' ``.grad``, as eager ``backward`` would.
+        """
         if engine._tracer is not None:
             raise TraceError("a traced program was called while tracing: its result would be frozen into the "
                              "outer program; trace the outer function's eager code instead")

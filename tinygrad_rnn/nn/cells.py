@@ -18,6 +18,7 @@ __all__ = ["RNNCell", "LSTMCell", "GRUCell"]
 
 class _Cell(Module):
     gates = 1
+    """How many gate blocks sit side by side in the weights' columns."""
 
     def __init__(self, input_size, hidden_size, dtype, rng, biases=("b",)):
         rng, dtype = as_rng(rng), as_dtype(dtype)
@@ -54,6 +55,7 @@ class RNNCell(_Cell):
         self.nonlinearity = nonlinearity
 
     def forward(self, x, state=None):
+        """The next state ``h'`` (batch, hidden_size) from ``x`` (batch, input_size) and ``h`` (zeros when None)."""
         x = self._input(x)
         h = self.initial_state(x.shape[0]) if state is None else as_input(state, self.Wx.dtype, "RNNCell")
         self._check_state(h, x)
@@ -74,6 +76,7 @@ class LSTMCell(_Cell):
     ``cell.b.data[H:2 * H] = 1.0`` after construction.
     """
     gates = 4
+    """How many gate blocks sit side by side in the weights' columns."""
 
     def __init__(self, input_size, hidden_size, *, dtype=np.float64, rng=None):
         super().__init__(input_size, hidden_size, dtype, rng)
@@ -83,6 +86,7 @@ class LSTMCell(_Cell):
         return super().initial_state(batch), super().initial_state(batch)
 
     def forward(self, x, state=None):
+        """The next state ``(h', c')`` from ``x`` (batch, input_size) and ``(h, c)`` (zeros when None)."""
         x = self._input(x)
         if state is None:
             state = self.initial_state(x.shape[0])
@@ -113,11 +117,13 @@ class GRUCell(_Cell):
     PyTorch's equations: ``n = tanh(x@Wx_n + bx_n + r * (h@Wh_n + bh_n))``, ``h' = (1 - z) * n + z * h``.
     """
     gates = 3
+    """How many gate blocks sit side by side in the weights' columns."""
 
     def __init__(self, input_size, hidden_size, *, dtype=np.float64, rng=None):
         super().__init__(input_size, hidden_size, dtype, rng, biases=("bx", "bh"))
 
     def forward(self, x, state=None):
+        """The next state ``h'`` (batch, hidden_size) from ``x`` (batch, input_size) and ``h`` (zeros when None)."""
         x = self._input(x)
         h = self.initial_state(x.shape[0]) if state is None else as_input(state, self.Wx.dtype, "GRUCell")
         self._check_state(h, x)

@@ -27,6 +27,7 @@ class Linear(Module):
         self.b = Parameter(zeros(out_features, dtype)) if bias else None
 
     def forward(self, x):
+        """``x @ W + b`` for ``x`` of shape (..., in_features)."""
         x = as_input(x, self.W.dtype, "Linear")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear: input of shape {x.shape} has last axis "
@@ -45,6 +46,7 @@ class Embedding(Module):
         self.W = Parameter((rng.standard_normal((num_embeddings, dim)) * 0.01).astype(dtype))
 
     def forward(self, idx):
+        """The rows of ``W`` at integer indices ``idx`` (any shape): shape ``idx.shape + (dim,)``."""
         if not isinstance(idx, Tensor):
             array = np.asarray(idx)
             if array.size == 0 and not isinstance(idx, np.ndarray):   # [] reads as float64: no indices at all

@@ -25,6 +25,7 @@ class StateDictError(KeyError, ValueError):
     """A state dict or checkpoint that does not fit the module (missing, extra or mis-shaped key)."""
 
     def __str__(self):
+        """The message alone (a KeyError would print it quoted)."""
         return str(self.args[0]) if self.args else ""
 
 
@@ -32,6 +33,7 @@ class Module:
     """Base class: attributes that are Parameters or Modules (also in lists, tuples and dicts) are found."""
 
     def __call__(self, *args, **kwargs):
+        """``module(...)`` is ``module.forward(...)``."""
         return self.forward(*args, **kwargs)
 
     def __setattr__(self, name, value):
@@ -42,6 +44,7 @@ class Module:
         object.__setattr__(self, name, value)
 
     def forward(self, *args, **kwargs):
+        """The computation; every subclass defines it."""
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __repr__(self):
