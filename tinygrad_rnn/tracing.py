@@ -396,6 +396,8 @@ class _Writer:
         if variant is None:
             variant = self._generate(recorder.events, outs, single, backward, eager_grads, _same)
         self._check_on_other_values(variant, backward)
+        for t in self.params:     # the trace's own graph is dropped here: parameters are writable again
+            engine._unlock(t)
         return variant
 
     def _check_on_other_values(self, variant, backward):
