@@ -96,3 +96,120 @@ def test_optimisers_and_gradcheck_keep_working_in_normal_use():
     with pytest.raises(RuntimeError, match="changed in place"):
         loss.backward()                            # perturbing in place is a write: the old graph refuses
     assert tg.checking.gradcheck(lambda t: (t * t).sum(), x)
+
+
+# ---------------------------------------------------------------------- 2-5. traced programs
+def _ids(seed, shape=(2, 3), high=5):
+    return np.random.default_rng(seed).integers(0, high, shape)
+
+
+def test_integer_and_boolean_inputs_are_varied_in_the_check():
+    from tinygrad_rnn.tracing import TraceError
+    emb = nn.Embedding(5, 3, rng=0)
+    seen = []
+
+    def step(ids, target, keep):
+        seen.append((ids.numpy().copy(), target.numpy().copy(), keep.numpy().copy())
+                    if not tg.tensor._tracer else None)
+        return F.cross_entropy(emb(ids) * tg.where(keep, 1.0, 0.0)[..., None], target)
+    ids, target, keep = _ids(0), _ids(1, (2, 3), 3), np.array([[True, False, True], [True, True, False]])
+    tg.trace(step, ids, target, keep)
+    others = [s for s in seen if s is not None]
+    assert others, "fn was not run again on other values"
+    o_ids, o_target, o_keep = others[-1]
+    assert not np.array_equal(o_ids, ids) and ids.min() <= o_ids.min() and o_ids.max() <= ids.max()
+    assert not np.array_equal(o_target, target) and o_target.max() <= target.max()
+    assert not np.array_equal(o_keep, keep)
+
+
+def test_state_kept_in_a_module_attribute_is_not_frozen():
+    from tinygrad_rnn.tracing import TraceError
+
+    class Counter(nn.Module):        # state kept in a plain attribute, read as a number
+        def __init__(self):
+            self.W = nn.Parameter(np.ones((5, 3)))
+            self.calls = 0
+
+        def forward(self, ids):
+            self.calls += 1
+            return (self.W[ids] * float(self.calls)).sum()
+    with pytest.raises(TraceError, match="other input values"):
+        tg.trace(Counter().forward, _ids(0))
+
+
+def test_random_draws_inside_a_traced_step_are_refused():
+    from tinygrad_rnn.tracing import TraceError
+    rng = np.random.default_rng(0)
+    x = np.ones((2, 3))
+    draws = [lambda t: (t * Tensor(np.random.rand(2, 3) < 0.5)).sum(),           # numpy's global generator
+             lambda t: (t * Tensor(rng.random((2, 3)) < 0.5)).sum(),              # a generator fn closes over
+             lambda t: (t * Tensor(np.random.default_rng().random((2, 3)) < 0.5)).sum()]   # unseeded
+    for fn in draws:
+        with pytest.raises(TraceError, match="random numbers.*frozen.*pass it in as an input"):
+            tg.trace(fn, x, backward=False)
+    program = tg.trace(lambda t, m: (t * m).sum(), Tensor(x, requires_grad=True), rng.random((2, 3)) < 0.5)
+    m = rng.random((2, 3)) < 0.5
+    t = Tensor(x, requires_grad=True)
+    program(t, m)
+    np.testing.assert_array_equal(t.grad, m.astype(float))
+
+
+def test_a_replaced_parameter_is_seen_by_the_next_call():
+    lin = nn.Linear(2, 1, rng=0)
+    x = np.array([[1.0, 2.0]])
+    program = tg.trace(lambda t: lin(t).sum(), x)
+    lin.W = nn.Parameter(np.array([[3.0], [4.0]]))
+    lin.b = nn.Parameter(np.zeros(1))
+    assert program(x) == 11.0
+    np.testing.assert_array_equal(lin.W.grad, [[1.0], [2.0]])
+
+
+def test_a_changed_module_attribute_is_seen_by_the_next_call():
+    cell = nn.RNNCell(2, 3, rng=0)
+    xs = np.random.default_rng(1).normal(size=(2, 4, 2))
+    step = lambda t: nn.unroll(cell, t)[0].sum()   # noqa: E731
+    program = tg.trace(step, xs, backward=False)
+    cell.nonlinearity = "relu"
+    with tg.no_grad():
+        want = step(Tensor(xs)).data
+    np.testing.assert_allclose(program(xs), want, rtol=0, atol=0)
+
+
+def test_a_closed_over_array_changed_in_place_is_seen():
+    scale = np.array([1.0, 2.0])
+    program = tg.trace(lambda t: (t * scale).sum(), np.ones(2), backward=False)
+    scale[...] = [5.0, 7.0]
+    assert program(np.ones(2)) == 12.0
+    assert program.retraces == 1
+
+
+def test_a_branch_on_data_is_refused_at_trace_time():
+    from tinygrad_rnn.tracing import TraceError
+
+    def step(t):
+        return (t * 2).sum() if t.data.sum() > 0 else (t * 3).sum()
+    with pytest.raises(TraceError, match=r"reads \.data"):
+        tg.trace(step, np.ones(2))
+
+
+@pytest.mark.parametrize("view", [lambda x: x[:, -1], lambda x: x.reshape(6, 2), lambda x: x.T,
+                                  lambda x: x.detach(), lambda x: x])
+def test_outputs_never_share_memory_with_the_callers_arrays(view):
+    xs = np.arange(12.0).reshape(2, 3, 2)
+    program = tg.trace(lambda x: (x.sum(), view(x)), xs, backward=False)
+    out = program(xs)[1]
+    assert not np.shares_memory(out, xs)
+    out[...] = -1
+    assert xs[0, 0, 0] == 0.0
+
+
+def test_under_no_grad_a_fallback_and_a_new_batch_size_return_values():
+    lin = nn.Linear(2, 1, rng=0)
+    step = lambda t: F.relu(lin(t)).max()   # noqa: E731
+    program = tg.trace(step, np.array([[1.0, 2.0]]))
+    with tg.no_grad():
+        big = np.random.default_rng(0).normal(size=(5, 2))
+        np.testing.assert_array_equal(program(big), step(Tensor(big)).data)       # a new batch size
+        huge = np.array([[np.inf, -np.inf]])
+        np.testing.assert_array_equal(program(huge), step(Tensor(huge)).data)     # a guard may fail here
+    assert lin.W.grad is None

@@ -598,8 +598,9 @@ class _Writer:
             d = t.data
             if d.dtype.kind == "f":
                 d = (rng.standard_normal(d.shape) * (1 + np.abs(d))).astype(d.dtype)   # new signs too
-            elif d.dtype.kind in "iu" and d.size:
-                d = rng.integers(d.min(), d.max(), d.shape, endpoint=True).astype(d.dtype)
+            elif d.dtype.kind in "iu" and d.size and d.min() < d.max():
+                lo, span = int(d.min()), int(d.max()) - int(d.min()) + 1   # every element moves, within range
+                d = (lo + (d - lo + rng.integers(1, span, d.shape)) % span).astype(d.dtype)
             elif d.dtype.kind == "b":
                 d = rng.random(d.shape) < 0.5
             others.append(Tensor(d, requires_grad=t.requires_grad))
