@@ -213,3 +213,44 @@ def test_under_no_grad_a_fallback_and_a_new_batch_size_return_values():
         huge = np.array([[np.inf, -np.inf]])
         np.testing.assert_array_equal(program(huge), step(Tensor(huge)).data)     # a guard may fail here
     assert lin.W.grad is None
+
+
+# ---------------------------------------------------------------------- 6. edge inputs
+@pytest.mark.parametrize("sa, sb", [((2, 3, 0), (0, 4)), ((1,), (1, 0)), ((0,), (0,)), ((2, 0, 3), (3, 4)),
+                                    ((0, 3), (3,))])
+def test_matmul_with_an_empty_dimension_works_as_numpy_does(sa, sb):
+    rng = np.random.default_rng(0)
+    a_, b_ = rng.normal(size=sa), rng.normal(size=sb)
+    a, b = Tensor(a_, requires_grad=True), Tensor(b_, requires_grad=True)
+    out = a @ b
+    np.testing.assert_array_equal(out.data, a_ @ b_)
+    g = rng.normal(size=out.shape)
+    out.backward(grad=g)
+    # the gradients of a product with nothing to sum or nothing to produce: numpy's own formulas
+    a2, b2 = np.atleast_2d(a_), b_ if b_.ndim > 1 else b_[:, None]
+    g2 = np.asarray(g).reshape(a2.shape[:-1] + b2.shape[-1:])
+    np.testing.assert_array_equal(a.grad, (g2 @ np.swapaxes(b2, -1, -2)).reshape(sa))
+    np.testing.assert_array_equal(b.grad, (np.swapaxes(a2, -1, -2) @ g2).sum(
+        axis=tuple(range(g2.ndim - 2))).reshape(sb))
+    program = tg.trace(lambda x, y: (x @ y).sum(), Tensor(a_, requires_grad=True), Tensor(b_, requires_grad=True))
+    x, y = Tensor(a_, requires_grad=True), Tensor(b_, requires_grad=True)
+    program(x, y)
+    assert x.grad.shape == sa and y.grad.shape == sb
+
+
+def test_a_numpy_value_error_in_a_binary_operation_is_reported_as_what_it_is():
+    with pytest.raises(ValueError, match="Integers to negative integer powers") as e:
+        Tensor([2]) ** -1
+    assert "broadcast" not in str(e.value)
+    with pytest.raises(ValueError, match=r"shapes \(2,\) and \(3,\) cannot be broadcast"):
+        Tensor([1.0, 2.0]) + Tensor([1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("loss", [lambda x: F.log_softmax(x).sum(),
+                                  lambda x: F.cross_entropy(x, np.array([0, 1])),
+                                  lambda x: F.cross_entropy(x, np.array([[0.5, 0.5, 0.0], [0.0, 1.0, 0.0]]))])
+def test_a_nan_logit_gives_nan_gradients_for_its_row_only(loss):
+    x = Tensor(np.array([[1.0, np.nan, 2.0], [1.0, 2.0, 3.0]]), requires_grad=True)
+    loss(x).backward()
+    assert np.isnan(x.grad[0]).all()                       # as PyTorch: the whole row
+    assert np.isfinite(x.grad[1]).all()

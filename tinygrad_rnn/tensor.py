@@ -22,6 +22,7 @@ trace recomputes or guards rather than freezes.
 """
 import contextlib
 import itertools
+import math
 import operator
 
 import numpy as np
@@ -123,10 +124,15 @@ def _check_axis(axis, shape, op):
         raise ValueError(f"{op}: axis {axis!r} does not fit shape {shape} ({len(shape)} dimensions)")
 
 
+def _rows(a):
+    """``a`` as a matrix of its last axis (``reshape(-1, n)``, which fails when n is 0)."""
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
+
+
 def _folded_matmul(a, b):
     """``a @ b``; a stack of rows times one matrix is done as one large product (faster than many)."""
     if a.ndim > 2 and b.ndim == 2:
-        return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + b.shape[-1:])
+        return (_rows(a) @ b).reshape(a.shape[:-1] + b.shape[-1:])
     return a @ b
 
 
@@ -156,7 +162,7 @@ def _matmul_backward(g, a, b, need_a, need_b):
         ga = _unbroadcast(_folded_matmul(g, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
     if need_b:
         if b2.ndim == 2:  # one weight matrix for all batches: a single product, not a sum of many
-            gb = a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+            gb = _rows(a2).T @ _rows(g)
         else:
             gb = _unbroadcast(np.swapaxes(a2, -1, -2) @ g, b2.shape)
         gb = gb.reshape(b.shape)
@@ -308,9 +314,14 @@ class Tensor:
     def _broadcast(self, name, fn, other):
         try:
             return fn(self.data, other.data)
-        except ValueError:
-            raise ValueError(f"{name}: shapes {self.shape} and {other.shape} cannot be broadcast "
-                             f"together") from None
+        except ValueError as e:
+            try:
+                np.broadcast_shapes(self.shape, other.shape)
+            except ValueError:
+                raise ValueError(f"{name}: shapes {self.shape} and {other.shape} cannot be broadcast "
+                                 f"together") from None
+            # the shapes fit: numpy refused the values (integers to negative integer powers, say)
+            raise ValueError(f"{name} of {self.dtype} {self.shape} and {other.dtype} {other.shape}: {e}") from None
 
     shape = property(lambda self: self.data.shape)
     ndim = property(lambda self: self.data.ndim)

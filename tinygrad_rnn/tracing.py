@@ -840,7 +840,8 @@ class _Writer:
             if parents[0].ndim == 2 and parents[1].ndim == 2:
                 return f"{name} = {a} @ {args[1]}"
             if parents[0].ndim > 2 and parents[1].ndim == 2:   # rows of a stack times one matrix, folded
-                return f"{name} = ({a}.reshape(-1, {parents[0].shape[-1]}) @ {args[1]}).reshape({t.shape!r})"
+                m = int(np.prod(parents[0].shape[:-1]))
+                return f"{name} = ({a}.reshape({m}, {parents[0].shape[-1]}) @ {args[1]}).reshape({t.shape!r})"
             return f"{name} = {self._use(engine._folded_matmul)}({a}, {args[1]})"
         if op == "sum":
             axis, keepdims = attrs
@@ -1027,8 +1028,9 @@ class _Writer:
                 return [(0, f"{g} @ {b}.T"), (1, f"{a}.T @ {g}")]
             if parents[0].ndim > 2 and parents[1].ndim == 2:   # as _matmul_backward does it, written out
                 k, n = parents[0].shape[-1], parents[1].shape[-1]
-                return [(0, f"({g}.reshape(-1, {n}) @ {b}.T).reshape({parents[0].shape!r})"),
-                        (1, f"{a}.reshape(-1, {k}).T @ {g}.reshape(-1, {n})")]
+                m = int(np.prod(parents[0].shape[:-1]))
+                return [(0, f"({g}.reshape({m}, {n}) @ {b}.T).reshape({parents[0].shape!r})"),
+                        (1, f"{a}.reshape({m}, {k}).T @ {g}.reshape({m}, {n})")]
             both = self._reserve("mm_grads")
             self._emit(f"{both} = {self._use(engine._matmul_backward)}({g}, {a}, {b}, {need[0]}, {need[1]})",
                        "backward")
