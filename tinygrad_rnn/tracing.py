@@ -26,13 +26,15 @@ What the program may assume, and how it is held to it:
   ``bool()``, ``numpy()``) raises, because code that branches on it would not
   be replayed.
 
-Before a program is handed out it is also run on other values of the float
-inputs next to ``fn`` run eagerly on them, which catches values ``fn`` reads
-around the Tensor operations (through ``.data``).
+Before a program is handed out it is also run on other values of every input
+(floats, integers within their range, booleans) next to ``fn`` run eagerly on
+them.  While tracing, ``.data`` read outside the package and random draws are
+refused, and what ``fn`` reads from outside (closure, globals, module
+attributes) is noted: a later call where it changed traces again.
 
 Parameters (tensors that require grad and were made before tracing) are read
-afresh on every call, so an optimiser's updates are seen (replacing a
-Parameter by a new object needs a new trace); their gradients are accumulated
+afresh on every call, so an optimiser's updates are seen (a Parameter
+replaced on a module makes the next call trace again); their gradients are accumulated
 into ``.grad`` exactly as ``backward()`` does, an input made by the caller's
 graph hands its gradient on into it, and under ``no_grad()`` a call computes
 values only.
