@@ -77,9 +77,9 @@ def run_one(mutant, tests, timeout):
             f.write(apply(source, line, col, old, new))
         env = dict(os.environ, PYTHONPATH=tmp, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
         cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-               *tests]
-        try:
-            done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=timeout)
+               *[os.path.join(ROOT, t) for t in tests]]
+        try:   # run from the copy: `python -m pytest` puts the working directory first on sys.path
+            done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return "timeout"          # counted as killed: the mutant hangs the tests
         return "survived" if done.returncode == 0 else "killed"
