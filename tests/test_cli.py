@@ -150,8 +150,26 @@ def test_graph_defaults(tmp_path, capsys, monkeypatch):
     assert any(label.startswith("Wh\\n(4, 4)\\n|grad| = ") for label in nodes.values())
     assert f"({len(edges)} edges)" in out
     assert "x(3)" in text and "h(-1)" in text
-    if shutil.which("dot"):                                  # Graphviz installed: an SVG next to it
-        assert "<svg" in (tmp_path / "graph.svg").read_text() and "wrote graph.svg" in out
+    if "wrote graph.svg" in out:                             # Graphviz installed and working: an SVG next to it
+        assert "<svg" in (tmp_path / "graph.svg").read_text()
+    elif shutil.which("dot"):                                # a dot that fails is reported, the .dot kept
+        assert "Graphviz could not render" in err
+
+
+@pytest.mark.parametrize("script", ["#!/bin/sh\necho 'dot: broken install' >&2\nexit 3\n", None])
+def test_graph_reports_a_dot_that_fails(tmp_path, capsys, monkeypatch, script):
+    fake = tmp_path / "bin" / "dot"
+    fake.parent.mkdir()
+    fake.write_text(script or "not a program")
+    fake.chmod(0o755 if script else 0o644)
+    monkeypatch.setenv("PATH", str(fake.parent) + os.pathsep + os.environ.get("PATH", ""))
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: str(fake) if name == "dot" else None)
+    monkeypatch.chdir(tmp_path)
+    status, out, err = cli(capsys, "graph")
+    assert status == 0 and (tmp_path / "graph.dot").read_text().startswith("digraph")
+    assert "Graphviz could not render graph.dot" in err and "wrote graph.svg" not in out
+    if script:
+        assert "broken install" in err
 
 
 def test_graph_lstm_elsewhere(tmp_path, capsys):

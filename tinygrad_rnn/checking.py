@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from .tensor import Tensor, no_grad
+from .tensor import Tensor, no_grad, _writable
 
 __all__ = ["GradcheckError", "GradReport", "numerical_grad", "gradcheck", "gradcheck_report", "compare_grads"]
 
@@ -46,13 +46,14 @@ def _numerical(fn, inputs, targets, eps, projection):
             warnings.warn(f"finite differences in {t.dtype} are imprecise; use float64 tensors "
                           f"for gradient checks", stacklevel=3)
         grad = np.zeros(t.shape, dtype=np.float64)
+        data = _writable(t)   # perturbed in place (a graph made earlier from t then refuses backward)
         for i in np.ndindex(t.shape):
-            old = t.data[i]
-            t.data[i] = old + eps
+            old = data[i]
+            data[i] = old + eps
             plus = _loss_value(fn, inputs, projection)
-            t.data[i] = old - eps
+            data[i] = old - eps
             minus = _loss_value(fn, inputs, projection)
-            t.data[i] = old
+            data[i] = old
             grad[i] = (plus - minus) / (2 * eps)
         grads.append(grad.astype(t.dtype))
     return grads

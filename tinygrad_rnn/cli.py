@@ -285,7 +285,10 @@ def _graph(args):
         print(f"wrote {page} (open it in a browser)")
     if shutil.which("dot"):
         svg = os.path.splitext(args.output)[0] + ".svg"
-        done = subprocess.run(["dot", "-Tsvg", args.output, "-o", svg], capture_output=True, text=True)
+        try:
+            done = subprocess.run(["dot", "-Tsvg", args.output, "-o", svg], capture_output=True, text=True)
+        except OSError as e:   # found on PATH but cannot be run
+            done = subprocess.CompletedProcess(["dot"], 1, "", f"cannot run dot: {e}")
         if done.returncode == 0:
             print(f"wrote {svg}")
         else:   # the DOT file is written all the same; rendering it is a convenience

@@ -128,6 +128,10 @@ def _lifting_shift(d, axis):
     return lift - top
 
 
+def _not_above(d, limit):
+    return ~(d > limit)   # NaN counts as not above
+
+
 def _shifted(x, axis):
     """x minus its (constant) maximum along ``axis``, never overflowing.
 
@@ -141,7 +145,9 @@ def _shifted(x, axis):
     top = derived(_max_along, x, axis=axis)
     if decide(_no_overflow, x, top):
         return x - top
-    return x.clip(None, float(np.finfo(x.dtype).max)) + derived(_lifting_shift, x, axis=axis)
+    # where rather than clip: a NaN passes its gradient on, so its whole row's gradient is NaN (as PyTorch's)
+    big = float(np.finfo(x.dtype).max)
+    return where(derived(_not_above, x, limit=big), x, big) + derived(_lifting_shift, x, axis=axis)
 
 
 def _check_axis(x, axis, name):

@@ -5,7 +5,7 @@ import numbers
 
 import numpy as np
 
-from .tensor import Tensor
+from .tensor import Tensor, _writable
 
 __all__ = ["SGD", "Adam", "clip_grad_norm"]
 
@@ -99,7 +99,7 @@ class SGD(Optimizer):
                 v = self.velocity[i]
                 self.velocity[i] = g.copy() if v is None else v * self.momentum + g
                 g = self.velocity[i]
-            p.data -= self.lr * g
+            _writable(p)[...] -= self.lr * g
 
     def _state(self):
         return {f"velocity.{i}": v for i, v in enumerate(self.velocity) if v is not None}
@@ -153,7 +153,7 @@ class Adam(Optimizer):
             m += (1 - b1) * g
             v *= b2
             v += (1 - b2) * g * g
-            p.data -= self.lr * (m / correction1) / (np.sqrt(v / correction2) + self.eps)
+            _writable(p)[...] -= self.lr * (m / correction1) / (np.sqrt(v / correction2) + self.eps)
 
     def _state(self):
         state = {"t": np.array(self.t), "skipped": np.array(self.skipped)}

@@ -22,6 +22,7 @@ trace recomputes or guards rather than freezes.
 """
 import contextlib
 import itertools
+import math
 import operator
 
 import numpy as np
@@ -125,10 +126,15 @@ def _check_axis(axis, shape, op):
         raise ValueError(f"{op}: axis {axis!r} does not fit shape {shape} ({len(shape)} dimensions)")
 
 
+def _rows(a):
+    """``a`` as a matrix of its last axis (``reshape(-1, n)``, which fails when n is 0)."""
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
+
+
 def _folded_matmul(a, b):
     """``a @ b``; a stack of rows times one matrix is done as one large product (faster than many)."""
     if a.ndim > 2 and b.ndim == 2:
-        return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + b.shape[-1:])
+        return (_rows(a) @ b).reshape(a.shape[:-1] + b.shape[-1:])
     return a @ b
 
 
@@ -158,7 +164,7 @@ def _matmul_backward(g, a, b, need_a, need_b):
         ga = _unbroadcast(_folded_matmul(g, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
     if need_b:
         if b2.ndim == 2:  # one weight matrix for all batches: a single product, not a sum of many
-            gb = a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+            gb = _rows(a2).T @ _rows(g)
         else:
             gb = _unbroadcast(np.swapaxes(a2, -1, -2) @ g, b2.shape)
         gb = gb.reshape(b.shape)
@@ -245,7 +251,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_op",
-                 "_retain_grad", "_seq", "__weakref__")
+                 "_retain_grad", "_seq", "_version", "_locked", "__weakref__")
     __array_ufunc__ = None  # so that `ndarray + Tensor` calls Tensor.__radd__
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
@@ -278,6 +284,8 @@ class Tensor:
         self._op = None
         self._retain_grad = False
         self._seq = next(_creation_counter)
+        self._version = 0       # when the library last wrote .data in place (a _creation_counter value)
+        self._locked = None     # the array this tensor made read-only for a graph, if any
 
     # ------------------------------------------------------------------ plumbing
     @staticmethod
@@ -293,6 +301,8 @@ class Tensor:
         t._op = op
         t._retain_grad = False
         t._seq = next(_creation_counter)
+        t._version = 0
+        t._locked = None
         t.requires_grad = False
         t._parents = ()
         t._backward = None
@@ -302,6 +312,13 @@ class Tensor:
                     t.requires_grad = True
                     t._parents = parents
                     t._backward = backward
+                    # what backward will read is made read-only while the graph lives: a raw in-place
+                    # write (W.data[...] = 0) then fails instead of silently changing the gradient
+                    for q in parents:
+                        if q._locked is not q.data:
+                            _lock(q)
+                    data.setflags(False)
+                    t._locked = data
                     break
         if _tracer is not None:
             _tracer.record(t, op, parents, attrs)
@@ -328,15 +345,20 @@ class Tensor:
         if isinstance(other, (int, float, bool)) and self.data.dtype.kind == "f":
             return _constant(np.asarray(other, dtype=self.data.dtype))
         if isinstance(other, np.ndarray):
-            return _constant(other)
+            return _constant(np.array(other))   # a copy: a caller's later in-place edit cannot reach the graph
         return Tensor(other)
 
     def _broadcast(self, name, fn, other):
         try:
             return fn(self.data, other.data)
-        except ValueError:
-            raise ValueError(f"{name}: shapes {self.shape} and {other.shape} cannot be broadcast "
-                             f"together") from None
+        except ValueError as e:
+            try:
+                np.broadcast_shapes(self.shape, other.shape)
+            except ValueError:
+                raise ValueError(f"{name}: shapes {self.shape} and {other.shape} cannot be broadcast "
+                                 f"together") from None
+            # the shapes fit: numpy refused the values (integers to negative integer powers, say)
+            raise ValueError(f"{name} of {self.dtype} {self.shape} and {other.dtype} {other.shape}: {e}") from None
 
     shape = property(lambda self: self.data.shape)
     """The shape of the data, a tuple."""
@@ -679,6 +701,9 @@ class Tensor:
                 else:
                     _accumulate(grads, owned, parent, pg)
             if not retain_graph:
+                for p in node._parents:    # the graph lets go of what it saved: leaves are writable again
+                    if p._backward is None and p._seq >= 0 and p._locked is not None:
+                        _unlock(p)
                 node._parents = ()
                 node._backward = _graph_freed
 
@@ -761,7 +786,43 @@ def _constant(array):
     t = Tensor.__new__(Tensor)
     t.data, t.grad, t.requires_grad, t.name = array, None, False, None
     t._parents, t._backward, t._op, t._retain_grad, t._seq = (), None, "const", False, -1
+    t._version, t._locked = 0, array   # made by the engine (or copied): nothing else writes it
     return t
+
+
+def _lock(t):
+    t.data.setflags(False)
+    t._locked = t.data
+
+
+def _unlock(t):
+    """Let ``t.data`` be written again (after a graph that saved it has been freed)."""
+    if t._locked is not None:
+        t._locked = None
+        try:
+            t.data.setflags(write=True)
+        except ValueError:      # a view of an array that is still locked: it stays read-only
+            pass
+
+
+def _writable(t):
+    """``t.data``, ready for an in-place write by library code (optimisers, load_state_dict, gradcheck).
+
+    The write is stamped on ``t``: backward through a graph made before it raises
+    instead of using the new values.
+    """
+    _unlock(t)
+    t._version = next(_creation_counter)
+    return t.data
+
+
+def _written_since(t, node):
+    what = f"{t.name!r} " if t.name else ""
+    raise RuntimeError(
+        f"backward(): the tensor {what}of shape {t.shape} ({t.dtype}) was changed in place (an optimiser "
+        f"step, load_state_dict or another in-place write) after the operation {node._op!r} saved it for "
+        f"backward; its gradient would use the new values. Run backward before changing it, or run the "
+        f"forward again.")
 
 
 def _topological_order(root):
@@ -777,6 +838,8 @@ def _topological_order(root):
         if node._backward is _graph_freed:   # fail before any gradient is accumulated
             _graph_freed(None)
         for p in node._parents:
+            if p._version > node._seq:        # written in place by the library after node was made
+                _written_since(p, node)
             if p.requires_grad and id(p) not in found:
                 found[id(p)] = p
                 stack.append(p)
@@ -824,7 +887,7 @@ def where(cond, a, b):
     if isinstance(cond, Tensor):
         cond = cond if cond.dtype == bool else cond != 0
     else:
-        cond = _constant(np.asarray(cond, dtype=bool))
+        cond = _constant(np.array(cond, dtype=bool))
     mask = cond.data
     try:
         out = np.where(mask, a.data, b.data)

@@ -26,13 +26,15 @@ What the program may assume, and how it is held to it:
   ``bool()``, ``numpy()``) raises, because code that branches on it would not
   be replayed.
 
-Before a program is handed out it is also run on other values of the float
-inputs next to ``fn`` run eagerly on them, which catches values ``fn`` reads
-around the Tensor operations (through ``.data``).
+Before a program is handed out it is also run on other values of every input
+(floats, integers within their range, booleans) next to ``fn`` run eagerly on
+them.  While tracing, ``.data`` read outside the package and random draws are
+refused, and what ``fn`` reads from outside (closure, globals, module
+attributes) is noted: a later call where it changed traces again.
 
 Parameters (tensors that require grad and were made before tracing) are read
-afresh on every call, so an optimiser's updates are seen (replacing a
-Parameter by a new object needs a new trace); their gradients are accumulated
+afresh on every call, so an optimiser's updates are seen (a Parameter
+replaced on a module makes the next call trace again); their gradients are accumulated
 into ``.grad`` exactly as ``backward()`` does, an input made by the caller's
 graph hands its gradient on into it, and under ``no_grad()`` a call computes
 values only.
@@ -43,6 +45,7 @@ import inspect
 import itertools
 import keyword
 import re
+import sys
 
 import numpy as np
 
@@ -108,6 +111,7 @@ class Program:
         self.names = names
         self.rewrite = bool(rewrite)
         self.fallbacks = 0
+        self.retraces = 0
         self._variants = {}
         self._latest = self._trace([_as_value(x, "trace") for x in example_inputs])
 
@@ -124,7 +128,13 @@ class Program:
         if len(values) != len(self._latest.inputs):
             raise TypeError(f"traced program: expected {len(self._latest.inputs)} inputs, got {len(values)}")
         variant = self._variants.get(_signature(values))
+        if variant is not None and not all(map(_still_holds, variant.probes)):
+            self._variants.clear()          # a module attribute, closed-over value or array changed: trace again
+            self.retraces += 1
+            variant = None
         if variant is None or _signature(variant.params) != variant.param_signature:
+            if not engine.is_grad_enabled():
+                return self._eager(values)  # under no_grad() a new signature is run for its values only
             variant = self._trace(values)   # other shapes or dtypes: a program of their own
         self._latest = variant
         try:
@@ -148,7 +158,7 @@ class Program:
     def _eager(self, values):
         out = self.fn(*[v if isinstance(v, Tensor) else Tensor(v) for v in values])
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        if self.backward:
+        if self.backward and engine.is_grad_enabled() and outs[0].requires_grad:
             outs[0].backward()
         values = tuple(o.data for o in outs)
         return values[0] if not isinstance(out, (tuple, list)) else values
@@ -199,6 +209,178 @@ def _deposit(leaf, g, kept):
         leaf.grad = g
     else:
         leaf.grad = np.array(g, dtype=leaf.data.dtype)
+
+
+# ---------------------------------------------------------------------- what fn reads from outside
+_SLOT_DATA = Tensor.__dict__["data"]   # the slot descriptor of Tensor.data
+_MISSING = object()
+
+
+def _simple(v):
+    return v is None or isinstance(v, (bool, int, float, complex, str, bytes)) or (
+        isinstance(v, tuple) and all(_simple(x) for x in v))
+
+
+def _probe(source, key, value):
+    """How a later call checks that ``source[key]`` (a dict entry, or a closure cell when key is None)
+    still holds what the trace read: equal for plain values and arrays, the same object otherwise."""
+    if _simple(value):
+        return (source, key, "eq", value)
+    if isinstance(value, np.ndarray):
+        return (source, key, "array", value.copy())
+    parts = ()
+    if isinstance(value, (list, tuple, dict)):   # a container's tensors and modules, one level down
+        items = value.values() if isinstance(value, dict) else value
+        parts = tuple(x for x in items if isinstance(x, Tensor) or hasattr(x, "named_parameters"))
+    return (source, key, "is", (value, parts))
+
+
+def _still_holds(probe):
+    source, key, kind, want = probe
+    try:
+        value = source.cell_contents if key is None else source.get(key, _MISSING)
+    except ValueError:                           # an emptied closure cell
+        return False
+    if kind == "eq":
+        return value.__class__ is want.__class__ and value == want
+    if kind == "array":
+        return isinstance(value, np.ndarray) and value.shape == want.shape and value.dtype == want.dtype \
+            and np.array_equal(value, want, equal_nan=want.dtype.kind in "fc")
+    obj, parts = want
+    if value is not obj:
+        return False
+    if parts:
+        items = value.values() if isinstance(value, dict) else value
+        now = tuple(x for x in items if isinstance(x, Tensor) or hasattr(x, "named_parameters"))
+        return len(now) == len(parts) and all(a is b for a, b in zip(now, parts))
+    return True
+
+
+def _rng_states(objects):
+    return [(g, g.bit_generator.state if isinstance(g, np.random.Generator) else g.get_state(legacy=False))
+            for g in objects]
+
+
+class _Watch:
+    """While ``fn`` is traced: note the module attributes, closure cells and globals it reads (each
+    becomes a check on later calls), refuse ``.data`` read by code outside the package, and see
+    random draws (numpy's global generator, generators ``fn`` reaches, an unseeded ``default_rng``)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.probes = []
+        self.seen = set()
+        self.bases = []
+        self.unseeded = False
+
+    def _module_classes(self, modules):
+        for m in modules:
+            for cls in type(m).__mro__:    # the base class that defines named_parameters
+                if "named_parameters" in cls.__dict__ and cls not in self.bases:
+                    self.bases.append(cls)
+
+    def _roots(self):
+        fn = getattr(self.fn, "__func__", self.fn)
+        found = []
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
+                try:
+                    found.append((cell, None, cell.cell_contents))
+                except ValueError:
+                    pass
+            names = set(code.co_names)
+            found += [(fn.__globals__, n, fn.__globals__[n]) for n in sorted(names) if n in fn.__globals__]
+        owner = getattr(self.fn, "__self__", None)
+        if owner is not None:
+            found.append(({"self": owner}, "self", owner))
+        return found
+
+    def __enter__(self):
+        watch = self
+        roots = self._roots()
+        for source, key, value in roots:
+            if not (inspect.ismodule(value) or inspect.isfunction(value) or inspect.isclass(value) or
+                    inspect.isbuiltin(value)):
+                self.probes.append(_probe(source, key, value))
+        # the module classes reachable from fn, found before the call: their attribute reads are noted
+        modules = [v for _, _, v in roots if hasattr(v, "named_parameters") and not inspect.isclass(v)]
+        stack = list(modules)
+        while stack:
+            m = stack.pop()
+            for v in vars(m).values():
+                for x in (v if isinstance(v, (list, tuple)) else v.values() if isinstance(v, dict) else (v,)):
+                    if hasattr(x, "named_parameters") and not inspect.isclass(x) and x not in modules:
+                        modules.append(x)
+                        stack.append(x)
+        self._module_classes(modules)
+        generators = [v for _, _, v in roots if isinstance(v, (np.random.Generator, np.random.RandomState))]
+        for m in modules:
+            generators += [v for v in vars(m).values() if isinstance(v, (np.random.Generator, np.random.RandomState))]
+        self.rng_before = _rng_states(generators)
+        self.global_before = np.random.get_state(legacy=False)
+        self.saved = [(cls, cls.__dict__.get("__getattribute__")) for cls in self.bases]
+        for cls in self.bases:
+            def getattribute(obj, name, _get=object.__getattribute__):
+                d = _get(obj, "__dict__")
+                if name in d and (id(obj), name) not in watch.seen:
+                    watch.seen.add((id(obj), name))
+                    watch.probes.append(_probe(d, name, d[name]))
+                    if isinstance(d[name], (np.random.Generator, np.random.RandomState)):
+                        watch.rng_before += _rng_states([d[name]])
+                return _get(obj, name)
+            cls.__getattribute__ = getattribute
+        self.default_rng = np.random.default_rng
+
+        def default_rng(seed=None, _make=self.default_rng):
+            if seed is None:
+                watch.unseeded = True
+            return _make(seed)
+        np.random.default_rng = default_rng
+        Tensor.data = property(_read_data, _SLOT_DATA.__set__)
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        Tensor.data = _SLOT_DATA
+        np.random.default_rng = self.default_rng
+        for cls, before in self.saved:
+            if before is None:
+                del cls.__getattribute__
+            else:
+                cls.__getattribute__ = before
+        if exc_type is not None:
+            return False
+        global_now = np.random.get_state(legacy=False)
+        moved = [g for g, state in self.rng_before if not _same_state(_rng_states([g])[0][1], state)]
+        if self.unseeded or moved or not _same_state(self.global_before, global_now):
+            raise TraceError(
+                "trace: fn draws random numbers (numpy's global generator, a Generator it can reach, or an "
+                "unseeded default_rng); the draws would be frozen into the program, the same mask on every "
+                "call. Draw the mask (or the noise) outside fn with your generator and pass it in as an "
+                "input: trace(step, x, y, mask) and call program(x, y, rng.random(shape) < p).")
+        return False
+
+
+def _flatten_state(state):
+    out = []
+    for v in state.values() if isinstance(state, dict) else state:
+        out += _flatten_state(v) if isinstance(v, dict) else [v]
+    return out
+
+
+def _same_state(a, b):
+    a, b = _flatten_state(a), _flatten_state(b)
+    return len(a) == len(b) and all(np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y
+                                    for x, y in zip(a, b))
+
+
+def _read_data(t):
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+    if not (caller == "tinygrad_rnn" or caller.startswith("tinygrad_rnn.")):
+        raise TraceError("trace: fn reads .data of a tensor while tracing; the value it computes from it "
+                         "would be frozen into the program. Use Tensor operations (or .shape, .dtype), or "
+                         "compute the value outside fn and pass it in as an input.")
+    return _SLOT_DATA.__get__(t, Tensor)
 
 
 # ---------------------------------------------------------------------- recording
@@ -353,8 +535,10 @@ class _Writer:
         recorder = _Recorder()
         start = next(engine._creation_counter)   # tensors made from here on were made by fn
         stashed = {}
-        with _Recording(recorder):
+        watch = _Watch(self.fn)
+        with _Recording(recorder), watch:
             out = self.fn(*self.inputs)
+        self.probes = watch.probes
         single = not isinstance(out, (tuple, list))
         outs = (out,) if single else tuple(out)
         for o in outs:
@@ -394,24 +578,31 @@ class _Writer:
         if variant is None:
             variant = self._generate(recorder.events, outs, single, backward, eager_grads, _same)
         self._check_on_other_values(variant, backward)
+        for t in self.params:     # the trace's own graph is dropped here: parameters are writable again
+            engine._unlock(t)
         return variant
 
     def _check_on_other_values(self, variant, backward):
-        """The program against ``fn`` run eagerly on other values of the float inputs.
+        """The program against ``fn`` run eagerly on other values of every input.
 
         Every check so far used the example inputs.  A value that ``fn`` computes
-        around the Tensor operations (from ``.data``, say) is frozen into the
-        program and still agrees there, and so can a wrong program on examples
-        that are all zeros; on other values neither does.
+        around the Tensor operations is frozen into the program and still agrees
+        there, and so can a wrong program on examples that are all zeros; on other
+        values neither does.  Floats get new values and signs, integers other values
+        within the range the example spans (token ids stay valid ids), booleans are
+        drawn anew.
         """
-        if not any(t.dtype.kind == "f" for t in self.inputs):
-            return
         rng = np.random.default_rng(0)
         others = []
         for t in self.inputs:
             d = t.data
             if d.dtype.kind == "f":
                 d = (rng.standard_normal(d.shape) * (1 + np.abs(d))).astype(d.dtype)   # new signs too
+            elif d.dtype.kind in "iu" and d.size and d.min() < d.max():
+                lo, span = int(d.min()), int(d.max()) - int(d.min()) + 1   # every element moves, within range
+                d = (lo + (d - lo + rng.integers(1, span, d.shape)) % span).astype(d.dtype)
+            elif d.dtype.kind == "b":
+                d = rng.random(d.shape) < 0.5
             others.append(Tensor(d, requires_grad=t.requires_grad))
         leaves = [t for t in others if t.requires_grad] + [p for p in self.params if p.requires_grad]
         stashed = [p.grad for p in self.params]
@@ -492,7 +683,7 @@ class _Writer:
                     raise _Mismatch()
                 raise TraceError("trace: internal check failed: the written program does not give the "
                                  "engine's results")
-        return _Variant(inputs=list(self.inputs), params=self.params, param_signature=_signature(self.params),
+        return _Variant(inputs=list(self.inputs), params=self.params, probes=getattr(self, "probes", []), param_signature=_signature(self.params),
                         grad_targets=grad_targets, source=source, function=function, single=single,
                         helpers=self.helpers, constants=self.constants, doc=self.doc)
 
@@ -648,7 +839,8 @@ class _Writer:
             if parents[0].ndim == 2 and parents[1].ndim == 2:
                 return f"{name} = {a} @ {args[1]}"
             if parents[0].ndim > 2 and parents[1].ndim == 2:   # rows of a stack times one matrix, folded
-                return f"{name} = ({a}.reshape(-1, {parents[0].shape[-1]}) @ {args[1]}).reshape({t.shape!r})"
+                m = int(np.prod(parents[0].shape[:-1]))
+                return f"{name} = ({a}.reshape({m}, {parents[0].shape[-1]}) @ {args[1]}).reshape({t.shape!r})"
             return f"{name} = {self._use(engine._folded_matmul)}({a}, {args[1]})"
         if op == "sum":
             axis, keepdims = attrs
@@ -828,8 +1020,9 @@ class _Writer:
                 return [(0, f"{g} @ {b}.T"), (1, f"{a}.T @ {g}")]
             if parents[0].ndim > 2 and parents[1].ndim == 2:   # as _matmul_backward does it, written out
                 k, n = parents[0].shape[-1], parents[1].shape[-1]
-                return [(0, f"({g}.reshape(-1, {n}) @ {b}.T).reshape({parents[0].shape!r})"),
-                        (1, f"{a}.reshape(-1, {k}).T @ {g}.reshape(-1, {n})")]
+                m = int(np.prod(parents[0].shape[:-1]))
+                return [(0, f"({g}.reshape({m}, {n}) @ {b}.T).reshape({parents[0].shape!r})"),
+                        (1, f"{a}.reshape({m}, {k}).T @ {g}.reshape({m}, {n})")]
             both = self._reserve("mm_grads")
             self._emit(f"{both} = {self._use(engine._matmul_backward)}({g}, {a}, {b}, {need[0]}, {need[1]})",
                        "backward")
@@ -995,7 +1188,11 @@ class _Writer:
             kinds = ["forward"] * (len(lines) - before) + kinds   # the lines added are all forward ones
             lines = self._reuse_buffers(lines, keep)
         body = _with_frees(lines, keep, kinds)
-        outs = ", ".join(output_names) + ("," if len(output_names) == 1 else "")
+        # an output that is (a view of) an argument or a constant is handed out as a copy of its own
+        outside = [self.ns[n] for n in arg_names + params] + list(self.constants.values())
+        returned = [f"np.array({n})" if n in self.ns and any(np.may_share_memory(self.ns[n], a) for a in outside)
+                    else n for n in output_names]
+        outs = ", ".join(returned) + ("," if len(output_names) == 1 else "")
         grads = ", ".join(f"{name!r}: {g}" for name, g in grad_names)
         source = "\n".join([f"def {name}({', '.join(arg_names + params)}):",
                             f'    """{self.doc}"""'] + ["    " + line for line in body] +

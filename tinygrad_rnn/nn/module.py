@@ -4,7 +4,7 @@ import zipfile
 import numpy as np
 
 from .. import composites
-from ..tensor import Tensor
+from ..tensor import Tensor, _writable
 
 __all__ = ["Parameter", "Module", "StateDictError"]
 
@@ -99,7 +99,7 @@ class Module:
                                      f"not a number type (the parameter is {p.dtype})")
             arrays[name] = value
         for name, value in arrays.items():   # only after every key has passed
-            params[name].data[...] = value
+            _writable(params[name])[...] = value
         return self
 
     def save(self, path):

@@ -1,0 +1,133 @@
+"""Behaviours that mutation testing of tensor.py and functional.py found unchecked (tools/mutate.py).
+
+Each test pins one: a mutant that changes it makes the test fail.  Gradients are
+float64 and compared with exact values derived by hand (tolerance 0 unless stated).
+"""
+import numpy as np
+import pytest
+
+from tinygrad_rnn import Tensor, where
+from tinygrad_rnn import functional as F
+
+
+def test_overlapping_slices_of_one_tensor_add_their_gradients():
+    x = Tensor(np.zeros(4), requires_grad=True)
+    ((x[0:3] * np.array([1.0, 2.0, 3.0])).sum() + (x[1:4] * np.array([10.0, 20.0, 30.0])).sum()).backward()
+    np.testing.assert_array_equal(x.grad, [1.0, 12.0, 23.0, 30.0])
+
+
+def test_an_index_gradient_keeps_a_gradient_already_waiting():
+    x = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    ((x[0] * 5.0) + (x * 3.0).sum()).backward()
+    np.testing.assert_array_equal(x.grad, [8.0, 3.0, 3.0])
+    x.grad = None
+    ((x * 3.0).sum() + x[np.array([0, 0])].sum() * 5.0).backward()     # advanced index, repeated
+    np.testing.assert_array_equal(x.grad, [13.0, 3.0, 3.0])
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, -1, (0, 2), (-1, -3)])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_mean_forward_is_numpys(axis, keepdims):
+    a = np.arange(24.0).reshape(2, 3, 4) ** 1.5
+    np.testing.assert_allclose(Tensor(a).mean(axis=axis, keepdims=keepdims).data,
+                               a.mean(axis=axis, keepdims=keepdims), rtol=1e-15)
+
+
+def test_grad_never_shares_memory_with_the_given_grad_or_another_leaf():
+    x, z = Tensor(np.ones(3), requires_grad=True), Tensor(np.ones(3), requires_grad=True)
+    g = np.array([1.0, 2.0, 3.0])
+    (x + z).backward(grad=g)
+    assert not np.shares_memory(x.grad, g) and not np.shares_memory(z.grad, g)
+    assert not np.shares_memory(x.grad, z.grad)
+    x.grad[0] = 100.0
+    np.testing.assert_array_equal(g, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(z.grad, [1.0, 2.0, 3.0])
+
+
+def test_the_freed_graph_error_comes_before_any_gradient_is_written():
+    x, y = Tensor(np.ones(2), requires_grad=True), Tensor(np.ones(2), requires_grad=True)
+    a = x * 2.0
+    a.sum().backward()
+    x.grad = None
+    with pytest.raises(RuntimeError, match="already been freed"):
+        (y * 3.0 + a).sum().backward()
+    assert y.grad is None and x.grad is None
+
+
+def test_clip_passes_the_gradient_at_its_bounds():
+    x = Tensor(np.array([-1.0, 0.0, 0.5, 1.0, 2.0]), requires_grad=True)
+    x.clip(0.0, 1.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 1.0, 1.0, 1.0, 0.0])
+    x.grad = None
+    x.clip(lo=0.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 1.0, 1.0, 1.0, 1.0])
+    x.grad = None
+    x.clip(hi=1.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [1.0, 1.0, 1.0, 1.0, 0.0])
+
+
+def test_zero_to_a_power_and_abs_at_zero():
+    a = Tensor(np.zeros(3), requires_grad=True)
+    b = Tensor(np.array([0.0, 1.0, 2.0]), requires_grad=True)
+    (a ** b).sum().backward()
+    np.testing.assert_array_equal(a.grad, [0.0, 1.0, 0.0])     # b * 0 ** (b - 1): 0 at b = 0, 1 at b = 1
+    np.testing.assert_array_equal(b.grad, [0.0, 0.0, 0.0])     # 0 ** b * log 0, taken as 0
+    c = Tensor(np.array([-2.0, 0.0, 3.0]), requires_grad=True)
+    c.abs().sum().backward()
+    np.testing.assert_array_equal(c.grad, [-1.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("grad", [Tensor(np.array([1.0, 2.0])), [1.0, 2.0], np.array([1, 2], dtype=np.int32),
+                                  np.array([1.0, 2.0], dtype=np.float32)])
+def test_backward_takes_a_grad_as_tensor_list_or_other_dtype(grad):
+    x = Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    (x * x).backward(grad=grad)
+    np.testing.assert_array_equal(x.grad, [6.0, 16.0])
+    assert x.grad.dtype == np.float64
+
+
+def test_tensor_from_a_list_keeps_the_dtype_asked_for():
+    assert Tensor([1.5, 2.5], dtype=np.float32).dtype == np.float32
+    assert Tensor([1.5, 2.5]).dtype == np.float64
+    assert Tensor([1, 2], dtype=np.float32).dtype == np.float32
+
+
+def test_transpose_takes_negative_axes_and_refuses_repeated_ones():
+    a = np.arange(6.0).reshape(1, 2, 3)
+    x = Tensor(a, requires_grad=True)
+    y = x.transpose(-1, 0, -2)
+    np.testing.assert_array_equal(y.data, a.transpose(2, 0, 1))
+    (y * np.arange(6.0).reshape(3, 1, 2)).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.arange(6.0).reshape(3, 1, 2).transpose(1, 2, 0))
+    for axes in [(0, 0, 1), (0, -3, 1), (2, 1)]:
+        with pytest.raises(ValueError, match="not a permutation"):
+            x.transpose(*axes)
+    for axis in [(0, 0), (1, -2), 3, -4]:
+        with pytest.raises(ValueError, match="does not fit shape"):
+            x.sum(axis=axis)
+
+
+def test_where_with_a_non_bool_condition():
+    a, b = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True), Tensor(np.array([10.0, 20.0, 30.0]))
+    out = where(Tensor(np.array([0, 2, -1])), a, b)
+    np.testing.assert_array_equal(out.data, [10.0, 2.0, 3.0])
+    out.sum().backward()
+    np.testing.assert_array_equal(a.grad, [0.0, 1.0, 1.0])
+    out = where(np.array([0.0, 0.5, 0.0]), a, 7.0)
+    np.testing.assert_array_equal(out.data, [7.0, 2.0, 7.0])
+
+
+def test_tanh_of_an_empty_tensor():
+    x = Tensor(np.zeros((0, 3)), requires_grad=True)
+    y = F.tanh(x)
+    assert y.shape == (0, 3)
+    y.sum().backward()
+    assert x.grad.shape == (0, 3)
+
+
+def test_cross_entropy_gradient_with_respect_to_a_probability_target():
+    logits = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    target = Tensor(np.array([[0.2, 0.5, 0.3], [1.0, 0.0, 0.0]]), requires_grad=True)
+    F.cross_entropy(Tensor(logits), target).backward()
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(target.grad, -logp / 2, rtol=1e-14)

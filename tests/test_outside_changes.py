@@ -1,0 +1,256 @@
+"""Values changed outside the graph: each case ends in a clear error or the right numbers, never stale ones.
+
+In-place edits of arrays a live graph saved, and edge inputs of the engine
+(empty matmuls, numpy errors in binary operations, NaN logits).
+"""
+import numpy as np
+import pytest
+
+import tinygrad_rnn as tg
+from tinygrad_rnn import Tensor, nn, optim
+from tinygrad_rnn import functional as F
+from tinygrad_rnn.checking import numerical_grad
+
+
+def _square_sum():
+    W = Tensor(np.full((1, 1), 2.0), requires_grad=True, name="W")
+    return W, (W @ W).sum()
+
+
+# ---------------------------------------------------------------------- 1. recorded data edited in place
+def test_a_raw_write_into_a_saved_leaf_is_refused_while_the_graph_lives():
+    W, loss = _square_sum()
+    with pytest.raises(ValueError, match="read-only"):
+        W.data[...] = 10
+    loss.backward()
+    assert W.grad[0, 0] == 4.0                     # the gradient at the recorded value, not 20
+    W.data[...] = 10                               # the graph is freed: writable again
+    assert W.data[0, 0] == 10
+
+
+def test_a_raw_write_into_an_intermediate_is_refused():
+    x = Tensor(np.array([0.5, 1.0]), requires_grad=True)
+    y = x.exp()                                    # exp's backward reads its own result
+    z = y * y
+    with pytest.raises(ValueError, match="read-only"):
+        y.data += 1
+    z.sum().backward()
+    np.testing.assert_allclose(x.grad, 2 * np.exp(2 * x.data), rtol=1e-15)
+
+
+def test_an_input_array_of_the_caller_is_copied_not_locked_or_shared():
+    mask = np.array([1.0, 0.0, 2.0])
+    x = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    y = (x * mask).sum()
+    mask[...] = 7.0                                # the caller's own array stays theirs
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [1.0, 0.0, 2.0])
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1), lambda ps: optim.Adam(ps, lr=0.1)])
+def test_an_optimiser_step_between_two_backwards_of_a_kept_graph_is_named(make):
+    W, loss = _square_sum()
+    loss.backward(retain_graph=True)
+    make([W]).step()
+    with pytest.raises(RuntimeError, match=r"'W' of shape \(1, 1\).*changed in place.*'matmul'"):
+        loss.backward()
+
+
+def test_load_state_dict_between_forward_and_backward_is_named():
+    lin = nn.Linear(2, 2, rng=0)
+    loss = lin(Tensor(np.ones((1, 2)))).sum()
+    lin.load_state_dict({k: v + 1 for k, v in lin.state_dict().items()})
+    with pytest.raises(RuntimeError, match=r"the tensor of shape \(2,? ?2?\).*changed in place.*operation '(add|matmul)'"):
+        loss.backward()
+
+
+def test_module_load_between_forward_and_backward_is_named(tmp_path):
+    lin = nn.Linear(2, 2, rng=0)
+    lin.save(tmp_path / "w.npz")
+    loss = lin(Tensor(np.ones((1, 2)))).sum()
+    lin.load(tmp_path / "w.npz")
+    with pytest.raises(RuntimeError, match="changed in place"):
+        loss.backward()
+
+
+def test_a_graph_made_after_the_write_is_not_refused():
+    W, loss = _square_sum()
+    loss.backward()
+    optim.SGD([W], lr=0.5).step()                  # W = 2 - 0.5 * 4 = 0
+    W.grad = None
+    (W @ W + W).sum().backward()
+    assert W.grad[0, 0] == 1.0
+
+
+def test_optimisers_and_gradcheck_keep_working_in_normal_use():
+    W = Tensor(np.array([[1.0, -2.0], [0.5, 3.0]]), requires_grad=True)
+    opt = optim.Adam([W], lr=0.01)
+    for _ in range(3):
+        opt.zero_grad()
+        (W @ W).sum().backward()
+        opt.step()
+    x = Tensor(np.array([0.3, -0.7]), requires_grad=True)
+    loss = (x * x).sum()                           # a live graph from x while x is perturbed
+    numeric = numerical_grad(lambda t: (t * t).sum(), x)[0]
+    np.testing.assert_allclose(numeric, 2 * x.data, rtol=1e-8)
+    with pytest.raises(RuntimeError, match="changed in place"):
+        loss.backward()                            # perturbing in place is a write: the old graph refuses
+    assert tg.checking.gradcheck(lambda t: (t * t).sum(), x)
+
+
+# ---------------------------------------------------------------------- 2-5. traced programs
+def _ids(seed, shape=(2, 3), high=5):
+    return np.random.default_rng(seed).integers(0, high, shape)
+
+
+def test_integer_and_boolean_inputs_are_varied_in_the_check():
+    from tinygrad_rnn.tracing import TraceError
+    emb = nn.Embedding(5, 3, rng=0)
+    seen = []
+
+    def step(ids, target, keep):
+        seen.append((ids.numpy().copy(), target.numpy().copy(), keep.numpy().copy())
+                    if not tg.tensor._tracer else None)
+        return F.cross_entropy(emb(ids) * tg.where(keep, 1.0, 0.0)[..., None], target)
+    ids, target, keep = _ids(0), _ids(1, (2, 3), 3), np.array([[True, False, True], [True, True, False]])
+    tg.trace(step, ids, target, keep)
+    others = [s for s in seen if s is not None]
+    assert others, "fn was not run again on other values"
+    o_ids, o_target, o_keep = others[-1]
+    assert not np.array_equal(o_ids, ids) and ids.min() <= o_ids.min() and o_ids.max() <= ids.max()
+    assert not np.array_equal(o_target, target) and o_target.max() <= target.max()
+    assert not np.array_equal(o_keep, keep)
+
+
+def test_state_kept_in_a_module_attribute_is_not_frozen():
+    from tinygrad_rnn.tracing import TraceError
+
+    class Counter(nn.Module):        # state kept in a plain attribute, read as a number
+        def __init__(self):
+            self.W = nn.Parameter(np.ones((5, 3)))
+            self.calls = 0
+
+        def forward(self, ids):
+            self.calls += 1
+            return (self.W[ids] * float(self.calls)).sum()
+    with pytest.raises(TraceError, match="other input values"):
+        tg.trace(Counter().forward, _ids(0))
+
+
+def test_random_draws_inside_a_traced_step_are_refused():
+    from tinygrad_rnn.tracing import TraceError
+    rng = np.random.default_rng(0)
+    x = np.ones((2, 3))
+    draws = [lambda t: (t * Tensor(np.random.rand(2, 3) < 0.5)).sum(),           # numpy's global generator
+             lambda t: (t * Tensor(rng.random((2, 3)) < 0.5)).sum(),              # a generator fn closes over
+             lambda t: (t * Tensor(np.random.default_rng().random((2, 3)) < 0.5)).sum()]   # unseeded
+    for fn in draws:
+        with pytest.raises(TraceError, match="random numbers.*frozen.*pass it in as an input"):
+            tg.trace(fn, x, backward=False)
+    program = tg.trace(lambda t, m: (t * m).sum(), Tensor(x, requires_grad=True), rng.random((2, 3)) < 0.5)
+    m = rng.random((2, 3)) < 0.5
+    t = Tensor(x, requires_grad=True)
+    program(t, m)
+    np.testing.assert_array_equal(t.grad, m.astype(float))
+
+
+def test_a_replaced_parameter_is_seen_by_the_next_call():
+    lin = nn.Linear(2, 1, rng=0)
+    x = np.array([[1.0, 2.0]])
+    program = tg.trace(lambda t: lin(t).sum(), x)
+    lin.W = nn.Parameter(np.array([[3.0], [4.0]]))
+    lin.b = nn.Parameter(np.zeros(1))
+    assert program(x) == 11.0
+    np.testing.assert_array_equal(lin.W.grad, [[1.0], [2.0]])
+
+
+def test_a_changed_module_attribute_is_seen_by_the_next_call():
+    cell = nn.RNNCell(2, 3, rng=0)
+    xs = np.random.default_rng(1).normal(size=(2, 4, 2))
+    step = lambda t: nn.unroll(cell, t)[0].sum()   # noqa: E731
+    program = tg.trace(step, xs, backward=False)
+    cell.nonlinearity = "relu"
+    with tg.no_grad():
+        want = step(Tensor(xs)).data
+    np.testing.assert_allclose(program(xs), want, rtol=0, atol=0)
+
+
+def test_a_closed_over_array_changed_in_place_is_seen():
+    scale = np.array([1.0, 2.0])
+    program = tg.trace(lambda t: (t * scale).sum(), np.ones(2), backward=False)
+    scale[...] = [5.0, 7.0]
+    assert program(np.ones(2)) == 12.0
+    assert program.retraces == 1
+
+
+def test_a_branch_on_data_is_refused_at_trace_time():
+    from tinygrad_rnn.tracing import TraceError
+
+    def step(t):
+        return (t * 2).sum() if t.data.sum() > 0 else (t * 3).sum()
+    with pytest.raises(TraceError, match=r"reads \.data"):
+        tg.trace(step, np.ones(2))
+
+
+@pytest.mark.parametrize("view", [lambda x: x[:, -1], lambda x: x.reshape(6, 2), lambda x: x.T,
+                                  lambda x: x.detach(), lambda x: x])
+def test_outputs_never_share_memory_with_the_callers_arrays(view):
+    xs = np.arange(12.0).reshape(2, 3, 2)
+    program = tg.trace(lambda x: (x.sum(), view(x)), xs, backward=False)
+    out = program(xs)[1]
+    assert not np.shares_memory(out, xs)
+    out[...] = -1
+    assert xs[0, 0, 0] == 0.0
+
+
+def test_under_no_grad_a_fallback_and_a_new_batch_size_return_values():
+    lin = nn.Linear(2, 1, rng=0)
+    step = lambda t: F.relu(lin(t)).max()   # noqa: E731
+    program = tg.trace(step, np.array([[1.0, 2.0]]))
+    with tg.no_grad():
+        big = np.random.default_rng(0).normal(size=(5, 2))
+        np.testing.assert_array_equal(program(big), step(Tensor(big)).data)       # a new batch size
+        huge = np.array([[np.inf, -np.inf]])
+        np.testing.assert_array_equal(program(huge), step(Tensor(huge)).data)     # a guard may fail here
+    assert lin.W.grad is None
+
+
+# ---------------------------------------------------------------------- 6. edge inputs
+@pytest.mark.parametrize("sa, sb", [((2, 3, 0), (0, 4)), ((1,), (1, 0)), ((0,), (0,)), ((2, 0, 3), (3, 4)),
+                                    ((0, 3), (3,))])
+def test_matmul_with_an_empty_dimension_works_as_numpy_does(sa, sb):
+    rng = np.random.default_rng(0)
+    a_, b_ = rng.normal(size=sa), rng.normal(size=sb)
+    a, b = Tensor(a_, requires_grad=True), Tensor(b_, requires_grad=True)
+    out = a @ b
+    np.testing.assert_array_equal(out.data, a_ @ b_)
+    g = rng.normal(size=out.shape)
+    out.backward(grad=g)
+    # the gradients of a product with nothing to sum or nothing to produce: numpy's own formulas
+    a2, b2 = np.atleast_2d(a_), b_ if b_.ndim > 1 else b_[:, None]
+    g2 = np.asarray(g).reshape(a2.shape[:-1] + b2.shape[-1:])
+    np.testing.assert_array_equal(a.grad, (g2 @ np.swapaxes(b2, -1, -2)).reshape(sa))
+    np.testing.assert_array_equal(b.grad, (np.swapaxes(a2, -1, -2) @ g2).sum(
+        axis=tuple(range(g2.ndim - 2))).reshape(sb))
+    program = tg.trace(lambda x, y: (x @ y).sum(), Tensor(a_, requires_grad=True), Tensor(b_, requires_grad=True))
+    x, y = Tensor(a_, requires_grad=True), Tensor(b_, requires_grad=True)
+    program(x, y)
+    assert x.grad.shape == sa and y.grad.shape == sb
+
+
+def test_a_numpy_value_error_in_a_binary_operation_is_reported_as_what_it_is():
+    with pytest.raises(ValueError, match="Integers to negative integer powers") as e:
+        Tensor([2]) ** -1
+    assert "broadcast" not in str(e.value)
+    with pytest.raises(ValueError, match=r"shapes \(2,\) and \(3,\) cannot be broadcast"):
+        Tensor([1.0, 2.0]) + Tensor([1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("loss", [lambda x: F.log_softmax(x).sum(),
+                                  lambda x: F.cross_entropy(x, np.array([0, 1])),
+                                  lambda x: F.cross_entropy(x, np.array([[0.5, 0.5, 0.0], [0.0, 1.0, 0.0]]))])
+def test_a_nan_logit_gives_nan_gradients_for_its_row_only(loss):
+    x = Tensor(np.array([[1.0, np.nan, 2.0], [1.0, 2.0, 3.0]]), requires_grad=True)
+    loss(x).backward()
+    assert np.isnan(x.grad[0]).all()                       # as PyTorch: the whole row
+    assert np.isfinite(x.grad[1]).all()
