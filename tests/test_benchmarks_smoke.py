@@ -25,7 +25,7 @@ import numpy_bptt  # noqa: E402
 import systems  # noqa: E402
 
 TG_SYSTEMS = [systems.TinygradRNNCell, systems.TinygradCustomCell,
-              systems.TinygradRNNCellFused, systems.TinygradCustomCellFused]
+              systems.TinygradCustomCellComposite, systems.TinygradRNNCellExpanded]
 
 
 def _have_torch():

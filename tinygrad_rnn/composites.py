@@ -46,7 +46,7 @@ from .tensor import Tensor
 from .tracing import GuardFailed, TraceError
 from .vjp_writer import NotCompiled, write_vjp
 
-__all__ = ["composite", "expanded", "is_expanded", "Composite"]
+__all__ = ["composite", "expanded", "is_expanded", "Composite", "CompositeOp"]
 
 _expanded = 0          # depth of `expanded()` blocks
 _generation = [0]      # bumped whenever a module attribute is set: programs written before are checked again
@@ -132,24 +132,29 @@ class Composite:
     def _plain(self, owner, args, kwargs):
         return self.fn(*args, **kwargs) if owner is None else self.fn(owner, *args, **kwargs)
 
+    def _caller(self, owner, refill):
+        """The plain composition as a function of the Tensor arguments alone (the others fixed)."""
+        owner = None if owner is None else weakref.proxy(owner)
+
+        def call(*tensors):
+            new_args, new_kwargs = refill(tensors)
+            return self._plain(owner, new_args, new_kwargs)
+        return call
+
     def _bound(self, owner):
         return self.fn if owner is None else types.MethodType(self.fn, owner)
 
     def _write(self, owner, args, kwargs, tensors, key):
         """Record the composition on fresh leaves of the arguments and write its programs."""
         leaves = [Tensor(t.data, requires_grad=t.requires_grad) for t in tensors]
-        refill = _refiller(args, kwargs)
-
-        def call(*fresh):
-            new_args, new_kwargs = refill(fresh)
-            return self._plain(owner, new_args, new_kwargs)
+        call = self._caller(owner, _refiller(_skeleton(args), _skeleton(kwargs)))
         try:
             compiled = write_vjp(call, leaves, self.name, _argument_names(self.fn, args, kwargs, len(tensors)),
                                  shown=self._bound(owner))
         except NotCompiled as e:
             self.reasons[key] = str(e)
             return _PLAIN
-        program = _Program(self, compiled, owner)
+        program = _Program(self, compiled, owner, call)
         program.check_on_other_values(call, leaves)
         compiled.recorder = None    # the record holds the example's whole graph: not needed any more
         return program
@@ -158,9 +163,10 @@ class Composite:
 class _Program:
     """The written programs of one signature, and the guards that say they still apply."""
 
-    def __init__(self, composite, compiled, owner):
+    def __init__(self, composite, compiled, owner, call):
         self.composite, self.compiled = composite, compiled
         self.name = composite.name
+        self.op = CompositeOp(composite.name, call, len(compiled.params))
         self.params = compiled.params
         fn = composite.fn
         self.paths = [_find(p, owner, fn, composite.name) for p in self.params]
@@ -225,21 +231,47 @@ class _Program:
         outs, saved = compiled.forward(*[t.data for t in tensors], *[p.data for p in params])
         parents = tuple(tensors) + tuple(params)
         if not (engine._grad_enabled and compiled.differentiable):
-            made = tuple(Tensor._make(o, (), None, self.name) for o in outs)
+            made = tuple(Tensor._make(o, (), None, self.op) for o in outs)
         elif compiled.single:
             backward = compiled.backwards[(True,)]
-            return Tensor._make(outs[0], parents, lambda g: backward(g, *saved), self.name)
+            return Tensor._make(outs[0], parents, lambda g: backward(g, *saved), self.op)
         else:
             backwards = compiled.backwards
 
             def backward(gs):
                 return backwards[tuple(g is not None for g in gs)](*[g for g in gs if g is not None], *saved)
-            made = Tensor._make_many(outs, parents, backward, self.name)
+            made = Tensor._make_many(outs, parents, backward, self.op)
         return made[0] if compiled.single else made
 
     @property
     def source(self):
         return self.compiled.source
+
+
+class CompositeOp(str):
+    """The operation of a compiled composition's node: its name, and a way to see inside it.
+
+    ``node._op`` is this string (``"tanh"``, ``"lstm_cell"``); ``expand(node)``
+    runs the plain composition again on the node's input values, for pictures.
+    """
+
+    def __new__(cls, name, call, n_params):
+        op = super().__new__(cls, name)
+        op.call, op.n_params = call, n_params
+        return op
+
+    def expand(self, node):
+        """``(inputs, outputs)``: fresh leaves with the values of ``node``'s Tensor inputs, and the plain
+        composition's outputs on them, node by node (a tuple for several outputs).  ``node`` must still
+        have its graph (before backward, or kept with ``retain_graph=True``)."""
+        parents = node._parents
+        if not parents:
+            raise RuntimeError(f"{self}: the node's graph has been freed; expand it before backward() "
+                               f"or keep the graph with retain_graph=True")
+        inputs = parents[:len(parents) - self.n_params]
+        leaves = [Tensor(t.data, requires_grad=t.requires_grad) for t in inputs]
+        with expanded():
+            return leaves, self.call(*leaves)
 
 
 # ---------------------------------------------------------------------- signatures
@@ -281,9 +313,24 @@ def _add_to_signature(x, key, tensors):
     return True
 
 
-def _refill(x, fresh):
-    """``x`` with each Tensor in it replaced by the next of the iterator ``fresh``."""
+class _Hole:
+    """Where a Tensor argument was, in a call's arguments kept for later."""
+
+
+def _skeleton(x):
+    """``x`` with each Tensor in it replaced by a ``_Hole`` (so that a kept call holds no tensor)."""
     if isinstance(x, Tensor):
+        return _Hole()
+    if isinstance(x, (tuple, list)):
+        return type(x)(_skeleton(y) for y in x)
+    if isinstance(x, dict):
+        return {k: _skeleton(v) for k, v in x.items()}
+    return x
+
+
+def _refill(x, fresh):
+    """``x`` with each hole in it filled by the next of the iterator ``fresh``."""
+    if isinstance(x, _Hole):
         return next(fresh)
     if isinstance(x, (tuple, list)):
         return type(x)(_refill(y, fresh) for y in x)
