@@ -115,19 +115,26 @@ class Composite:
         owner = None
         if args and _is_owner(args[0]):
             owner, args = args[0], args[1:]
-        key, tensors = _signature(args, kwargs)
-        if key is None:
-            return self._plain(owner, args, kwargs)
-        programs = self._programs if owner is None else self._by_owner.setdefault(owner, {})
-        program = programs.get(key)
-        if program is None or (program is not _PLAIN and not program.still_valid(owner)):
-            program = programs[key] = self._write(owner, args, kwargs, tensors, key)
-        if program is _PLAIN:
+        program, tensors = self.program_for(owner, args, kwargs)
+        if program is None:
             return self._plain(owner, args, kwargs)
         try:
             return program.run(tensors)
         except GuardFailed:
             return self._plain(owner, args, kwargs)
+
+    def program_for(self, owner, args, kwargs):
+        """``(program, tensors)``: the written program for these arguments (written now if needed) and
+        their Tensors in order; ``(None, None)`` when this call runs plainly."""
+        key, tensors = _signature(args, kwargs)
+        if key is None:
+            return None, None
+        key += (engine._grad_enabled,)   # a program written under no_grad() has no backward
+        programs = self._programs if owner is None else self._by_owner.setdefault(owner, {})
+        program = programs.get(key)
+        if program is None or (program is not _PLAIN and not program.still_valid(owner)):
+            program = programs[key] = self._write(owner, args, kwargs, tensors, key)
+        return (None, None) if program is _PLAIN else (program, tensors)
 
     def _plain(self, owner, args, kwargs):
         return self.fn(*args, **kwargs) if owner is None else self.fn(owner, *args, **kwargs)

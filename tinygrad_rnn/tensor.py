@@ -753,7 +753,12 @@ def _accumulate(grads, owned, parent, pg):
     before = grads.get(key)
     if pg.__class__ is list:        # a compiled composition's terms, added one by one as the graph would
         for piece in pg:
-            _accumulate(grads, owned, parent, piece)
+            if key in owned and piece.__class__ is np.ndarray and piece.shape == data.shape \
+                    and piece.dtype == data.dtype:
+                before += piece     # the common case of the branch below, without the call
+            else:
+                _accumulate(grads, owned, parent, piece)
+                before = grads.get(key)
         return
     if pg.__class__ is _Slot:       # an output's gradient, for its operation's node
         if before is None:

@@ -56,10 +56,14 @@ class RNNCell(_Cell):
 
     def forward(self, x, state=None):
         """The next state ``h'`` (batch, hidden_size) from ``x`` (batch, input_size) and ``h`` (zeros when None)."""
+        return self.step(*self.step_args(x, state))
+
+    def step_args(self, x, state=None):
+        """``(x, h)``, checked and as Tensors: the arguments of ``step``."""
         x = self._input(x)
         h = self.initial_state(x.shape[0]) if state is None else as_input(state, self.Wx.dtype, "RNNCell")
         self._check_state(h, x)
-        return self.step(x, h)
+        return x, h
 
     @composite(name="rnn_cell")
     def step(self, x, h):
@@ -87,6 +91,10 @@ class LSTMCell(_Cell):
 
     def forward(self, x, state=None):
         """The next state ``(h', c')`` from ``x`` (batch, input_size) and ``(h, c)`` (zeros when None)."""
+        return self.step(*self.step_args(x, state))
+
+    def step_args(self, x, state=None):
+        """``(x, h, c)``, checked and as Tensors: the arguments of ``step``."""
         x = self._input(x)
         if state is None:
             state = self.initial_state(x.shape[0])
@@ -95,7 +103,7 @@ class LSTMCell(_Cell):
         h, c = (as_input(s, self.Wx.dtype, "LSTMCell") for s in state)
         self._check_state(h, x, "h")
         self._check_state(c, x, "c")
-        return self.step(x, h, c)
+        return x, h, c
 
     @composite(name="lstm_cell")
     def step(self, x, h, c):
@@ -124,10 +132,14 @@ class GRUCell(_Cell):
 
     def forward(self, x, state=None):
         """The next state ``h'`` (batch, hidden_size) from ``x`` (batch, input_size) and ``h`` (zeros when None)."""
+        return self.step(*self.step_args(x, state))
+
+    def step_args(self, x, state=None):
+        """``(x, h)``, checked and as Tensors: the arguments of ``step``."""
         x = self._input(x)
         h = self.initial_state(x.shape[0]) if state is None else as_input(state, self.Wx.dtype, "GRUCell")
         self._check_state(h, x)
-        return self.step(x, h)
+        return x, h
 
     @composite(name="gru_cell")
     def step(self, x, h):
@@ -140,3 +152,7 @@ class GRUCell(_Cell):
         r, z = rz[:, :H], rz[:, H:]
         n = F.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
         return (1 - z) * n + z * h
+
+
+# the cells whose forward is ``step(*step_args(x, state))``: nn.unroll may run their compiled step directly
+STEP_FORWARDS = {RNNCell.forward, LSTMCell.forward, GRUCell.forward}

@@ -5,6 +5,7 @@ import gc
 import numpy as np
 
 from ..tensor import Tensor, label, stack, time_step
+from .compiled_unroll import unroll_compiled
 from .module import Module, Parameter
 
 __all__ = ["unroll", "RNN"]
@@ -34,6 +35,9 @@ def unroll(cell, xs, state=None, batch_first=True):
     for s, name in zip(state if isinstance(state, (tuple, list)) else (state,), ("h_init", "c_init")):
         if isinstance(s, Tensor):
             label(s, name)
+    compiled = unroll_compiled(cell, xs, state, time_axis)   # a compiled step: one node for the sequence
+    if compiled is not None:
+        return compiled
     outputs = []
     with _collector_paused():
         for t in range(steps):
