@@ -66,11 +66,13 @@ class expanded(contextlib.ContextDecorator):
     """Run every composite as its plain composition, node by node (context manager or decorator)."""
 
     def __enter__(self):
+        """Start running composites plainly."""
         global _expanded
         _expanded += 1
         return self
 
     def __exit__(self, *exc):
+        """Back to what was before the block."""
         global _expanded
         _expanded -= 1
         return False

@@ -191,12 +191,15 @@ class BPTTReport:
 
     @property
     def passed(self):
+        """True when every recorded step and quantity (and the whole gradients, when given) agree."""
         return all(r["passed"] for r in self.rows) and (self.totals is None or self.totals.passed)
 
     def __bool__(self):
+        """``passed``."""
         return self.passed
 
     def __getitem__(self, key):
+        """``report[t, name]``: the comparison row of quantity ``name`` at step ``t``."""
         t, name = key
         for r in self.rows:
             if r["t"] == t and r["name"] == name:
@@ -269,6 +272,7 @@ class BPTTReport:
         return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(row) for row in body] + notes)
 
     def __str__(self):
+        """The summary, then the table."""
         return self.summary() + "\n" + self.table()
 
     __repr__ = __str__

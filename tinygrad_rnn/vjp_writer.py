@@ -89,6 +89,14 @@ class _VjpWriter(_Writer):
     def _argument_names(self):
         return [self._reserve(n) for n in self.given_names]
 
+    def _name_of(self, t, partners=()):
+        # a tensor made outside that is not a parameter (a module attribute holding a graph's result, a
+        # constant Tensor): the composition stays correct when run plainly, so it is not compiled
+        if id(t) not in self.var and 0 <= t._seq < self.start and not (t.requires_grad and t.is_leaf):
+            raise NotCompiled(f"{self.name} reads a tensor of shape {t.shape} made outside it that is "
+                              f"not a parameter")
+        return super()._name_of(t, partners)
+
     def write(self, patterns, seeds):
         forward = None
         self.backwards, backward_sources, saved_by = {}, [], {}

@@ -37,6 +37,7 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def __setattr__(self, name, value):
+        """Set an attribute; a public one also tells compiled compositions to check themselves again."""
         # a compiled composition may have read this attribute (a parameter, ``nonlinearity``): it checks
         # itself again before its next run
         if not name.startswith("_"):
