@@ -90,6 +90,8 @@ OPS = ["exp", "expm1", "log", "sqrt", "abs", "clip", "neg", "tanh", "sigmoid", "
        "add", "sub", "mul", "div", "pow", "rnumber", "rarray", "matmul", "rmatmul",
        "sum", "mean", "max", "reshape", "transpose", "basic_index", "array_index", "tensor_index",
        "concat", "stack", "where", "compare", "softmax", "log_softmax", "cross_entropy", "mse_loss"]
+OPS += ["sin", "cos", "log1p", "min", "flatten", "squeeze", "unsqueeze", "broadcast_to", "sum_to", "maximum",
+        "minimum", "leaky_relu", "softplus", "logsumexp"]
 _M = np.arange(6.0).reshape(2, 3) / 4 - 0.5        # a plain array on the left of @
 
 
@@ -220,6 +222,34 @@ def _apply(op, i, j, pool, env):
     if op == "mse_loss":
         other = u if u.shape == t.shape else np.ones(t.shape) * 0.25
         return F.mse_loss(t, other, reduction=["mean", "sum"][j % 2])
+    if op in ("sin", "cos"):
+        return getattr(t, op)()
+    if op == "log1p":
+        return (t * t).log1p()
+    if op == "min":
+        return t.min(axis=_axis(t, j), keepdims=bool(i % 2))
+    if op == "flatten":
+        return t.flatten()
+    if op == "squeeze":
+        return t.squeeze() if j % 2 else t.unsqueeze(0).squeeze(0)
+    if op == "unsqueeze":
+        return t.unsqueeze(j % (2 * nd + 2) - nd - 1)
+    if op == "broadcast_to":
+        if j % 2 or nd == 0:
+            return t.broadcast_to((2,) + t.shape)
+        return t[(slice(0, 1),) * nd].broadcast_to(t.shape)    # size-1 axes widened
+    if op == "sum_to":
+        return t.sum_to(t.shape[1:]) if j % 2 and nd else t.sum_to((1,) * nd)
+    if op in ("maximum", "minimum"):
+        return getattr(tg, op)(t, u) if j % 2 else getattr(tg, op)(0.25, t)
+    if op == "leaky_relu":
+        return F.leaky_relu(t, [0.01, 0.3, 0.0][j % 3])
+    if op == "softplus":
+        return F.softplus(t)
+    if op == "logsumexp":
+        if nd == 0:
+            return t.reshape(1)
+        return F.logsumexp(t, axis=j % (2 * nd) - nd, keepdims=bool(i % 2))
     raise AssertionError(op)
 
 
@@ -999,3 +1029,22 @@ def test_function_names_and_derived_parameters_that_are_not_plain_literals():
     np_named.__name__ = "np"
     _assert_matches_eager(tg.trace(np_named, np.ones(2), backward=False), np_named, [np.zeros(2)], [],
                           backward=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("op", ["sin", "cos", "log1p", "min", "flatten", "squeeze", "unsqueeze", "broadcast_to",
+                                "sum_to", "maximum", "minimum", "leaky_relu", "softplus", "logsumexp"])
+def test_each_newer_operation_replays_exactly(op, dtype):
+    """Every one of them, whatever the random compositions draw: both forms of each, in one program."""
+    fn, params = _composition([(op, 0, 1), (op, 1, 0), (op, 0, 0)], dtype)
+    rng = np.random.default_rng(3)
+    inputs = lambda: [Tensor(rng.standard_normal((2, 3)).astype(dtype), requires_grad=True),  # noqa: E731
+                      rng.standard_normal((2, 3)).astype(dtype), Tensor(np.array([0, 1, 1, 0])),
+                      np.array([2, 0]), rng.uniform(0, 1, (2, 3)).astype(dtype)]
+    program = tg.trace(fn, *inputs())
+    written = {"min": "_max(", "flatten": ".reshape(", "squeeze": ".reshape(", "unsqueeze": ".reshape(",
+               "sum_to": "_unbroadcast(", "leaky_relu": "_leaky_factor(", "softplus": "np.log1p(",
+               "logsumexp": "_logsumexp_shifts("}
+    assert written.get(op, f"np.{op}(") in program.source
+    _assert_matches_eager(program, fn, inputs(), params)
+    assert program.fallbacks == 0

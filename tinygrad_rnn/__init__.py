@@ -11,7 +11,7 @@ Layers, each importing only those below it:
   data, training, blas   the character model and its training loop (imported on use)
   viz, cli    pictures and the command line (imported on use)
 """
-from .tensor import Tensor, concat, stack, where, no_grad, is_grad_enabled
+from .tensor import Tensor, concat, stack, where, maximum, minimum, no_grad, is_grad_enabled
 from . import functional, fused
 from .checking import GradcheckError, GradReport, numerical_grad, gradcheck, gradcheck_report, compare_grads
 from .tracing import Program, TraceError, trace
@@ -20,6 +20,6 @@ from . import nn, optim
 __version__ = "0.1.0"
 
 __all__ = ["Tensor", "concat", "stack", "where", "no_grad", "is_grad_enabled", "functional", "fused",
-           "nn", "optim",
+           "nn", "optim", "maximum", "minimum",
            "GradcheckError", "GradReport", "numerical_grad", "gradcheck", "gradcheck_report",
            "compare_grads", "trace", "Program", "TraceError"]
