@@ -206,7 +206,8 @@ def _trajectories(make_ours, make_theirs, steps=6, skip=None):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        tloss = torch.tanh(torch.tensor(a) @ tw).sum() * 0.5 + ((tw * tw).sum() + ((tv * tv).sum() if use_v else 0)) * 0.25
+        tloss = (torch.tanh(torch.tensor(a) @ tw).sum() * 0.5
+                 + ((tw * tw).sum() + ((tv * tv).sum() if use_v else 0)) * 0.25)
         if use_v:
             tloss = tloss + (torch.tanh(torch.tensor(a) @ tw) * tv).sum()
         topt.zero_grad(set_to_none=True)

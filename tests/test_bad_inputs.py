@@ -287,7 +287,7 @@ def test_losses_of_nan_are_nan(use_fused):
     logits = [[np.nan, 1.0, 2.0], [0.0, 1.0, 2.0]]
     with fused.enabled(use_fused):
         for target in ([1, 2], np.eye(3)[[1, 2]]):
-            y, g = value_and_grad(lambda x: F.cross_entropy(x, target), logits)
+            y, g = value_and_grad(lambda x, target=target: F.cross_entropy(x, target), logits)
             assert np.isnan(y), y
             assert np.isnan(g[0]).any(), g
     y, g = value_and_grad(lambda x: F.mse_loss(x, np.zeros(2)), [np.nan, 1.0])

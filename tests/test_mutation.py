@@ -1,8 +1,8 @@
 """The gradient property suite is only worth what it catches: a backward wrong by 0.1 % must fail it.
 
 For every operation that a test of ``test_ops_gradients.py`` or
-``test_functional.py`` declares with ``@covers`` (``fused`` included), the operation is monkeypatched so that the node it
-produces passes back 1.001 times the right gradient (an index node's backward
+``test_functional.py`` declares with ``@covers`` (``fused`` included), the operation is
+monkeypatched so that the node it produces passes back 1.001 times the right gradient (an index node's backward
 hands back a ``_Scatter``, whose ``.g`` is scaled instead), and the very
 hypothesis test registered for it is run and must fail with an AssertionError.
 The compositions in ``functional`` have no backward of their own, so their pieces
@@ -13,6 +13,7 @@ failure comes from the wrong gradient, not from the wrapping.
 """
 import copy
 import functools
+import sys
 
 import numpy as np
 import pytest
@@ -27,9 +28,7 @@ import strategies
 import test_functional as tf
 import test_ops_gradients as to
 
-try:
-    BaseExceptionGroup
-except NameError:                                 # Python 3.10: hypothesis depends on the backport
+if sys.version_info < (3, 11):                    # Python 3.10: hypothesis depends on the backport
     from exceptiongroup import BaseExceptionGroup
 
 WRONG = 1.001

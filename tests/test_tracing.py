@@ -18,6 +18,7 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import strategies as S
+from pathlib import Path
 import tinygrad_rnn as tg
 from tinygrad_rnn import Tensor, TraceError, fused, stack
 from tinygrad_rnn import functional as F
@@ -202,7 +203,8 @@ def _apply(op, i, j, pool, env):
         partner = u if u.shape == t.shape else t * 2.0
         return tg.stack([t, partner], axis=j % (nd + 1) - (j % 2) * (nd + 1))
     if op == "where":   # labelled: a variable named 'where' meets the bug in test_a_variable_named_where
-        return label([tg.where(t > u, t, u), tg.where(t < 0.25, t, 0.5), tg.where(np.ones(t.shape, bool), 1.0, t)][j % 3], "picked")
+        picked = [tg.where(t > u, t, u), tg.where(t < 0.25, t, 0.5), tg.where(np.ones(t.shape, bool), 1.0, t)]
+        return label(picked[j % 3], "picked")
     if op == "compare":
         cmp = [t < u, t <= u, t > u, t >= u, t == u, t != u, t > 0.0][j % 7]
         return label(tg.where(cmp, t, u * 0.5), "picked")
@@ -631,7 +633,7 @@ def test_saved_module_imports_only_numpy_and_gives_the_same_numbers(tmp_path, on
         x, y = _tokens(5)
         want_out, want_grads = _eager(step, [x, y], params)
     path = program.save(tmp_path / "step_module.py")
-    text = open(path).read()
+    text = Path(path).read_text()
     assert "tinygrad_rnn" not in text
     tree = ast.parse(text)
     imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
@@ -1038,7 +1040,7 @@ def test_each_newer_operation_replays_exactly(op, dtype):
     """Every one of them, whatever the random compositions draw: both forms of each, in one program."""
     fn, params = _composition([(op, 0, 1), (op, 1, 0), (op, 0, 0)], dtype)
     rng = np.random.default_rng(3)
-    inputs = lambda: [Tensor(rng.standard_normal((2, 3)).astype(dtype), requires_grad=True),  # noqa: E731
+    inputs = lambda: [Tensor(rng.standard_normal((2, 3)).astype(dtype), requires_grad=True),
                       rng.standard_normal((2, 3)).astype(dtype), Tensor(np.array([0, 1, 1, 0])),
                       np.array([2, 0]), rng.uniform(0, 1, (2, 3)).astype(dtype)]
     program = tg.trace(fn, *inputs())
