@@ -133,7 +133,7 @@ def markdown(results):
                   "| dtype | system | tracemalloc peak | resident-set growth |", "|---|---|---|---|"]
         for dtype, mem in results["memory"].items():
             for k, v in mem.items():
-                def cell(field):
+                def cell(field, v=v):
                     b = v[f"{field}_bytes"]
                     r = v.get(f"{field}_ratio")
                     return "n/a" if b is None else f"{b / 2 ** 20:.2f} MiB" + ("" if r is None else f" ({r:.2f}x)")

@@ -78,7 +78,7 @@ def main(argv=None):
     args = parse_args(argv)
     if "numpy" in sys.modules and args.threads:
         # in-process callers (the tests) may have loaded numpy already: its thread count is fixed then
-        print(f"note: numpy was imported before run.py; its BLAS threads are what they were", file=sys.stderr)
+        print("note: numpy was imported before run.py; its BLAS threads are what they were", file=sys.stderr)
     pin_threads(args.threads)
     for path in (HERE, ROOT):
         if path not in sys.path:

@@ -113,7 +113,7 @@ def main(argv=None, out=print):
         out(line)
 
         _, hand = hello_rnn.loss_and_grads(weights, X, Y)
-        report = compare_grads(lambda: hello_loss(params, X, Y), params, hand)
+        report = compare_grads(lambda params=params: hello_loss(params, X, Y), params, hand)
         out("autograd against the hand-derived BPTT:")
         out(str(report))
 

@@ -263,3 +263,45 @@ def distinct_array_and_axis(draw):
     if kind == "int":
         return x, draw(st.integers(-x.ndim, x.ndim - 1))
     return x, draw(hnp.valid_tuple_axes(x.ndim, min_size=1))
+
+
+# ---------------------------------------------------------------- shapes for squeeze, unsqueeze and broadcasting
+@st.composite
+def array_and_squeeze_axis(draw):
+    """An array with size-1 axes likely, and ``axis``: None, or an int or tuple naming size-1 axes only."""
+    x = draw(any_array())
+    ones = [i for i, n in enumerate(x.shape) if n == 1]
+    kind = draw(st.sampled_from(["none", "int", "tuple"]))
+    if kind == "none" or not ones:
+        return x, None
+    negative = draw(st.booleans())
+    pick = [i - x.ndim if negative else i for i in ones]
+    if kind == "int":
+        return x, draw(st.sampled_from(pick))
+    return x, tuple(draw(st.lists(st.sampled_from(pick), min_size=1, unique=True)))
+
+
+@st.composite
+def array_and_new_axis(draw):
+    """An array and a place for a new axis: -ndim-1 <= axis <= ndim."""
+    x = draw(any_array())
+    return x, draw(st.integers(-x.ndim - 1, x.ndim))
+
+
+@st.composite
+def broadcast_source_and_target(draw):
+    """(source, target): a shape and a shape it broadcasts to (leading axes added, size-1 axes widened)."""
+    target = draw(shapes())
+    keep = draw(st.integers(0, len(target)))
+    source = [draw(st.sampled_from([1, n])) for n in target[len(target) - keep:]]
+    return tuple(source), target
+
+
+@st.composite
+def untied_pair(draw):
+    """Two arrays that broadcast together and never tie: one on the grid k/10, the other on (k + 1/2)/10,
+    so they differ by at least 0.05 everywhere (maximum and minimum have a kink where they tie)."""
+    shp = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=MAX_DIMS, max_side=MAX_SIDE))
+    a = draw(arrays(shp.input_shapes[0], grid(-30, 30, 0.1)))
+    b = draw(arrays(shp.input_shapes[1], grid(-30, 30, 0.1).map(lambda v: v + 0.05)))
+    return (a, b) if draw(st.booleans()) else (b, a)

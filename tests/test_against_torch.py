@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import tinygrad_rnn as tg
 from tinygrad_rnn import Tensor, nn, optim
 from tinygrad_rnn import functional as F
 
@@ -206,7 +207,8 @@ def _trajectories(make_ours, make_theirs, steps=6, skip=None):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        tloss = torch.tanh(torch.tensor(a) @ tw).sum() * 0.5 + ((tw * tw).sum() + ((tv * tv).sum() if use_v else 0)) * 0.25
+        tloss = (torch.tanh(torch.tensor(a) @ tw).sum() * 0.5
+                 + ((tw * tw).sum() + ((tv * tv).sum() if use_v else 0)) * 0.25)
         if use_v:
             tloss = tloss + (torch.tanh(torch.tensor(a) @ tw) * tv).sum()
         topt.zero_grad(set_to_none=True)
@@ -295,3 +297,39 @@ def test_cross_entropy_over_a_sequence_equals_torch():
     loss.backward()
     tloss.backward()
     _close(ours.grad, theirs.grad, "d sequence cross_entropy")
+
+
+# the operations added beside the first contract; ties and kinks included, where both sides state the same
+# convention (a tie of maximum/minimum splits the gradient equally; min of a row with ties shares it)
+TIES = np.array([[0.5, -1.0, 2.0, 2.0], [0.0, 3.0, -1.0, -1.0], [1.5, -0.5, 0.25, 4.0]])
+NEW_OPS = {
+    "sin": (lambda t: t.sin(), lambda t: t.sin()),
+    "cos": (lambda t: t.cos(), lambda t: t.cos()),
+    "log1p": (lambda t: (t * t).log1p(), lambda t: (t * t).log1p()),
+    "min": (lambda t: t.min(axis=1), lambda t: t.amin(dim=1)),
+    "min all": (lambda t: (-t).min(), lambda t: (-t).amin()),
+    "flatten": (lambda t: t.flatten() * 2.0, lambda t: t.flatten() * 2.0),
+    "unsqueeze squeeze": (lambda t: t.unsqueeze(1).squeeze(1).unsqueeze(-1),
+                          lambda t: t.unsqueeze(1).squeeze(1).unsqueeze(-1)),
+    "broadcast_to": (lambda t: t[0].broadcast_to((2, 4)) * t[1], lambda t: t[0].broadcast_to((2, 4)) * t[1]),
+    "sum_to": (lambda t: t.sum_to((1, 4)), lambda t: t.sum(dim=0, keepdim=True)),
+    "maximum": (lambda t: tg.maximum(t, t[::-1]), lambda t: torch.maximum(t, t.flip(0))),
+    "minimum": (lambda t: tg.minimum(t, 2.0), lambda t: torch.minimum(t, torch.tensor(2.0, dtype=t.dtype))),
+    "leaky_relu": (lambda t: F.leaky_relu(t, 0.2), lambda t: torch.nn.functional.leaky_relu(t, 0.2)),
+    "softplus": (lambda t: F.softplus(t * 300.0), lambda t: torch.nn.functional.softplus(t * 300.0)),
+    "logsumexp": (lambda t: F.logsumexp(t, axis=0), lambda t: torch.logsumexp(t, dim=0)),
+}
+
+
+@pytest.mark.parametrize("name", NEW_OPS)
+def test_added_operations_equal_torch(name):
+    ours, theirs = NEW_OPS[name]
+    x = Tensor(TIES, requires_grad=True)
+    y = ours(x)
+    proj = np.random.default_rng(2).standard_normal(y.shape)
+    (y * proj).sum().backward()
+    xt = torch.tensor(TIES, requires_grad=True)
+    yt = theirs(xt)
+    (yt * torch.tensor(proj)).sum().backward()
+    _close(y.data, yt, name)
+    _close(x.grad, xt.grad, f"d {name}")

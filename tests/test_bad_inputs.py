@@ -287,7 +287,7 @@ def test_losses_of_nan_are_nan(compiled):
     logits = [[np.nan, 1.0, 2.0], [0.0, 1.0, 2.0]]
     with compiled_or_expanded(compiled):
         for target in ([1, 2], np.eye(3)[[1, 2]]):
-            y, g = value_and_grad(lambda x: F.cross_entropy(x, target), logits)
+            y, g = value_and_grad(lambda x, target=target: F.cross_entropy(x, target), logits)
             assert np.isnan(y), y
             assert np.isnan(g[0]).any(), g
     y, g = value_and_grad(lambda x: F.mse_loss(x, np.zeros(2)), [np.nan, 1.0])
@@ -298,3 +298,29 @@ def test_max_of_nan_is_nan_and_its_gradient_goes_to_the_nan():
     y, g = value_and_grad(lambda x: x.max(axis=1), [[np.nan, 1.0, -2.0], [1.0, 3.0, 3.0]])
     assert np.isnan(y[0]) and y[1] == 3.0
     np.testing.assert_array_equal(g, [[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
+
+
+# ---------------------------------------------------------------- the newer operations
+@pytest.mark.parametrize("call, error, pattern", [
+    (lambda: t((2, 3)).min(axis=2), ValueError, shapes_named("min", 2, (2, 3))),
+    (lambda: t((2, 3)).min(axis=(0, -2)), ValueError, shapes_named("min", (0, -2), (2, 3))),
+    (lambda: t((2, 1)).squeeze(0), ValueError, r"squeeze: axis 0 has size 2, not 1 \(shape \(2, 1\)\)"),
+    (lambda: t((2, 1)).squeeze(2), ValueError, shapes_named("squeeze", 2, (2, 1))),
+    (lambda: t((2, 1)).squeeze((1, 0)), ValueError, "squeeze: axis 0 has size 2"),
+    (lambda: t((2, 3)).unsqueeze(3), ValueError, r"unsqueeze: axis 3 does not fit shape \(2, 3\).* -3 to 2"),
+    (lambda: t((2, 3)).unsqueeze(-4), ValueError, "unsqueeze: axis -4 does not fit"),
+    (lambda: t((2, 3)).broadcast_to((4, 3, 2)), ValueError, shapes_named("broadcast_to", (2, 3), (4, 3, 2))),
+    (lambda: t((2, 3)).broadcast_to((3,)), ValueError, shapes_named("broadcast_to", (2, 3), (3,))),
+    (lambda: t((2, 3)).broadcast_to((2, -3)), ValueError, "broadcast_to: shape .* negative"),
+    (lambda: t((2, 3)).broadcast_to("23"), TypeError, "broadcast_to: shape must be"),
+    (lambda: t((2, 3)).sum_to((2,)), ValueError, shapes_named("sum_to", (2,), (2, 3))),
+    (lambda: t((2, 3)).sum_to((1, 2, 3)), ValueError, shapes_named("sum_to", (1, 2, 3), (2, 3))),
+    (lambda: tg.maximum(Tensor(A), Tensor(B)), ValueError, shapes_named("maximum", (2, 3), (4, 5))),
+    (lambda: tg.minimum(np.ones(3), Tensor(A[:, :2])), ValueError, shapes_named("minimum", (3,), (2, 2))),
+    (lambda: F.logsumexp(t((2, 3)), axis=2), ValueError, shapes_named("logsumexp", 2, (2, 3))),
+    (lambda: F.logsumexp(t(())), ValueError, r"logsumexp: axis -1 is out of range for shape \(\)"),
+    (lambda: F.leaky_relu(t(3), negative_slope="0.1"), TypeError, "negative_slope must be a number"),
+], ids=lambda v: None)
+def test_newer_operations_name_the_bad_argument(call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call()

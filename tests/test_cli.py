@@ -52,11 +52,11 @@ def test_train(trained):
     assert len(sample) == 41
     model, vocab, config, meta, _ = load_checkpoint(run / "model.npz")
     assert config.cell == "rnn" and config.hidden_size == 32 and meta["epoch"] == 3
-    records = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 3 and records[-1]["valid_perplexity"] == pytest.approx(valid, abs=0.006)
     assert f"checkpoint: {run / 'model.npz'}" in out
     pytest.importorskip("matplotlib")
-    assert open(run / "training.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert (run / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_resume_and_sample(trained, corpus, capsys):
@@ -65,7 +65,7 @@ def test_resume_and_sample(trained, corpus, capsys):
                            "--out", run, "--no-progress")
     assert status == 0, err
     assert "after 4 epochs" in out and "epoch 4:" in out and "epoch 3:" not in out
-    assert len(open(run / "metrics.jsonl").read().splitlines()) == 4
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
 
     status, out, err = cli(capsys, "sample", run / "model.npz", "--length", 60, "--prime", "The ", "--seed", 3)
     assert status == 0, err
@@ -134,7 +134,7 @@ def test_bptt(tmp_path, capsys):
     assert vanishing[0] < 1e-3 * vanishing[-1]
     assert exploding[0] > 100 * exploding[-1]
     pytest.importorskip("matplotlib")
-    assert open(tmp_path / "gradient_through_time.png", "rb").read(4) == b"\x89PNG"
+    assert (tmp_path / "gradient_through_time.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_graph_defaults(tmp_path, capsys, monkeypatch):

@@ -183,7 +183,7 @@ def test_rnnlm_truncated_bptt_equals_the_books_numpy_rnnlm():
     assert sorted(names.values()) == sorted(named)
     ref = time_rnn.SimpleRnnlm(len(vocab), 6, 5, weights={k: named[v].data for k, v in names.items()})
     lr = 0.1
-    for epoch in range(2):
+    for _ in range(2):
         model.reset_state()
         ref.reset_state()
         for xs, ts in time_rnn.truncated_batches(ids, batch_size=3, time_size=4):

@@ -299,6 +299,9 @@ SCALAR = {
     "log_softmax": lambda t: F.log_softmax(t.reshape(-1)).sum() * 0.5 + F.log_softmax(t.reshape(-1))[0],
     "cross_entropy": lambda t: F.cross_entropy(t.reshape(1, -1), [0]),
     "mse_loss": lambda t: F.mse_loss(t, np.full(t.shape, 0.5)),
+    "leaky_relu": lambda t: (F.leaky_relu(t, 0.1) * t).sum(),
+    "softplus": lambda t: F.softplus(t).sum(),
+    "logsumexp": lambda t: F.logsumexp(t.reshape(-1)),
 }
 
 
@@ -312,7 +315,8 @@ def test_gradient_is_linear_in_the_function(x, a, b, f, g):
     np.testing.assert_allclose(together, apart, rtol=REL, atol=REL * (1 + np.abs(apart).max(initial=0)))
 
 
-ELEMENTWISE = {"tanh": F.tanh, "sigmoid": F.sigmoid, "softmax": F.softmax, "log_softmax": F.log_softmax}
+ELEMENTWISE = {"tanh": F.tanh, "sigmoid": F.sigmoid, "softmax": F.softmax, "log_softmax": F.log_softmax,
+               "softplus": F.softplus, "leaky_relu": F.leaky_relu}
 
 
 @given(S.array_and_one_axis(S.floats(-5.0, 5.0)), S.floats(-3.0, 3.0), S.floats(-3.0, 3.0),
@@ -347,7 +351,8 @@ def test_log_softmax_is_log_of_softmax_where_finite(case):
 
 
 @pytest.mark.parametrize("name", ["tanh", "sigmoid", "relu", "softmax", "log_softmax",
-                                  "cross_entropy_indices", "cross_entropy_one_hot", "mse_loss"])
+                                  "cross_entropy_indices", "cross_entropy_one_hot", "mse_loss",
+                                  "leaky_relu", "softplus", "logsumexp"])
 def test_float32_in_float32_values_and_gradients(name):
     x = Tensor(np.linspace(-2, 2, 6, dtype=np.float32).reshape(2, 3), requires_grad=True)
     if name == "cross_entropy_indices":
@@ -361,3 +366,118 @@ def test_float32_in_float32_values_and_gradients(name):
     assert out.dtype == np.float32
     out.sum().backward()
     assert x.grad.dtype == np.float32
+
+
+# ---------------------------------------------------------------- leaky_relu, softplus, logsumexp
+# Gradients as in 1, forward values against numpy, and the whole range as in 2.
+def softplus_reference(x):
+    """log(1 + exp(x)) as numpy's logaddexp(0, x) computes it (overflow-free)."""
+    return np.logaddexp(0.0, np.asarray(x, dtype=np.float64))
+
+
+def logsumexp_reference(x, axis):
+    """max + log(sum(exp(x - max))) in float64 with numpy, for finite rows."""
+    top = x.max(axis=axis, keepdims=True)
+    return np.squeeze(top + np.log(np.exp(x - top).sum(axis=axis, keepdims=True)), axis=axis)
+
+
+slopes = st.sampled_from([0.01, 0.2, 0.0, 1.0, 0.5, 3.0, -0.5])
+
+
+@covers("functional.leaky_relu")
+@given(S.any_array(S.away_from_zero(0.05, 3.0)), slopes, S.seeds())
+def test_leaky_relu_gradient_away_from_the_kink(x, slope, seed):
+    np.testing.assert_array_equal(F.leaky_relu(Tensor(x), slope).data, np.where(x > 0, x, slope * x))
+    check(lambda t: F.leaky_relu(t, negative_slope=slope), x, seed=seed)
+
+
+@covers("functional.softplus")
+@given(S.any_array(S.floats(-20.0, 20.0)), S.seeds())
+def test_softplus_gradient(x, seed):
+    np.testing.assert_allclose(F.softplus(Tensor(x)).data, softplus_reference(x), rtol=REL, atol=TINY)
+    check(F.softplus, x, seed=seed)
+
+
+@covers("functional.logsumexp")
+@given(S.array_and_one_axis(S.floats(-5.0, 5.0)), st.booleans(), S.seeds())
+def test_logsumexp_gradient(case, keepdims, seed):
+    x, axis = case
+    want = logsumexp_reference(x, axis)
+    got = F.logsumexp(Tensor(x), axis=axis, keepdims=keepdims).data
+    np.testing.assert_allclose(got, np.expand_dims(want, axis) if keepdims else want, rtol=REL, atol=REL)
+    check(lambda t: F.logsumexp(t, axis=axis, keepdims=keepdims), x, seed=seed)
+
+
+@given(S.whole_range_arrays(np.float64), st.sampled_from([0.01, 0.2, 1.0, 0.0]))
+def test_leaky_relu_over_the_float64_range(x, slope):
+    """Slopes up to 1: a larger one makes -max float overflow to -inf, which is then the right value."""
+    y, g = value_and_grad(lambda t: F.leaky_relu(t, slope), x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0.0) if slope == 0 else np.where(x > 0, x, slope * x))
+    np.testing.assert_array_equal(g, np.where(x > 0, 1.0, slope))
+
+
+@given(S.whole_range_arrays(np.float64))
+def test_softplus_over_the_float64_range(x):
+    y, g = value_and_grad(F.softplus, x)
+    with np.errstate(over="ignore"):
+        np.testing.assert_allclose(y, softplus_reference(x), rtol=REL, atol=TINY)
+    assert np.isfinite(g).all()
+    np.testing.assert_allclose(g, logistic_reference(x), rtol=GRAD_REL, atol=TINY)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(data=st.data())
+def test_logsumexp_over_the_whole_range(dtype, data):
+    """Rows from whole_range_rows (a finite value in each, at most one +inf): the value is the largest
+    element plus a term in [0, log n], +inf where the row has +inf; gradients are finite, and where the
+    row is finite they are softmax, which sums to 1."""
+    x, axis = data.draw(whole_range_rows(dtype))
+    y, g = value_and_grad(lambda t: F.logsumexp(t, axis=axis), x, dtype)
+    assert y.dtype == dtype and g.dtype == dtype and np.isfinite(g).all() and (g >= 0).all()
+    top = x.max(axis=axis)
+    n = x.shape[axis]
+    assert np.array_equal(np.isposinf(y), np.isposinf(top))
+    finite = np.isfinite(top)
+    eps = np.finfo(dtype).eps
+    t = top[finite].astype(np.float64)
+    slack = 4 * eps * (np.abs(t) + 1)
+    with np.errstate(over="ignore"):        # the upper bound may round up to inf near the largest float
+        assert (y[finite] >= t - slack).all() and (y[finite] <= t + np.log(n) + slack).all()
+    sums = g.sum(axis=axis)
+    np.testing.assert_allclose(sums[finite], 1.0, rtol=(1e-12 if dtype == np.float64 else 1e-6) * n)
+
+
+def test_exact_values_at_zero_and_limits_of_the_new_functions():
+    with strict():
+        x = Tensor([0.0, -0.0], requires_grad=True)
+        y = F.softplus(x)
+        y.sum().backward()
+        assert y.data.tolist() == [math.log(2.0)] * 2 and x.grad.tolist() == [0.5, 0.5]
+        x = Tensor([0.0, -0.0, 2.0], requires_grad=True)
+        y = F.leaky_relu(x, 0.25)
+        y.sum().backward()
+        assert y.data.tolist() == [0.0, 0.0, 2.0] and np.signbit(y.data[1]) and x.grad.tolist() == [0.25, 0.25, 1.0]
+        x = Tensor([[0.0], [7.5]], requires_grad=True)
+        y = F.logsumexp(x)
+        y.sum().backward()
+        assert y.data.tolist() == [0.0, 7.5] and x.grad.tolist() == [[1.0], [1.0]]
+        x = Tensor([[np.inf, 1.0], [-np.inf, -np.inf], [1e308, -1e308]], requires_grad=True)
+        y = F.logsumexp(x)
+        y.backward(np.ones(3))
+        assert y.data.tolist() == [np.inf, -np.inf, 1e308] and x.grad.tolist() == [[0, 0], [0, 0], [1, 0]]
+        assert F.logsumexp(Tensor(np.zeros((2, 0))), keepdims=True).data.tolist() == [[-np.inf], [-np.inf]]
+        x = Tensor([np.inf, -np.inf], requires_grad=True)
+        y = F.softplus(x)
+        y.backward(np.ones(2))
+        assert y.data.tolist() == [np.inf, 0.0] and x.grad.tolist() == [1.0, 0.0]
+    assert F.softplus(Tensor(np.nan)).data.item() != F.softplus(Tensor(np.nan)).data.item()   # NaN stays NaN
+    assert np.isnan(F.leaky_relu(Tensor(np.nan)).item())
+
+
+def test_softplus_and_logsumexp_agree():
+    """softplus(x) is logsumexp over the pair (0, x): equal within REL, or within 4 eps absolute, since
+    logsumexp takes log(1 + e) where softplus takes log1p(e), exact for tiny e."""
+    x = np.linspace(-40, 40, 81)
+    pair = np.stack([np.zeros_like(x), x], axis=-1)
+    np.testing.assert_allclose(F.softplus(Tensor(x)).data, F.logsumexp(Tensor(pair)).data, rtol=REL,
+                               atol=4 * np.finfo(np.float64).eps)

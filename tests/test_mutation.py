@@ -13,6 +13,7 @@ failure comes from the wrong gradient, not from the wrapping.
 """
 import copy
 import functools
+import sys
 
 import numpy as np
 import pytest
@@ -27,9 +28,7 @@ import strategies
 import test_functional as tf
 import test_ops_gradients as to
 
-try:
-    BaseExceptionGroup
-except NameError:                                 # Python 3.10: hypothesis depends on the backport
+if sys.version_info < (3, 11):                    # Python 3.10: hypothesis depends on the backport
     from exceptiongroup import BaseExceptionGroup
 
 WRONG = 1.001
@@ -127,7 +126,8 @@ ONE_INPUT = [("Tensor.__mul__", 1, to.test_mul), ("Tensor.__mul__", 0, to.test_m
              ("Tensor.__matmul__", 1, to.test_matmul_batched_and_broadcast),
              ("Tensor.__matmul__", 1, to.test_matmul),
              ("tensor.where", 1, to.test_where),
-             ("tensor.concat", 1, to.test_concat)]
+             ("tensor.concat", 1, to.test_concat),
+             ("tensor.maximum", 1, to.test_maximum), ("tensor.minimum", 0, to.test_minimum)]
 
 
 @pytest.mark.parametrize("op, only, test", ONE_INPUT, ids=[f"{o}[{i}]-{t.__name__}" for o, i, t in ONE_INPUT])
@@ -146,7 +146,11 @@ PIECES = [("Tensor.expm1", tf.test_tanh_gradient),
           ("Tensor.sum", tf.test_softmax_gradient),
           ("Tensor.log", tf.test_log_softmax_gradient),
           ("Tensor.__getitem__", tf.test_cross_entropy_gradient_class_indices),
-          ("Tensor.__sub__", tf.test_mse_loss_gradient_for_prediction_and_target)]
+          ("Tensor.__sub__", tf.test_mse_loss_gradient_for_prediction_and_target),
+          ("Tensor.max", to.test_min), ("Tensor.reshape", to.test_squeeze), ("Tensor.reshape", to.test_unsqueeze),
+          ("Tensor.__mul__", tf.test_leaky_relu_gradient_away_from_the_kink),
+          ("Tensor.log1p", tf.test_softplus_gradient), ("Tensor.exp", tf.test_softplus_gradient),
+          ("Tensor.exp", tf.test_logsumexp_gradient), ("Tensor.log", tf.test_logsumexp_gradient)]
 
 
 @pytest.mark.parametrize("op, test", PIECES, ids=[f"{o}-{t.__name__}" for o, t in PIECES])

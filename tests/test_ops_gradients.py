@@ -371,6 +371,151 @@ def test_check_itself_fails_on_a_wrong_gradient():
         raise AssertionError("check passed a gradient that is twice too large")
 
 
+# ---------------------------------------------------------------- sin, cos, log1p, min, shapes, maximum, minimum
+def same_as_numpy(fn, reference, *arrays):
+    """The forward equals numpy's to the last bit (NaN equal to NaN), in shape and dtype as well."""
+    got = fn(*[Tensor(a) for a in arrays]).data
+    want = np.asarray(reference(*arrays))
+    assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, got.dtype, want.shape, want.dtype)
+    assert np.array_equal(got, want, equal_nan=True), (got, want)
+
+
+@covers("Tensor.sin")
+@given(S.any_array(S.floats(-10.0, 10.0)), S.seeds())
+def test_sin(x, seed):
+    same_as_numpy(lambda t: t.sin(), np.sin, x)
+    check(lambda t: t.sin(), x, seed=seed)
+
+
+@covers("Tensor.cos")
+@given(S.any_array(S.floats(-10.0, 10.0)), S.seeds())
+def test_cos(x, seed):
+    same_as_numpy(lambda t: t.cos(), np.cos, x)
+    check(lambda t: t.cos(), x, seed=seed)
+
+
+@covers("Tensor.log1p")
+@given(S.any_array(S.floats(-0.5, 5.0)), S.seeds())
+def test_log1p(x, seed):
+    same_as_numpy(lambda t: t.log1p(), np.log1p, x)
+    check(lambda t: t.log1p(), x, seed=seed)
+
+
+def test_log1p_is_exact_near_zero():
+    x = leaf(1e-300)
+    y = x.log1p()
+    y.backward()
+    assert y.item() == 1e-300 and x.grad == 1.0
+
+
+@covers("Tensor.min")
+@given(S.distinct_array_and_axis(), st.booleans(), S.seeds())
+def test_min(case, keepdims, seed):
+    x, axis = case
+    same_as_numpy(lambda t: t.min(axis=axis, keepdims=keepdims), lambda a: a.min(axis=axis, keepdims=keepdims), x)
+    check(lambda t: t.min(axis=axis, keepdims=keepdims), x, seed=seed)
+
+
+def test_min_shares_the_gradient_among_ties_and_gives_it_to_a_nan_as_max_does():
+    x = leaf([[1.0, -3.0, -3.0], [2.0, 2.0, 2.0]])
+    x.min(axis=1).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]])
+    for op in ("min", "max"):
+        x = leaf([1.0, np.nan, -1.0])
+        y = getattr(x, op)()
+        y.backward()
+        assert np.isnan(y.item()) and x.grad.tolist() == [0.0, 1.0, 0.0], op
+
+
+@covers("Tensor.flatten")
+@given(S.any_array(), S.seeds())
+def test_flatten(x, seed):
+    same_as_numpy(lambda t: t.flatten(), lambda a: a.flatten(), x)
+    check(lambda t: t.flatten(), x, seed=seed)
+
+
+@covers("Tensor.squeeze")
+@given(S.array_and_squeeze_axis(), S.seeds())
+def test_squeeze(case, seed):
+    x, axis = case
+    same_as_numpy(lambda t: t.squeeze(axis), lambda a: np.squeeze(a, axis), x)
+    check(lambda t: t.squeeze(axis), x, seed=seed)
+
+
+@covers("Tensor.unsqueeze")
+@given(S.array_and_new_axis(), S.seeds())
+def test_unsqueeze(case, seed):
+    x, axis = case
+    same_as_numpy(lambda t: t.unsqueeze(axis), lambda a: np.expand_dims(a, axis), x)
+    check(lambda t: t.unsqueeze(axis), x, seed=seed)
+
+
+@covers("Tensor.broadcast_to")
+@given(S.broadcast_source_and_target(), st.data())
+def test_broadcast_to(shapes, data):
+    source, target = shapes
+    x, seed = data.draw(S.arrays(source)), data.draw(S.seeds())
+    same_as_numpy(lambda t: t.broadcast_to(target), lambda a: np.broadcast_to(a, target), x)
+    check(lambda t: t.broadcast_to(target), x, seed=seed)
+
+
+@covers("Tensor.sum_to")
+@given(S.broadcast_source_and_target(), st.data())
+def test_sum_to(shapes, data):
+    """The reference: sum over the leading axes broadcasting adds, then over the widened size-1 axes."""
+    source, target = shapes
+    x, seed = data.draw(S.arrays(target)), data.draw(S.seeds())
+
+    def reference(a):
+        a = a.sum(axis=tuple(range(len(target) - len(source))))
+        return a.sum(axis=tuple(i for i, n in enumerate(source) if n == 1), keepdims=True).reshape(source)
+    same_as_numpy(lambda t: t.sum_to(source), reference, x)
+    check(lambda t: t.sum_to(source), x, seed=seed)
+
+
+@given(S.broadcast_source_and_target(), S.seeds())
+def test_sum_to_and_broadcast_to_are_adjoint(shapes, seed):
+    """<broadcast_to(u), v> == <u, sum_to(v)> for any u and v: each is the other's transpose."""
+    source, target = shapes
+    rng = np.random.default_rng(seed)
+    u, v = rng.standard_normal(source), rng.standard_normal(target)
+    left = (Tensor(u).broadcast_to(target).data * v).sum()
+    right = (u * Tensor(v).sum_to(source).data).sum()
+    np.testing.assert_allclose(left, right, rtol=1e-12, atol=1e-12 * (1 + abs(right)))
+
+
+@covers("tensor.maximum")
+@given(S.untied_pair(), S.seeds())
+def test_maximum(pair, seed):
+    same_as_numpy(tg.maximum, np.maximum, *pair)
+    check(tg.maximum, *pair, seed=seed)
+
+
+@covers("tensor.minimum")
+@given(S.untied_pair(), S.seeds())
+def test_minimum(pair, seed):
+    same_as_numpy(tg.minimum, np.minimum, *pair)
+    check(tg.minimum, *pair, seed=seed)
+
+
+@covers("tensor.maximum", "tensor.minimum")
+@given(S.any_array(S.grid(-30, 30, 0.1)), S.floats(-3.0, 3.0).map(lambda c: round(c, 1) + 0.05),
+       st.sampled_from(["maximum", "minimum"]), st.booleans(), S.seeds())
+def test_maximum_and_minimum_with_a_number(x, c, name, number_first, seed):
+    op = getattr(tg, name)
+    check((lambda t: op(c, t)) if number_first else (lambda t: op(t, c)), x, seed=seed)
+
+
+def test_maximum_and_minimum_split_a_tie_equally_and_give_a_nan_its_gradient():
+    for op, reference, picked_a in [(tg.maximum, np.maximum, 1.0), (tg.minimum, np.minimum, 0.0)]:
+        a, b = leaf([1.0, 2.0, np.nan, np.nan, 5.0]), leaf([1.0, np.nan, 3.0, np.nan, 4.0])
+        y = op(a, b)
+        assert np.array_equal(y.data, reference(a.data, b.data), equal_nan=True)
+        y.backward(np.ones(5))
+        assert a.grad.tolist() == [0.5, 0.0, 1.0, 0.5, picked_a], (op.__name__, a.grad)
+        assert b.grad.tolist() == [0.5, 1.0, 0.0, 0.5, 1.0 - picked_a], (op.__name__, b.grad)
+
+
 # ---------------------------------------------------------------- float32 graphs stay float32
 FLOAT32_OPS = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": lambda a, b: a / b,
@@ -386,7 +531,13 @@ FLOAT32_OPS = {
     "reshape": lambda a, b: a.reshape(3, 2), "transpose": lambda a, b: a.transpose(1, 0), "T": lambda a, b: a.T,
     "getitem": lambda a, b: a[[0, 0, 1], 1:], "mask": lambda a, b: a[a.data > 0.7],
     "concat": lambda a, b: tg.concat([a, b], axis=1), "stack": lambda a, b: tg.stack([a, b], axis=-1),
-    "where": lambda a, b: tg.where(a.data > 0.7, a, b), "where with a number": lambda a, b: tg.where(a.data > 0.7, 0.0, b),
+    "where": lambda a, b: tg.where(a.data > 0.7, a, b),
+    "where with a number": lambda a, b: tg.where(a.data > 0.7, 0.0, b),
+    "sin": lambda a, b: a.sin(), "cos": lambda a, b: a.cos(), "log1p": lambda a, b: a.log1p(),
+    "min": lambda a, b: a.min(axis=0), "flatten": lambda a, b: a.flatten() * b.flatten(),
+    "squeeze": lambda a, b: a[:1].squeeze(0), "unsqueeze": lambda a, b: a.unsqueeze(1),
+    "broadcast_to": lambda a, b: a[0].broadcast_to((4, 2, 3)), "sum_to": lambda a, b: b.sum_to((1, 3)),
+    "maximum": lambda a, b: tg.maximum(a, b[0] - 0.3), "minimum": lambda a, b: tg.minimum(0.7, a),
 }
 
 

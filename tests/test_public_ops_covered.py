@@ -84,7 +84,8 @@ def test_introspection_finds_the_operations_we_know():
     for name in ["Tensor.__add__", "Tensor.__rpow__", "Tensor.__matmul__", "Tensor.__getitem__", "Tensor.T",
                  "Tensor.sum", "Tensor.tanh", "tensor.concat", "tensor.where", "functional.cross_entropy",
                  "functional.mse_loss", "Tensor.clip", "Tensor.max", "Tensor.relu", "tensor.stack",
-                 "functional.softmax"]:
+                 "functional.softmax", "Tensor.sin", "Tensor.min", "Tensor.sum_to", "tensor.maximum",
+                 "tensor.minimum", "functional.logsumexp"]:
         assert name in found, name
     assert {f"functional.{n}" for n in functional.__all__} <= found
 
@@ -138,3 +139,4 @@ def test_the_functional_methods_are_the_compositions_and_every_function_is_cover
         assert getattr(Tensor, name) is getattr(functional, name)
         assert f"Tensor.{name}" in strategies.COVERED
     assert tg.concat is engine.concat and tg.stack is engine.stack and tg.where is engine.where
+    assert tg.maximum is engine.maximum and tg.minimum is engine.minimum

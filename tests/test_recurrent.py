@@ -187,7 +187,8 @@ def test_stateful_forward_carries_the_state_exactly(cell):
     b, _ = rnn(xs[:, T - 1:T])
     c, last = rnn(xs[:, T:])
     np.testing.assert_array_equal(np.concatenate([a.data, b.data, c.data], axis=1), full.data)
-    for s, r in zip(last if isinstance(last, tuple) else [last], full_last if isinstance(full_last, tuple) else [full_last]):
+    for s, r in zip(last if isinstance(last, tuple) else [last],
+                    full_last if isinstance(full_last, tuple) else [full_last]):
         np.testing.assert_array_equal(s.data, r.data)
     # the kept state is detached, element-wise for a tuple
     kept = rnn.state if isinstance(rnn.state, tuple) else (rnn.state,)
@@ -313,7 +314,8 @@ def test_rnn_time_major():
 def test_stateful_batch_change_needs_a_reset():
     rnn = nn.RNN(nn.LSTMCell(D, H, rng=0), stateful=True)
     rnn(np.ones((2, T, D)))
-    with pytest.raises(ValueError, match=r"carried state must have shape \(3, 4\).*got \(2, 4\) \(a batch of 2, not 3\); call reset_state"):
+    with pytest.raises(ValueError, match=r"carried state must have shape \(3, 4\).*got \(2, 4\) "
+                                         r"\(a batch of 2, not 3\); call reset_state"):
         rnn(np.ones((3, T, D)))
     rnn.reset_state()
     assert rnn(np.ones((3, T, D)))[0].shape == (3, T, H)
@@ -360,7 +362,7 @@ def test_lstm_language_model_halves_its_perplexity():
     streams = ids[:stream * batch].reshape(batch, stream)
     start = perplexity(model, ids, chunk)
     assert start > 0.7 * len(chars)               # an untrained model is close to uniform
-    for epoch in range(4):
+    for _ in range(4):
         model.rnn.reset_state()
         for s in range(0, stream - chunk, chunk):
             logits = model(streams[:, s:s + chunk])

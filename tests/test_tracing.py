@@ -18,6 +18,7 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import strategies as S
+from pathlib import Path
 import tinygrad_rnn as tg
 from tinygrad_rnn import Tensor, TraceError, stack
 from strategies import compiled_or_expanded
@@ -91,6 +92,8 @@ OPS = ["exp", "expm1", "log", "sqrt", "abs", "clip", "neg", "tanh", "sigmoid", "
        "add", "sub", "mul", "div", "pow", "rnumber", "rarray", "matmul", "rmatmul",
        "sum", "mean", "max", "reshape", "transpose", "basic_index", "array_index", "tensor_index",
        "concat", "stack", "where", "compare", "softmax", "log_softmax", "cross_entropy", "mse_loss"]
+OPS += ["sin", "cos", "log1p", "min", "flatten", "squeeze", "unsqueeze", "broadcast_to", "sum_to", "maximum",
+        "minimum", "leaky_relu", "softplus", "logsumexp"]
 _M = np.arange(6.0).reshape(2, 3) / 4 - 0.5        # a plain array on the left of @
 
 
@@ -201,7 +204,8 @@ def _apply(op, i, j, pool, env):
         partner = u if u.shape == t.shape else t * 2.0
         return tg.stack([t, partner], axis=j % (nd + 1) - (j % 2) * (nd + 1))
     if op == "where":   # labelled: a variable named 'where' meets the bug in test_a_variable_named_where
-        return label([tg.where(t > u, t, u), tg.where(t < 0.25, t, 0.5), tg.where(np.ones(t.shape, bool), 1.0, t)][j % 3], "picked")
+        picked = [tg.where(t > u, t, u), tg.where(t < 0.25, t, 0.5), tg.where(np.ones(t.shape, bool), 1.0, t)]
+        return label(picked[j % 3], "picked")
     if op == "compare":
         cmp = [t < u, t <= u, t > u, t >= u, t == u, t != u, t > 0.0][j % 7]
         return label(tg.where(cmp, t, u * 0.5), "picked")
@@ -221,6 +225,34 @@ def _apply(op, i, j, pool, env):
     if op == "mse_loss":
         other = u if u.shape == t.shape else np.ones(t.shape) * 0.25
         return F.mse_loss(t, other, reduction=["mean", "sum"][j % 2])
+    if op in ("sin", "cos"):
+        return getattr(t, op)()
+    if op == "log1p":
+        return (t * t).log1p()
+    if op == "min":
+        return t.min(axis=_axis(t, j), keepdims=bool(i % 2))
+    if op == "flatten":
+        return t.flatten()
+    if op == "squeeze":
+        return t.squeeze() if j % 2 else t.unsqueeze(0).squeeze(0)
+    if op == "unsqueeze":
+        return t.unsqueeze(j % (2 * nd + 2) - nd - 1)
+    if op == "broadcast_to":
+        if j % 2 or nd == 0:
+            return t.broadcast_to((2,) + t.shape)
+        return t[(slice(0, 1),) * nd].broadcast_to(t.shape)    # size-1 axes widened
+    if op == "sum_to":
+        return t.sum_to(t.shape[1:]) if j % 2 and nd else t.sum_to((1,) * nd)
+    if op in ("maximum", "minimum"):
+        return getattr(tg, op)(t, u) if j % 2 else getattr(tg, op)(0.25, t)
+    if op == "leaky_relu":
+        return F.leaky_relu(t, [0.01, 0.3, 0.0][j % 3])
+    if op == "softplus":
+        return F.softplus(t)
+    if op == "logsumexp":
+        if nd == 0:
+            return t.reshape(1)
+        return F.logsumexp(t, axis=j % (2 * nd) - nd, keepdims=bool(i % 2))
     raise AssertionError(op)
 
 
@@ -602,7 +634,7 @@ def test_saved_module_imports_only_numpy_and_gives_the_same_numbers(tmp_path, on
         x, y = _tokens(5)
         want_out, want_grads = _eager(step, [x, y], params)
     path = program.save(tmp_path / "step_module.py")
-    text = open(path).read()
+    text = Path(path).read_text()
     assert "tinygrad_rnn" not in text
     tree = ast.parse(text)
     imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
@@ -988,3 +1020,22 @@ def test_function_names_and_derived_parameters_that_are_not_plain_literals():
     np_named.__name__ = "np"
     _assert_matches_eager(tg.trace(np_named, np.ones(2), backward=False), np_named, [np.zeros(2)], [],
                           backward=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("op", ["sin", "cos", "log1p", "min", "flatten", "squeeze", "unsqueeze", "broadcast_to",
+                                "sum_to", "maximum", "minimum", "leaky_relu", "softplus", "logsumexp"])
+def test_each_newer_operation_replays_exactly(op, dtype):
+    """Every one of them, whatever the random compositions draw: both forms of each, in one program."""
+    fn, params = _composition([(op, 0, 1), (op, 1, 0), (op, 0, 0)], dtype)
+    rng = np.random.default_rng(3)
+    inputs = lambda: [Tensor(rng.standard_normal((2, 3)).astype(dtype), requires_grad=True),
+                      rng.standard_normal((2, 3)).astype(dtype), Tensor(np.array([0, 1, 1, 0])),
+                      np.array([2, 0]), rng.uniform(0, 1, (2, 3)).astype(dtype)]
+    program = tg.trace(fn, *inputs())
+    written = {"min": "_max(", "flatten": ".reshape(", "squeeze": ".reshape(", "unsqueeze": ".reshape(",
+               "sum_to": "_unbroadcast(", "leaky_relu": "_leaky_factor(", "softplus": "np.log1p(",
+               "logsumexp": "_logsumexp_shifts("}
+    assert written.get(op, f"np.{op}(") in program.source
+    _assert_matches_eager(program, fn, inputs(), params)
+    assert program.fallbacks == 0

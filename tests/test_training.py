@@ -1,12 +1,13 @@
 """The character model's training loop: learning, checkpoints without pickle, resuming, Ctrl-C, sampling."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tinygrad_rnn import nn, optim
-from tinygrad_rnn.data import DataError, Vocab, default_corpus
+from tinygrad_rnn.data import DataError, default_corpus
 from tinygrad_rnn.training import (CharLM, CheckpointError, TrainConfig, evaluate, load_checkpoint, make_cell,
                                    sample, train)
 
@@ -31,7 +32,7 @@ def test_learns_writes_checkpoint_and_metrics(tmp_path):
     assert result["epochs"] == 3 and not result["interrupted"]
     assert result["valid_perplexity"] < 0.75 * result["unigram_perplexity"]
     assert "unigram baseline perplexity" in text and "epoch 3:" in text
-    records = [json.loads(line) for line in open(result["metrics"])]
+    records = [json.loads(line) for line in Path(result["metrics"]).read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert records[-1]["valid_perplexity"] == pytest.approx(result["valid_perplexity"])
     assert records[-1]["step"] == result["steps"] == 3 * ((3601 - 1) // 8 // 16)
@@ -59,14 +60,15 @@ def test_resume_continues_the_run_exactly(tmp_path):
     again, text = run(tmp_path, None, "resumed", resume=first["checkpoint"], overrides={"epochs": 4})
     assert again["epochs"] == 4 and again["steps"] == straight["steps"]
     assert [r["epoch"] for r in again["history"]] == [1, 2, 3, 4]
-    assert len(open(again["metrics"]).read().splitlines()) == 4
+    assert len(Path(again["metrics"]).read_text().splitlines()) == 4
     a, b = load_checkpoint(straight["checkpoint"])[0], load_checkpoint(again["checkpoint"])[0]
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         np.testing.assert_array_equal(p.data, q.data, err_msg=name)   # Adam's moments and step count restored
     assert again["valid_perplexity"] == straight["valid_perplexity"]
     # resuming into another folder carries the whole history into its metrics file
     elsewhere, _ = run(tmp_path, None, "elsewhere", resume=again["checkpoint"], overrides={"epochs": 5})
-    assert [json.loads(line)["epoch"] for line in open(elsewhere["metrics"])] == [1, 2, 3, 4, 5]
+    lines = Path(elsewhere["metrics"]).read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4, 5]
 
 
 def test_ctrl_c_keeps_the_last_checkpoint(tmp_path, monkeypatch):
@@ -197,7 +199,7 @@ def test_progress_bar_and_plot(tmp_path, capsys):
     assert "epoch 1:" in out and "epoch 2:" in out      # epoch lines on stdout, above the bar
     assert "step" in err and "loss=" in err              # the bar, with the live loss, on stderr
     if result["plot"] is not None:                       # matplotlib is the optional plot extra
-        assert open(result["plot"], "rb").read(4) == b"\x89PNG"
+        assert Path(result["plot"]).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_user_cell_from_a_file_or_the_current_folder(tmp_path, monkeypatch):

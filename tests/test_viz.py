@@ -1,10 +1,10 @@
 """Graph drawing (DOT text, time-step boxes, gradient norms) and the gradient-through-time measurement."""
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import tinygrad_rnn.functional as F
 from tinygrad_rnn import Tensor, nn
 from tinygrad_rnn.viz import gradient_through_time, plot_gradient_norms, retain_all_grads, step_groups, to_dot
 
@@ -135,4 +135,4 @@ def test_gradient_through_time_custom_loss_and_lstm():
 def test_plot_gradient_norms(tmp_path):
     pytest.importorskip("matplotlib")
     path = plot_gradient_norms({"a": np.array([1.0, 0.1, 0.0])}, tmp_path / "g.png")
-    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

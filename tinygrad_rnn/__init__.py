@@ -14,7 +14,7 @@ Layers, each importing only those below it:
   data, training, blas   the character model and its training loop (imported on use)
   viz, cli    pictures and the command line (imported on use)
 """
-from .tensor import Tensor, concat, stack, where, no_grad, is_grad_enabled
+from .tensor import Tensor, concat, stack, where, maximum, minimum, no_grad, is_grad_enabled
 from .composites import composite, expanded
 from . import functional
 from .checking import GradcheckError, GradReport, numerical_grad, gradcheck, gradcheck_report, compare_grads
@@ -25,7 +25,7 @@ from . import nn, optim
 __version__ = "0.1.0"
 
 __all__ = ["Tensor", "concat", "stack", "where", "no_grad", "is_grad_enabled", "functional",
-           "nn", "optim",
+           "nn", "optim", "maximum", "minimum",
            "GradcheckError", "GradReport", "numerical_grad", "gradcheck", "gradcheck_report",
            "compare_grads", "compare_bptt", "StepRecorder", "BPTTReport", "trace", "Program", "TraceError",
            "composite", "expanded"]

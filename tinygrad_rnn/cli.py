@@ -269,7 +269,8 @@ def _graph(args):
     loss.name = "loss"
     retain_all_grads(loss)
     loss.backward(retain_graph=True)
-    dot = to_dot(loss, steps=hs, names=dict(cell.named_parameters()), title=f"{args.cell} cell unrolled over {args.steps} steps")
+    dot = to_dot(loss, steps=hs, names=dict(cell.named_parameters()),
+                 title=f"{args.cell} cell unrolled over {args.steps} steps")
     directory = os.path.dirname(args.output)
     if directory:
         os.makedirs(directory, exist_ok=True)

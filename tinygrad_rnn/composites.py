@@ -409,15 +409,29 @@ def _find(p, owner, fn, name):
             if var in fn.__globals__:
                 roots.append((("global", var), fn.__globals__[var]))
     for root, value in roots:
-        if value is p:
-            return root, ()
-        if _is_owner(value):
-            for dotted, q in value.named_parameters():
-                if q is p:
-                    return root, tuple(dotted.split("."))
+        parts = _path_to(p, value, 3)
+        if parts is not None:
+            return root, parts
     raise TraceError(f"composite {name}: reads a parameter of shape {p.shape} that later calls could not find "
                      f"again (it is not an attribute of the module, a closure variable or a global of the "
                      f"function); pass it as an argument")
+
+
+def _path_to(p, value, depth):
+    """The keys leading from ``value`` to ``p`` through modules, dicts, lists and tuples; None if none."""
+    if value is p:
+        return ()
+    if _is_owner(value):
+        for dotted, q in value.named_parameters():
+            if q is p:
+                return tuple(dotted.split("."))
+    elif depth and isinstance(value, (dict, list, tuple)):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            rest = _path_to(p, item, depth - 1)
+            if rest is not None:
+                return (key,) + rest
+    return None
 
 
 def _resolve(path, owner, fn):
@@ -430,7 +444,8 @@ def _resolve(path, owner, fn):
         value = fn.__globals__.get(root[1])
     for part in parts:
         if isinstance(value, (list, tuple)):
-            value = value[int(part)]
+            index = int(part)
+            value = value[index] if -len(value) <= index < len(value) else None
         elif isinstance(value, dict):
             value = value.get(part)
         else:

@@ -4,7 +4,8 @@ import math
 
 import numpy as np
 
-__all__ = ["DataError", "default_corpus", "read_text", "check_text", "Vocab", "split", "bptt_batches", "unigram_perplexity"]
+__all__ = ["DataError", "default_corpus", "read_text", "check_text", "Vocab", "split", "bptt_batches",
+           "unigram_perplexity"]
 
 
 class DataError(ValueError):

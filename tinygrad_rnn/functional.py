@@ -21,6 +21,7 @@ from .composites import composite
 from .tensor import Tensor, decide, derived, where
 
 __all__ = ["tanh", "sigmoid", "relu", "softmax", "log_softmax", "cross_entropy", "mse_loss"]
+__all__ += ["leaky_relu", "softplus", "logsumexp"]
 
 
 def _float64(d):
@@ -278,3 +279,55 @@ def _mse_loss(pred, target, reduction):
 Tensor.tanh = tanh
 Tensor.sigmoid = sigmoid
 Tensor.relu = relu
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """x for x > 0, ``negative_slope * x`` otherwise (so the gradient at 0 is the slope, as in torch);
+    NaN stays NaN."""
+    x = _tensor(x)
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float, np.floating, np.integer)):
+        raise TypeError(f"leaky_relu: negative_slope must be a number, got {type(negative_slope).__name__}")
+    if negative_slope == 0:      # relu, also at -inf (where -inf * 0 would be NaN)
+        return relu(x)
+    return x * derived(_leaky_factor, x, negative_slope=float(negative_slope))
+
+
+def _leaky_factor(d, negative_slope):
+    """1 where d > 0 (or NaN), the slope elsewhere: one product, which overflows nowhere it should not."""
+    return np.where(_above_zero(d), 1, negative_slope).astype(d.dtype)
+
+
+def softplus(x):
+    """log(1 + exp(x)), as max(x, 0) + log1p(exp(-|x|)): exp never overflows, the value is x to the last
+    bit for large x and exp(x) for very negative x, and the gradient is sigmoid(x) (0.5 exactly at 0)."""
+    x = _tensor(x)
+    flip, positive = derived(_sigmoid_signs, x)
+    return where(positive, x, 0.0) + (x * flip).exp().log1p()
+
+
+def _logsumexp_shifts(d, axis, keepdims):
+    """For logsumexp along ``axis``: ``lo``, below which values are raised (exp of them is 0 already, and
+    d - c could overflow), ``c``, the largest value with +-inf counted as +-max float, subtracted before
+    exp, and the constant added to the log: c, or the maximum itself where that is infinite."""
+    big = np.finfo(d.dtype).max
+    c = np.clip(d, -big, big).max(axis=axis, keepdims=True)
+    lo = np.maximum(c, 0) - big
+    top = d.max(axis=axis, keepdims=True)
+    shift = np.where(np.isinf(top), top, c)
+    return lo, c, shift if keepdims else np.squeeze(shift, axis=axis)
+
+
+_logsumexp_shifts.outputs = ("lo", "top", "shift")
+
+
+def logsumexp(x, axis=-1, keepdims=False):
+    """log(sum(exp(x))) along ``axis``, computed on x minus its maximum, so that nothing overflows over
+    the whole float range: +inf in a row gives +inf, a row of -inf gives -inf (gradients 0 there), an
+    empty axis gives -inf.  The gradient is softmax(x)."""
+    x = _tensor(x)
+    _check_axis(x, axis, "logsumexp")
+    if x.shape[axis] == 0:        # the sum of no exponentials is 0
+        return x.sum(axis=axis, keepdims=keepdims) + float("-inf")
+    lo, c, shift = derived(_logsumexp_shifts, x, axis=axis, keepdims=keepdims)
+    big = float(np.finfo(x.dtype).max)
+    return ((x.clip(lo, big) - c).exp().sum(axis=axis, keepdims=keepdims).log()) + shift

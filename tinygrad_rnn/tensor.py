@@ -27,8 +27,8 @@ import operator
 
 import numpy as np
 
-__all__ = ["Tensor", "concat", "stack", "where", "no_grad", "is_grad_enabled", "derived", "decide",
-           "time_step", "label"]
+__all__ = ["Tensor", "concat", "stack", "where", "maximum", "minimum", "no_grad", "is_grad_enabled", "derived",
+           "decide", "time_step", "label"]
 
 _grad_enabled = True
 _creation_counter = itertools.count()  # creation order is a topological order: inputs exist first
@@ -203,6 +203,55 @@ def _max_backward(g, x, axis):
     hit = (x == top) | np.isnan(x)   # a NaN maximum is where the NaN is: its gradient must not vanish
     g = np.reshape(g, top.shape)
     return np.where(hit, g / hit.sum(axis=axis, keepdims=True), 0)
+
+
+# The formulas of sin, cos, log1p, maximum/minimum and the broadcasting pair, each written once here:
+# the Tensor methods below call them, and so does a traced program.
+def _sin_backward(g, x):
+    return g * np.cos(x)
+
+
+def _cos_backward(g, x):
+    return -g * np.sin(x)
+
+
+def _log1p_backward(g, x):
+    return g / (1 + x)
+
+
+def _choice_backward(g, a_side, tie):
+    """g to the side that was picked; half of g to each side where they tie (as torch does)."""
+    half = g * 0.5
+    return np.where(a_side, g, np.where(tie, half, 0)), np.where(a_side, 0, np.where(tie, half, g))
+
+
+def _maximum_backward(g, a, b):
+    """A NaN is picked (it propagates), so its gradient must not vanish; two NaNs tie."""
+    a_nan, b_nan = np.isnan(a), np.isnan(b)
+    return _choice_backward(g, (a > b) | (a_nan & ~b_nan), (a == b) | (a_nan & b_nan))
+
+
+def _minimum_backward(g, a, b):
+    a_nan, b_nan = np.isnan(a), np.isnan(b)
+    return _choice_backward(g, (a < b) | (a_nan & ~b_nan), (a == b) | (a_nan & b_nan))
+
+
+def _broadcast_source(source, target):
+    """Whether numpy broadcasting takes ``source`` to ``target`` (so summing takes ``target`` back)."""
+    if len(source) > len(target):
+        return False
+    return all(s in (1, t) for s, t in zip(reversed(source), reversed(target)))
+
+
+def _shape_argument(shape, op):
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    try:
+        shape = tuple(operator.index(n) for n in shape)
+    except TypeError:
+        raise TypeError(f"{op}: shape must be an int or a sequence of ints, got {shape!r}") from None
+    if any(n < 0 for n in shape):
+        raise ValueError(f"{op}: shape {shape} has a negative size")
+    return shape
 
 
 def _is_basic_index(idx):
@@ -586,6 +635,71 @@ class Tensor:
         return Tensor._make(out, (self,) + bounds, lambda g: (_clip_backward(g, x, lo_, hi_),), "clip",
                             (lo is not None, hi is not None))
 
+    # ------------------------------------------------------------------ more elementwise, reductions and shapes
+    def sin(self):
+        x = self.data
+        return Tensor._make(np.sin(x), (self,), lambda g: (_sin_backward(g, x),), "sin")
+
+    def cos(self):
+        x = self.data
+        return Tensor._make(np.cos(x), (self,), lambda g: (_cos_backward(g, x),), "cos")
+
+    def log1p(self):
+        """log(1 + x), exact for small x."""
+        x = self.data
+        return Tensor._make(np.log1p(x), (self,), lambda g: (_log1p_backward(g, x),), "log1p")
+
+    def min(self, axis=None, keepdims=False):
+        """Minimum, as -max(-x): ties share the gradient equally, and a NaN is picked (and gets it)."""
+        _check_axis(axis, self.shape, "min")
+        return -(-self).max(axis=axis, keepdims=keepdims)
+
+    def flatten(self):
+        """The elements as one axis (a 0-d tensor becomes shape (1,))."""
+        return self.reshape(-1)
+
+    def squeeze(self, axis=None):
+        """Drop size-1 axes: all of them, or ``axis`` (an int or a tuple), which must have size 1."""
+        shape = self.shape
+        if axis is None:
+            return self.reshape(tuple(n for n in shape if n != 1))
+        _check_axis(axis, shape, "squeeze")
+        axes = {a % len(shape) for a in (axis if isinstance(axis, tuple) else (axis,))}
+        wide = [a for a in sorted(axes) if shape[a] != 1]
+        if wide:
+            raise ValueError(f"squeeze: axis {wide[0]} has size {shape[wide[0]]}, not 1 (shape {shape})")
+        return self.reshape(tuple(n for i, n in enumerate(shape) if i not in axes))
+
+    def unsqueeze(self, axis):
+        """A new size-1 axis at ``axis`` (-ndim-1 <= axis <= ndim, as torch.unsqueeze)."""
+        shape = self.shape
+        if not isinstance(axis, (int, np.integer)) or not -len(shape) - 1 <= axis <= len(shape):
+            raise ValueError(f"unsqueeze: axis {axis!r} does not fit shape {shape}: a new axis goes at "
+                             f"{-len(shape) - 1} to {len(shape)}")
+        at = axis % (len(shape) + 1)
+        return self.reshape(shape[:at] + (1,) + shape[at:])
+
+    def broadcast_to(self, shape):
+        """The values repeated to ``shape`` by numpy's broadcasting (a read-only view); the gradient is
+        summed back (``sum_to``)."""
+        shape = _shape_argument(shape, "broadcast_to")
+        old = self.shape
+        if not _broadcast_source(old, shape):
+            raise ValueError(f"broadcast_to: shape {old} cannot be broadcast to {shape}")
+        out = np.broadcast_to(self.data, shape)
+        return Tensor._make(out, (self,), lambda g: (_unbroadcast(g, old),), "broadcast_to", (shape,))
+
+    def sum_to(self, shape):
+        """Sum down to ``shape``, a shape that broadcasts to this one: the adjoint of broadcasting.
+        The gradient is broadcast back (``broadcast_to``)."""
+        shape = _shape_argument(shape, "sum_to")
+        old = self.shape
+        if not _broadcast_source(shape, old):
+            raise ValueError(f"sum_to: shape {shape} does not broadcast to {old}, so {old} cannot be summed "
+                             f"to it")
+        out = _unbroadcast(self.data, shape)
+        return Tensor._make(out, (self,), lambda g: (np.broadcast_to(g, old),), "sum_to", (shape,))
+
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False):
         """The sum over ``axis`` (an int, a tuple of ints, or None for all), as ``numpy.sum``."""
@@ -903,3 +1017,25 @@ def where(cond, a, b):
         return (np.where(mask, g, 0) if a.requires_grad else None,
                 np.where(mask, 0, g) if b.requires_grad else None)
     return Tensor._make(out, (a, b, cond), backward, "where")
+
+
+def _choice(name, fn, a, b):
+    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else Tensor(np.asarray(a))
+    a, b = like._lift(a), like._lift(b)
+    return a, b, a._broadcast(name, fn, b)
+
+
+def maximum(a, b):
+    """Elementwise maximum of ``a`` and ``b`` (broadcast); NaN propagates.  The gradient goes to the
+    larger side; where the two are equal it is split equally between them (as torch.maximum)."""
+    a, b, out = _choice("maximum", np.maximum, a, b)
+    x, y = a.data, b.data
+    return Tensor._make(out, (a, b), lambda g: _maximum_backward(g, x, y), "maximum")
+
+
+def minimum(a, b):
+    """Elementwise minimum of ``a`` and ``b`` (broadcast); NaN propagates.  The gradient goes to the
+    smaller side; where the two are equal it is split equally between them (as torch.minimum)."""
+    a, b, out = _choice("minimum", np.minimum, a, b)
+    x, y = a.data, b.data
+    return Tensor._make(out, (a, b), lambda g: _minimum_backward(g, x, y), "minimum")

@@ -445,15 +445,22 @@ _COMPARE = {"less": "<", "less_equal": "<=", "greater": ">", "greater_equal": ">
             "not_equal": "!="}
 _BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
 _UNARY = {"exp": "np.exp", "expm1": "np.expm1", "log": "np.log", "sqrt": "np.sqrt", "abs": "np.abs"}
+_UNARY.update(sin="np.sin", cos="np.cos", log1p="np.log1p")
+_BINARY_UFUNC = {"maximum": "np.maximum", "minimum": "np.minimum"}
 # elementwise operations as ufuncs, for writing a result into the buffer of an input that dies there
 _UFUNC = {"add": "np.add", "sub": "np.subtract", "mul": "np.multiply", "div": "np.divide", "pow": "np.power",
-          "neg": "np.negative", **_UNARY}
+          "neg": "np.negative", **_UNARY, **_BINARY_UFUNC}
+# operations whose gradients the engine computes with a helper of its own, called here as they are there
+_GRAD_HELPERS = {"sin": engine._sin_backward, "cos": engine._cos_backward, "log1p": engine._log1p_backward,
+                 "maximum": engine._maximum_backward, "minimum": engine._minimum_backward}
 # the gradient of a one-input operation, as the engine's backward computes it (a: input, out: result)
 _ONE_INPUT_GRADS = {"exp": "{g} * {out}", "expm1": "{g} * np.exp({a})", "log": "{g} / {a}",
                     "sqrt": "{g} / (2 * {out})", "abs": "{g} * np.sign({a})"}
 # operations whose result is a new array (not a view of an input): its buffer may be reused
 _FRESH = set(_UFUNC) | {"matmul", "where", "stack", "concat"}
 _VIEWS = {"index", "reshape", "transpose", "detach"}
+_VIEWS |= {"broadcast_to", "sum_to"}   # sum_to to the same shape is its input itself
+_SHORT.update(broadcast_to="bcast", sum_to="summed")
 
 
 def _identifier(name):
@@ -870,6 +877,12 @@ class _Writer:
             return f"{name} = np.where({args[2]}, {a}, {args[1]})"
         if op == "detach":
             return f"{name} = {a}"
+        if op in _BINARY_UFUNC:
+            return f"{name} = {_BINARY_UFUNC[op]}({a}, {args[1]})"
+        if op == "broadcast_to":
+            return f"{name} = np.broadcast_to({a}, {attrs[0]!r})"
+        if op == "sum_to":
+            return f"{name} = {self._use(_unbroadcast)}({a}, {attrs[0]!r})"
         raise TraceError(f"trace: the operation {op!r} is not one of the engine's own, which are the only ones "
                          f"a traced program can write; run this function eagerly")
 
@@ -1056,6 +1069,16 @@ class _Writer:
             return [(i, f"{g}[{':, ' * attrs[1]}{i}]") for i in range(len(parents))]
         if op == "where":
             return [(0, f"np.where({v[2]}, {g}, 0)"), (1, f"np.where({v[2]}, 0, {g})")]
+        if op in ("maximum", "minimum"):
+            both = self._reserve(f"{op}_grads")
+            self._emit(f"{both} = {self._use(_GRAD_HELPERS[op])}({g}, {a}, {b})", "backward")
+            return [(0, f"{both}[0]"), (1, f"{both}[1]")]
+        if op in _GRAD_HELPERS:
+            return [(0, f"{self._use(_GRAD_HELPERS[op])}({g}, {a})")]
+        if op == "broadcast_to":
+            return [(0, f"{self._use(_unbroadcast)}({g}, {parents[0].shape!r})")]
+        if op == "sum_to":
+            return [(0, f"np.broadcast_to({g}, {parents[0].shape!r})")]
         raise TraceError(f"trace: the backward of {op!r} cannot be traced")
 
     # ------------------------------------------------------------------ the function

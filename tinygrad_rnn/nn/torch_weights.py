@@ -163,7 +163,7 @@ def to_torch_state_dict(cell):
     return out
 
 
-def to_torch_cell(cell, torch_cell=None):
+def to_torch_cell(cell, torch_cell=None):  # pragma: no cover (needs torch: tested in test_against_torch.py)
     """Copy ``cell``'s weights into a PyTorch cell (made when not given) and return it.
 
     Imports torch when called.  A new torch cell takes the dtype of ``cell``.

@@ -55,7 +55,7 @@ def hello_data():
     return one_hot("hell"), one_hot("ello")
 
 
-def init_params(hidden_size=3, seed=SEED, vocab_size=len(CHARS)):
+def init_params(hidden_size=3, seed=SEED, vocab_size=len(CHARS)):  # noqa: B008 (an int, computed once)
     """The original's initialisation: ``np.random.seed(seed)`` then ``randn`` in the order
     Wxh (V, H), Whh (H, H), Bh (1, 1), Wy (H, V), By (1, 1).
 
