@@ -304,3 +304,19 @@ def test_a_node_keeps_only_what_its_backward_reads():
     y.backward(np.ones(5))
     del y
     assert ref() is None
+
+
+def test_a_module_array_attribute_changed_in_place_gives_the_new_numbers():
+    class Scaled(nn.Module):
+        def __init__(self):
+            self.W = Parameter(np.ones((2, 2)))
+            self.scale = np.array([1.0, 2.0])
+
+        @composite
+        def forward(self, x):
+            return (x @ self.W) * self.scale
+    m = Scaled()
+    x = Tensor(np.ones((1, 2)))
+    _same(m(x).data, np.array([[2.0, 4.0]]), "before")
+    m.scale[1] = 5.0                              # in place: no attribute is set
+    _same(m(x).data, np.array([[2.0, 10.0]]), "after the array changed in place")

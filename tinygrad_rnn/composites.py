@@ -26,8 +26,10 @@ and it writes itself again for the new situation on the next call.  Values
 that it reads around the Tensor operations (``.data``, numpy on tensor values)
 would be frozen into the program: the first call checks the program on other
 input values and raises ``TraceError`` when it does not reproduce the plain run.
-A numpy array read from outside the arguments is refused at the first call too
-(pass it as an argument): its contents could change without notice.
+A numpy array read from a global or closure variable is refused at the first
+call too (pass it as an argument): its contents could change without notice;
+a module that holds arrays runs its compositions plainly when they use an
+array constant.
 
 ``with expanded():`` runs every composite as its plain composition, node by
 node (for learning, pictures of every primitive, and checking).  While a step
@@ -163,7 +165,11 @@ class Composite:
         except NotCompiled as e:
             self.reasons[key] = str(e)
             return _PLAIN
-        program = _Program(self, compiled, owner, call)
+        try:
+            program = _Program(self, compiled, owner, call)
+        except NotCompiled as e:
+            self.reasons[key] = str(e)
+            return _PLAIN
         program.check_on_other_values(call, leaves)
         compiled.recorder = None    # the record holds the example's whole graph: not needed any more
         return program
@@ -194,17 +200,23 @@ class _Program:
         return all(get() is value for get, value in self.reads)
 
     def outside_arrays(self, owner):
-        """Refuse a numpy array read from outside the arguments: its contents are not guarded."""
-        outside = {id(v) for _, v in self.reads if isinstance(v, np.ndarray)}
-        if owner is not None:
-            outside |= {id(v) for v in vars(owner).values() if isinstance(v, np.ndarray)}
+        """Refuse a numpy array read from outside the arguments: its contents are not guarded.
+
+        A global or closure variable holding an array is refused (TraceError); a
+        module with array attributes runs plainly when the program holds an array
+        constant (it may be one of them, copied).
+        """
+        for _, value in self.reads:
+            if isinstance(value, np.ndarray):
+                raise TraceError(f"composite {self.name}: reads a numpy array of shape {value.shape} from outside "
+                                 f"its arguments (a global or closure variable); its values would be frozen into "
+                                 f"the compiled program. Pass it as an argument (a Tensor).")
+        if owner is None or not any(isinstance(v, np.ndarray) for v in vars(owner).values()):
+            return
+        made = {id(t) for e in self.compiled.recorder.events if e[0] == "derived" for t in e[1]}
         for event in self.compiled.recorder.events:
-            if event[0] == "op":
-                for p in event[3]:
-                    if id(p.data) in outside:
-                        raise TraceError(f"composite {self.name}: reads a numpy array of shape {p.shape} from "
-                                         f"outside its arguments; its values would be frozen into the compiled "
-                                         f"program. Pass it as an argument (a Tensor).")
+            if event[0] == "op" and any(p._seq < 0 and id(p) not in made and p.ndim for p in event[3]):
+                raise NotCompiled(f"{self.name} reads an array constant, and its module holds arrays")
 
     def check_on_other_values(self, call, leaves):
         """Run the program and the plain composition on other input values: they must agree.

@@ -810,7 +810,8 @@ class Tensor:
                 if pg is None or not parent.requires_grad:
                     continue
                 pkey = id(parent)
-                if pkey not in grads and pg.__class__ is np.ndarray and pg.shape == parent.data.shape:
+                if pkey not in grads and pg.__class__ is np.ndarray and pg.shape == parent.data.shape \
+                        and pg.dtype == parent.data.dtype:
                     grads[pkey] = pg      # the common case: first gradient to arrive, right shape
                 else:
                     _accumulate(grads, owned, parent, pg)

@@ -979,7 +979,7 @@ class _Writer:
             grads[pkey] = dname
             return
         value = eval(piece, self.ns)
-        if pkey not in grads and value.__class__ is np.ndarray and value.shape == shape:
+        if pkey not in grads and value.__class__ is np.ndarray and value.shape == shape and value.dtype == dtype:
             if piece.isidentifier() and pkey not in self.leaf_by_id:
                 grads[pkey] = piece      # the same array handed on (add's backward): no new name needed
             else:
