@@ -10,16 +10,23 @@ gate, where the GRU has two)::
     h' = (1 - f) * h + f * n
 
 It is checked against central finite differences with ``gradcheck``, then
-trained on a memory task: read a sequence of numbers and, at the end, tell
-whether the *first* one was positive.
+compiled with ``tinygrad_rnn.composite`` (one graph node per step, the same
+numbers to the last bit) and trained on a memory task: read a sequence of
+numbers and, at the end, tell whether the *first* one was positive.
 
     python examples/custom_cell.py
+
+``MGU`` is the same cell as a Module, with the constructor that the command
+line asks of a cell of your own:
+
+    tinygrad-rnn gradcheck --cell examples/custom_cell.py:MGU
+    tinygrad-rnn train --cell examples/custom_cell.py:MGU --max-steps 200
 """
 import argparse
 
 import numpy as np
 
-from tinygrad_rnn import Tensor, gradcheck, no_grad
+from tinygrad_rnn import Tensor, composite, gradcheck, no_grad
 from tinygrad_rnn import functional as F
 from tinygrad_rnn import nn
 from tinygrad_rnn.optim import Adam
@@ -31,16 +38,41 @@ def make_mgu(input_size, hidden_size, rng):
 
     def weight(rows, cols):
         return Tensor(rng.standard_normal((rows, cols)) / np.sqrt(rows), requires_grad=True)
-    params = {"Wf": weight(input_size, hidden_size), "Uf": weight(hidden_size, hidden_size),
-              "bf": Tensor(np.ones(hidden_size), requires_grad=True),   # start by letting input in
-              "Wn": weight(input_size, hidden_size), "Un": weight(hidden_size, hidden_size),
-              "bn": Tensor(np.zeros(hidden_size), requires_grad=True)}
+    Wf, Uf = weight(input_size, hidden_size), weight(hidden_size, hidden_size)
+    bf = Tensor(np.ones(hidden_size), requires_grad=True)    # start by letting input in
+    Wn, Un = weight(input_size, hidden_size), weight(hidden_size, hidden_size)
+    bn = Tensor(np.zeros(hidden_size), requires_grad=True)
 
+    # the weights are closure variables, not dict entries: a compiled composition finds them by name
     def mgu(x, h):
-        f = (x @ params["Wf"] + h @ params["Uf"] + params["bf"]).sigmoid()
-        n = (x @ params["Wn"] + (f * h) @ params["Un"] + params["bn"]).tanh()
+        f = (x @ Wf + h @ Uf + bf).sigmoid()
+        n = (x @ Wn + (f * h) @ Un + bn).tanh()
         return (1 - f) * h + f * n
-    return params, mgu
+    return dict(Wf=Wf, Uf=Uf, bf=bf, Wn=Wn, Un=Un, bn=bn), mgu
+
+
+class MGU(nn.Module):
+    """The same cell as a Module: ``MGU(input_size, hidden_size, dtype=..., rng=...)``, as ``--cell`` calls it."""
+
+    def __init__(self, input_size, hidden_size, *, dtype=np.float64, rng=None):
+        rng = np.random.default_rng(rng)
+        self.hidden_size = hidden_size
+
+        def weight(rows, cols):
+            return nn.Parameter(rng.standard_normal((rows, cols)) / np.sqrt(rows), dtype=dtype)
+        self.Wf, self.Uf = weight(input_size, hidden_size), weight(hidden_size, hidden_size)
+        self.Wn, self.Un = weight(input_size, hidden_size), weight(hidden_size, hidden_size)
+        self.bf = nn.Parameter(np.ones(hidden_size), dtype=dtype)
+        self.bn = nn.Parameter(np.zeros(hidden_size), dtype=dtype)
+
+    def initial_state(self, batch):
+        return Tensor(np.zeros((batch, self.hidden_size), dtype=self.Wf.dtype))
+
+    @composite(name="mgu")
+    def forward(self, x, h):
+        f = (x @ self.Wf + h @ self.Uf + self.bf).sigmoid()
+        n = (x @ self.Wn + (f * h) @ self.Un + self.bn).tanh()
+        return (1 - f) * h + f * n
 
 
 def make_task(count, length, rng):
@@ -64,9 +96,9 @@ def main(argv=None, out=print):
     head = nn.Linear(args.hidden, 2, rng=args.seed)
     everything = dict(params, **{f"head.{k}": p for k, p in dict(head.named_parameters()).items()})
 
-    def logits(xs):
+    def logits(xs, cell=mgu):
         h0 = Tensor(np.zeros((xs.shape[0], args.hidden)))
-        _, h = nn.unroll(mgu, xs, state=h0)       # many-to-one: the last state
+        _, h = nn.unroll(cell, xs, state=h0)      # many-to-one: the last state
         return head(h)
 
     # 1. gradient check: autograd through the unrolled cell against central differences
@@ -75,23 +107,40 @@ def main(argv=None, out=print):
     gradcheck(lambda x: F.cross_entropy(logits(x), labels), x, params=everything)
     out(f"gradcheck passed: the input and all {len(everything)} weights, 4 steps, float64")
 
-    # 2. training
+    # 2. the same cell compiled: one graph node per step, the same numbers to the last bit
+    compiled_mgu = composite(mgu)       # what @composite above `def mgu` does
+
+    def loss_and_grads(cell):
+        for p in everything.values():
+            p.grad = None
+        loss = F.cross_entropy(logits(Tensor(xs), cell), labels)
+        loss.backward()
+        return loss.item(), {k: p.grad.copy() for k, p in everything.items()}
+    plain_loss, plain_grads = loss_and_grads(mgu)
+    compiled_loss, compiled_grads = loss_and_grads(compiled_mgu)
+    same_bits = plain_loss == compiled_loss and all(np.array_equal(plain_grads[k], compiled_grads[k])
+                                                    for k in plain_grads)
+    if not same_bits:
+        raise AssertionError("the compiled cell should give the plain cell's loss and gradients")
+    out("compiled with @composite: the same loss and gradients, bit for bit")
+
+    # 3. training, with the compiled cell
     xs, labels = make_task(args.train, args.length, rng=args.seed + 2)
     test_xs, test_labels = make_task(256, args.length, rng=args.seed + 3)
     opt = Adam(list(everything.values()), lr=args.lr)
     losses = []
     for step in range(1, args.steps + 1):
         opt.zero_grad()
-        loss = F.cross_entropy(logits(Tensor(xs)), labels)
+        loss = F.cross_entropy(logits(Tensor(xs), compiled_mgu), labels)
         loss.backward()
         opt.step()
         losses.append(loss.item())
         if args.log_every and (step % args.log_every == 0 or step == args.steps):
             out(f"step {step:4d}  loss {losses[-1]:.4f}")
     with no_grad():
-        accuracy = float(np.mean(logits(Tensor(test_xs)).data.argmax(axis=-1) == test_labels))
+        accuracy = float(np.mean(logits(Tensor(test_xs), compiled_mgu).data.argmax(axis=-1) == test_labels))
     out(f"test accuracy, remembering the sign of the first of {args.length} numbers: {accuracy:.3f}")
-    return dict(losses=losses, accuracy=accuracy)
+    return dict(losses=losses, accuracy=accuracy, same_bits=same_bits)
 
 
 if __name__ == "__main__":

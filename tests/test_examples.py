@@ -214,5 +214,40 @@ def test_rnnlm_rejects_a_corpus_too_short(tmp_path):
 def test_custom_cell_gradchecks_and_learns():
     result, text = run("custom_cell", "--steps", "200", "--log-every", "100")
     assert "gradcheck passed" in text
+    assert result["same_bits"] and "bit for bit" in text        # the @composite cell equals the plain one
     assert result["losses"][-1] < result["losses"][0] / 4
     assert result["accuracy"] > 0.9
+
+
+def test_custom_cell_module_is_compiled_and_equals_its_plain_composition():
+    import tinygrad_rnn
+    from tinygrad_rnn import nn
+    cell = load("custom_cell").MGU(2, 3, rng=0)
+    xs = np.random.default_rng(1).standard_normal((2, 4, 2))
+
+    def run_cell():
+        cell.zero_grad()
+        hs, _ = nn.unroll(cell, xs)
+        op = hs._parents[0]._op
+        (hs * hs).sum().backward()
+        return op, {k: p.grad.copy() for k, p in cell.named_parameters()}
+    op, grads = run_cell()
+    with tinygrad_rnn.expanded():
+        plain_op, plain_grads = run_cell()
+    assert op == "mgu" and plain_op != "mgu"
+    for k in grads:
+        np.testing.assert_array_equal(grads[k], plain_grads[k], err_msg=k)
+
+
+def test_custom_cell_module_works_with_the_command_line(tmp_path, capsys):
+    # docs/custom_cell.md shows these two commands
+    from tinygrad_rnn.cli import main
+    spec = f"{EXAMPLES / 'custom_cell.py'}:MGU"
+    assert main(["gradcheck", "--cell", spec]) == 0
+    assert "all gradients agree" in capsys.readouterr().out
+    text = tmp_path / "text.txt"
+    text.write_text("hello world, hello cells. " * 40, encoding="utf-8")
+    assert main(["train", "--cell", spec, "--text", str(text), "--max-steps", "3", "--hidden-size", "8",
+                 "--embed-size", "4", "--seq-len", "8", "--batch-size", "4", "--no-progress",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run").exists()

@@ -65,7 +65,12 @@ def is_expanded():
 
 
 class expanded(contextlib.ContextDecorator):
-    """Run every composite as its plain composition, node by node (context manager or decorator)."""
+    """Run every composite as its plain composition, node by node (context manager or decorator).
+
+    ``with tinygrad_rnn.expanded(): loss = model(x)`` builds the graph of every
+    primitive (for pictures, learning and checking); the numbers are the same
+    as compiled, to the last bit.  Blocks nest.
+    """
 
     def __enter__(self):
         """Start running composites plainly."""
@@ -74,7 +79,7 @@ class expanded(contextlib.ContextDecorator):
         return self
 
     def __exit__(self, *exc):
-        """Back to what was before the block."""
+        """Back to compiled composites (after the outermost block); exceptions propagate."""
         global _expanded
         _expanded -= 1
         return False
@@ -84,7 +89,11 @@ def composite(fn=None, *, name=None):
     """Mark ``fn`` (a function of Tensors, or a Module's method) as a composition compiled into one node.
 
     ``@composite`` or ``@composite(name="lstm_cell")``; the name is the node's
-    operation in pictures and traced code (default: the function's name).
+    operation (``node._op``) in pictures (default: the function's name).
+    Returns a ``Composite``, called as ``fn`` is: its first call for each
+    signature records ``fn`` and writes its forward and backward programs, and
+    later calls run them as one graph node, with ``fn``'s numbers to the last
+    bit (the module docstring lists the guards and what is refused).
     """
     if fn is None:
         return lambda f: Composite(f, name)
@@ -95,7 +104,11 @@ _PLAIN = object()    # a signature that runs plainly (the reason is kept beside 
 
 
 class Composite:
-    """A compiled composition: call it as the function it wraps.  ``.fn`` is the plain composition."""
+    """A compiled composition (made by ``composite``): call it as the function it wraps.
+
+    ``.fn`` is the plain composition, ``.name`` the node's operation name, and
+    ``.reasons`` maps each signature that runs plainly (never compiled) to why.
+    """
 
     def __init__(self, fn, name=None):
         if not callable(fn):
