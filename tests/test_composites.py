@@ -320,3 +320,15 @@ def test_a_module_array_attribute_changed_in_place_gives_the_new_numbers():
     _same(m(x).data, np.array([[2.0, 4.0]]), "before")
     m.scale[1] = 5.0                              # in place: no attribute is set
     _same(m(x).data, np.array([[2.0, 10.0]]), "after the array changed in place")
+
+
+def test_a_compiled_unroll_kept_with_retain_graph_gives_the_same_gradients_twice():
+    cell = nn.GRUCell(3, 4, rng=2)
+    xs = Tensor(np.random.default_rng(1).standard_normal((2, 6, 3)), requires_grad=True)
+    hs, _ = nn.unroll(cell, xs)
+    loss = (hs * hs).sum()
+    loss.backward(retain_graph=True)
+    first = [xs.grad.copy()] + [p.grad.copy() for p in cell.parameters()]
+    loss.backward()
+    for a, b in zip(first, [xs.grad] + [p.grad for p in cell.parameters()]):
+        _same(b, a * 2, "the second backward adds the same gradients again")

@@ -806,7 +806,12 @@ class Tensor:
             owned.discard(key)
             if backward is None:
                 continue
-            for parent, pg in zip(node._parents, backward(g)):
+            pieces = backward(g)
+            # a tuple: one gradient per input; otherwise (an unrolled sequence's node) pairs
+            # (input number, term) handed over as they are made, so that none waits in memory
+            pairs = zip(node._parents, pieces) if pieces.__class__ is tuple else \
+                ((node._parents[i], pg) for i, pg in pieces)
+            for parent, pg in pairs:
                 if pg is None or not parent.requires_grad:
                     continue
                 pkey = id(parent)

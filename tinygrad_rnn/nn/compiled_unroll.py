@@ -132,11 +132,15 @@ def unroll_compiled(cell, xs, state, time_axis):
 
 
 def _backward(programs, saved, states, xs, state0, params, at):
-    """The backward of an unrolled sequence: each step's written backward, from the last step to the first."""
+    """The backward of an unrolled sequence: each step's written backward, from the last step to the first.
+
+    It yields ``(input number, term)`` as the terms are made (the inputs being xs,
+    the initial state's parts, then the parameters), and the engine adds each at
+    once, in the order the step-by-step graph would add them.
+    """
     def backward(gs):
         steps, n = len(programs), len(state0)
         dhs, dlast = gs[0], gs[1:]
-        x_terms, param_terms = [], [[] for _ in params]
         x_shape = xs.data[at[0]].shape
         carried = None          # the terms the step after this one gave for this step's state
         for t in range(steps - 1, -1, -1):
@@ -168,14 +172,14 @@ def _backward(programs, saved, states, xs, state0, params, at):
                     holder, total = _Holder(xs.data[at[t]]), {}
                     _add(total, set(), holder, gx)
                     gx = total[id(holder)]
-                x_terms.append(_Scatter(at[t], gx, True))
+                yield 0, _Scatter(at[t], gx, True)
             carried = terms[1:1 + n]
-            for j, term in enumerate(terms[1 + n:]):
+            for j, term in enumerate(terms[1 + n:], start=1 + n):
                 if term is not None:
-                    param_terms[j].extend(term if term.__class__ is list else [term])
-        first_state = carried if carried is not None else [None] * n
-        return (x_terms or None, *first_state,
-                *[terms or None for terms in param_terms])
+                    yield j, term
+        for i, term in enumerate(carried if carried is not None else (), start=1):
+            if term is not None:
+                yield i, term
     return backward
 
 
