@@ -21,7 +21,7 @@ def test_default_corpus_is_shipped_prose():
 def test_vocab_round_trip(text):
     vocab = Vocab.from_text(text)
     ids = vocab.encode(text)
-    assert ids.dtype == np.int64 and ids.shape == (len(text),)
+    assert ids.dtype == data.id_dtype(len(vocab)) and ids.shape == (len(text),)
     assert vocab.decode(ids) == text
     assert len(vocab) == len(set(text)) and vocab.chars == sorted(set(text))
     assert ids.min() >= 0 and ids.max() < len(vocab)
