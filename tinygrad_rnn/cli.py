@@ -1,7 +1,8 @@
 """The ``tinygrad-rnn`` command: train, sample, gradcheck, bptt, graph.
 
 Every subcommand runs with no arguments on built-in defaults.  A bad argument
-gives one line on stderr and exit status 2; a failed gradient check exits 1.
+gives one line on stderr and exit status 2; a failed gradient check, or a
+training run whose loss diverged, exits 1; Ctrl-C exits 130.
 """
 import argparse
 import os
@@ -23,8 +24,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def _number(convert, least, strict=False):
-    """An argparse type: ``convert(text)``, finite and at least ``least`` (above it when ``strict``)."""
+def _number(convert, least, strict=False, most=2**62):
+    """An argparse type: ``convert(text)``, finite, at least ``least`` (above it when ``strict``), at most ``most``."""
     kind = "a whole number" if convert is int else "a number"
     bound = "a positive number" if strict else f"a number of at least {least}"
 
@@ -33,14 +34,17 @@ def _number(convert, least, strict=False):
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
-        if not (np.isfinite(value) and (value > least if strict else value >= least)):
+        if not ((convert is int or np.isfinite(value)) and (value > least if strict else value >= least)):
             raise argparse.ArgumentTypeError(f"expected {bound}, got {text!r}")
+        if convert is int and value > most:
+            raise argparse.ArgumentTypeError(f"expected {kind} of at most {most}, got {text!r}")
         return value
     return parse
 
 
 _positive_int = _number(int, 1)
 _count = _number(int, 0)
+_seed = _number(int, 0, most=2**63 - 1)
 _positive_float = _number(float, 0, strict=True)
 _nonnegative_float = _number(float, 0)
 
@@ -66,11 +70,12 @@ def _build_parser():
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer, help="default: %(default)s")
     p.add_argument("--lr", type=_positive_float, default=d.lr, help="learning rate (default: %(default)s)")
     p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (default: %(default)s)")
-    p.add_argument("--epochs", type=_positive_int, default=None, help=f"default: {d.epochs}")
-    p.add_argument("--max-steps", type=_count, default=None, help="stop after this many updates (0: no limit)")
+    p.add_argument("--epochs", type=_number(int, 1, most=10**6), default=d.epochs, help="default: %(default)s")
+    p.add_argument("--max-steps", type=_count, default=d.max_steps,
+                   help="stop after this many updates (default: 0, no limit)")
     p.add_argument("--clip", type=_nonnegative_float, default=d.clip,
                    help="clip the gradient norm to this (0: off; default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
+    p.add_argument("--seed", type=_seed, default=d.seed, help="default: %(default)s")
     p.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype, help="default: %(default)s")
     p.add_argument("--no-fused", dest="fused", action="store_false",
                    help="use the composed tanh/sigmoid/cross-entropy instead of the fused ones (slower)")
@@ -81,7 +86,11 @@ def _build_parser():
                    help="threads for numpy's matrix products (default: %(default)s, fastest for small models)")
     p.add_argument("--out", default="runs/charlm", metavar="DIR",
                    help="where the checkpoint, metrics and plot go (default: %(default)s)")
-    p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in this checkpoint")
+    p.add_argument("--resume", metavar="CHECKPOINT",
+                   help="continue the run saved in this checkpoint, with its settings (only --epochs, "
+                        "--max-steps, --trace, --sample-length and --temperature may differ; give its --text)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let a new run replace the run in --out (its files are replaced at the first checkpoint)")
     p.add_argument("--sample-length", type=_positive_int, default=d.sample_length, help="default: %(default)s")
     p.add_argument("--temperature", type=_positive_float, default=d.temperature, help="default: %(default)s")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -93,7 +102,10 @@ def _build_parser():
     p.add_argument("--length", type=_positive_int, default=300, help="characters to generate (default: %(default)s)")
     p.add_argument("--temperature", type=_positive_float, default=0.8, help="default: %(default)s")
     p.add_argument("--prime", default="", help="text to start from (default: a random character)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
+    p.add_argument("--seed", type=_seed, default=None, help="random seed (default: fresh)")
+    p.add_argument("--cell", metavar="MODULE:CALLABLE",
+                   help="the cell of your own that the model was trained with (a checkpoint names only "
+                        "built-in cells by itself: loading one never imports a module)")
     p.set_defaults(run=_sample)
 
     p = sub.add_parser("gradcheck", help="check a cell's gradients against finite differences",
@@ -105,7 +117,7 @@ def _build_parser():
     p.add_argument("--batch-size", type=_positive_int, default=2, help="default: %(default)s")
     p.add_argument("--input-size", type=_positive_int, default=3, help="default: %(default)s")
     p.add_argument("--hidden-size", type=_positive_int, default=4, help="default: %(default)s")
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--seed", type=_seed, default=0, help="default: %(default)s")
     p.set_defaults(run=_gradcheck)
 
     p = sub.add_parser("bptt", help="hand-derived BPTT next to autograd, and gradients through time",
@@ -115,7 +127,7 @@ def _build_parser():
                                    "exploding gradients).")
     p.add_argument("--hidden-size", type=_positive_int, default=3, help="hello network (default: %(default)s)")
     p.add_argument("--steps", type=_positive_int, default=40, help="long sequence length (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--seed", type=_seed, default=0, help="default: %(default)s")
     p.add_argument("--out", default=".", metavar="DIR", help="where the PNG goes (default: %(default)s)")
     p.set_defaults(run=_bptt)
 
@@ -128,34 +140,49 @@ def _build_parser():
     p.add_argument("--input-size", type=_positive_int, default=3, help="default: %(default)s")
     p.add_argument("--hidden-size", type=_positive_int, default=4, help="default: %(default)s")
     p.add_argument("--output", default="graph.dot", metavar="FILE", help="default: %(default)s")
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--seed", type=_seed, default=0, help="default: %(default)s")
+    p.add_argument("--no-render", action="store_true", help="write the DOT only (rendering many steps takes minutes)")
     p.set_defaults(run=_graph)
+    parser.commands = sub.choices
     return parser
+
+
+_UNSET = object()
+
+
+def _given(argv, command):
+    """The options of ``command`` that ``argv`` gives (not left to their defaults)."""
+    parser = _build_parser()
+    for action in parser.commands[command]._actions:
+        action.default = _UNSET
+    return {k for k, v in vars(parser.parse_args(argv)).items() if v is not _UNSET}
 
 
 # ---------------------------------------------------------------------- subcommands
 def _train(args):
+    import dataclasses
     from .data import default_corpus, read_text
     from .blas import limit_blas_threads
     from .training import TrainConfig, train
     limit_blas_threads(args.blas_threads)
     text = read_text(args.text) if args.text else default_corpus()
-    given = {k: v for k, v in (("epochs", args.epochs), ("max_steps", args.max_steps)) if v is not None}
-    if args.trace:
-        given["trace"] = True
+    source = repr(os.path.basename(args.text)) if args.text else "the shipped corpus"
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     if args.resume:
+        # only what the command line gives is compared with the checkpoint: the defaults say nothing
+        given = {k: getattr(args, k) for k in _given(args.argv, "train") & fields}
         result = train(text, resume=args.resume, out_dir=args.out, progress=not args.no_progress,
-                       overrides=given)
+                       overrides=given, overwrite=args.overwrite, source=source)
     else:
-        config = TrainConfig(cell=args.cell, hidden_size=args.hidden_size, embed_size=args.embed_size,
-                             seq_len=args.seq_len, batch_size=args.batch_size, optimizer=args.optimizer,
-                             lr=args.lr, momentum=args.momentum, clip=args.clip, seed=args.seed,
-                             dtype=args.dtype, fused=args.fused, sample_length=args.sample_length,
-                             temperature=args.temperature, **given)
-        result = train(text, config, out_dir=args.out, progress=not args.no_progress)
-    print(f"validation perplexity {result['valid_perplexity']:.2f} "
-          f"(unigram baseline {result['unigram_perplexity']:.2f}) after {result['epochs']} epochs, "
-          f"{result['steps']} steps")
+        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+        result = train(text, config, out_dir=args.out, progress=not args.no_progress, overwrite=args.overwrite,
+                       source=source)
+    if result["checkpoint"]:
+        print(f"validation perplexity {result['valid_perplexity']:.2f} "
+              f"(unigram baseline {result['unigram_perplexity']:.2f}) after {result['saved_epoch']} epochs, "
+              f"{result['saved_step']} steps")
+    else:
+        print(f"no checkpoint written in {args.out}")
     for key in ("checkpoint", "metrics", "plot"):
         if result.get(key):
             print(f"{key}: {result[key]}")
@@ -163,9 +190,16 @@ def _train(args):
 
 
 def _sample(args):
-    from .training import load_checkpoint, sample
-    model, vocab, _, _, _ = load_checkpoint(args.checkpoint)
-    print(sample(model, vocab, args.length, args.temperature, args.prime, rng=args.seed))
+    from .training import load_checkpoint, sample_stream
+    model, vocab, _, _, _ = load_checkpoint(args.checkpoint, cell=args.cell)
+    out, pending = sys.stdout, 0
+    for piece in sample_stream(model, vocab, args.length, args.temperature, args.prime, rng=args.seed):
+        out.write(piece)
+        pending += len(piece)
+        if pending >= 64 or "\n" in piece:   # streamed: a long sample shows as it is drawn
+            out.flush()
+            pending = 0
+    out.write("\n")
     return 0
 
 
@@ -193,7 +227,11 @@ def _gradcheck(args):
         hs, _ = nn.unroll(cell, xs, initial)
         return (hs * weights).sum()
 
-    report = gradcheck_report(loss, xs, *states, params=dict(cell.named_parameters()), atol=1e-6, rtol=1e-4)
+    try:
+        report = gradcheck_report(loss, xs, *states, params=dict(cell.named_parameters()), atol=1e-6, rtol=1e-4)
+    except Exception as e:   # the cell crashed (its forward or backward): that is no gradient mismatch
+        raise UsageError(f"tinygrad-rnn gradcheck: cell {args.cell!r} failed while being checked: "
+                         f"{type(e).__name__}: {e}") from None
     print(f"{args.cell} cell, {args.steps} steps, batch {args.batch_size}, input {args.input_size}, "
           f"hidden {args.hidden_size}, float64: autograd against central differences")
     print(report)
@@ -209,6 +247,7 @@ def _bptt(args):
     from .viz import gradient_through_time, plot_gradient_norms
     import tinygrad_rnn.functional as F
 
+    _check_folder(args.out, "--out")
     X, Y = hello_rnn.hello_data()
     params = hello_rnn.init_params(args.hidden_size)
     hand_loss, hand = hello_rnn.loss_and_grads(params, X, Y)
@@ -230,25 +269,57 @@ def _bptt(args):
     xs = Tensor(rng.normal(size=(1, args.steps, 4)) * 1e-9)
     print(f"\nGradient through time: |dL/dh_t| with L the sum of h_T (T = {args.steps - 1}), for a tanh RNN "
           f"whose recurrent weights Wh have spectral radius 0.7, 1.0 and 1.3")
-    curves = {}
+    curves, notes = {}, []
     for radius, label in ((0.7, "radius 0.7 (vanishing)"), (1.0, "radius 1.0"), (1.3, "radius 1.3 (exploding)")):
         cell = nn.RNNCell(4, 16, rng=np.random.default_rng(args.seed))
         cell.Wh.data *= radius / np.abs(np.linalg.eigvals(cell.Wh.data)).max()
+        # the geometric picture holds while tanh is near-linear; once |h_t| nears 1, tanh' nears 0 and
+        # the gradient through those steps collapses: the curve is then named for what it shows
+        saturated = _saturation_step(cell, xs)
+        if saturated is not None:
+            label = f"radius {radius} (tanh saturated)"
+            notes.append(f"radius {radius}: |h_t| passes 0.5 at t = {saturated}, where tanh starts to saturate; "
+                         f"tanh' shrinks towards 0 there, so the gradient falls again instead of growing "
+                         f"(fewer --steps show the geometric regime)")
         curves[label] = gradient_through_time(cell, xs)
     names = list(curves)
     print("  t  " + "  ".join(f"{n:>22}" for n in names))
     for t in range(args.steps):
         print(f"{t:3d}  " + "  ".join(f"{curves[n][t]:22.4g}" for n in names))
-    os.makedirs(args.out, exist_ok=True)
+    for note in notes:
+        print(f"note: {note}")
     png = plot_gradient_norms(curves, os.path.join(args.out, "gradient_through_time.png"))
     if png:
         print(f"plot: {png}")
     return 0 if report.passed else 1
 
 
+def _saturation_step(cell, xs):
+    """The first step t at which the cell's state has an entry of size above 0.5 (None if never)."""
+    from .tensor import no_grad
+    with no_grad():
+        h = cell.initial_state(xs.shape[0])
+        for t in range(xs.shape[1]):
+            h = cell(xs[:, t], h)
+            if np.abs(h.data).max() > 0.5:
+                return t
+    return None
+
+
+def _check_folder(path, option):
+    """Make the folder ``path`` (given with ``option``), before any work: a file in its way is a bad argument."""
+    if not path:
+        raise UsageError(f"tinygrad-rnn: {option} must name a folder, got ''")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"tinygrad-rnn: {option} {path!r} is a file, not a folder")
+    os.makedirs(path, exist_ok=True)
+
+
 def _graph(args):
     from .tensor import Tensor
     from .viz import retain_all_grads, to_dot
+    if not args.output or os.path.isdir(args.output):
+        raise UsageError(f"tinygrad-rnn graph: --output must name a file, got {args.output!r}")
     cell = _small_cell(args.cell, args.input_size, args.hidden_size, args.seed)
     rng = np.random.default_rng(args.seed + 1)
     xs = Tensor(rng.normal(size=(1, args.steps, args.input_size)), name="xs")
@@ -274,8 +345,11 @@ def _graph(args):
     with open(args.output, "w") as f:
         f.write(dot)
     print(f"wrote {args.output} ({dot.count('->')} edges)")
-    if shutil.which("dot"):
+    if args.no_render:
+        pass
+    elif shutil.which("dot"):
         svg = os.path.splitext(args.output)[0] + ".svg"
+        print(f"rendering {svg} with Graphviz (a large graph takes minutes; --no-render skips this) ...", flush=True)
         done = subprocess.run(["dot", "-Tsvg", args.output, "-o", svg], capture_output=True, text=True)
         if done.returncode == 0:
             print(f"wrote {svg}")
@@ -290,13 +364,22 @@ def _graph(args):
 def main(argv=None):
     """Run the command line; returns the exit status (0 ok, 1 a check failed, 2 bad input)."""
     from .data import DataError
-    from .training import CheckpointError
+    from .training import CheckpointError, Diverged
     parser = _build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
         args = parser.parse_args(argv)
+        args.argv = argv
         return args.run(args)
     except UsageError as e:
         print(e, file=sys.stderr)
+        return 2
+    except Diverged as e:
+        print(f"tinygrad-rnn: stopped: {e}", file=sys.stderr)
+        return 1
+    except MemoryError as e:
+        print(f"tinygrad-rnn: error: out of memory{f' ({e})' if str(e) else ''}; try smaller sizes",
+              file=sys.stderr)
         return 2
     except (DataError, CheckpointError, ValueError) as e:
         print(f"tinygrad-rnn: error: {e}", file=sys.stderr)

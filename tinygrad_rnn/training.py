@@ -538,8 +538,8 @@ def _resumed(resume, overrides, text):
     config = dataclasses.replace(config, cell=_cell_for(config, cell, str(resume))).check()
     missing = sorted(set(text) - set(vocab.chars))
     if missing:
-        shown = "".join(missing[:40]) + ("..." if len(missing) > 40 else "")
-        raise DataError(f"the text has {len(missing)} characters that the checkpoint's vocabulary lacks: {shown!r}")
+        shown = repr("".join(missing[:40])) + (f" and {len(missing) - 40} more" if len(missing) > 40 else "")
+        raise DataError(f"the text has characters that the checkpoint's vocabulary lacks: {shown}")
     before = meta.get("text")
     if isinstance(before, dict) and before.get("sha256") != _fingerprint(text, None)["sha256"]:
         raise RunError(f"resuming {str(resume)!r} on another text: the run was trained on "
@@ -627,10 +627,11 @@ def _setup(text, config, out_dir, resume, overrides, overwrite, source, progress
     return run
 
 
-def _diverged(run, what, value):
+def _diverged(run, what, value, at_step=True):
     kept = (f"the checkpoint of epoch {run.saved[0]} is kept ({run.ckpt_path if run.written else 'the resumed one'})"
             if run.saved and run.saved[0] else "no checkpoint was written")
-    return Diverged(f"{what} became {value} at epoch {run.epoch + 1}, step {run.step + 1}; {kept}")
+    when = f"at epoch {run.epoch + 1}, step {run.step + 1}" if at_step else f"at the end of epoch {run.epoch + 1}"
+    return Diverged(f"{what} became {value} {when}; {kept}")
 
 
 def _grad_norm(params):
@@ -667,10 +668,12 @@ def _one_epoch(run):
             break
     bad = [name for name, p in model.named_parameters() if not np.isfinite(p.data).all()]
     if bad:
-        raise _diverged(run, f"the parameter {bad[0]}", "non-finite")
+        raise _diverged(run, f"the parameter {bad[0]}", "non-finite", at_step=False)
     valid = evaluate(model, run.valid_ids)
-    if math.isnan(valid):
-        raise _diverged(run, "the validation loss", valid)
+    if not math.isfinite(valid):   # a mean loss above 709 nats overflows: a diverged run, too
+        raise _diverged(run, "the validation perplexity", valid, at_step=False)
+    if not math.isfinite(_exp(total / max(count, 1))):
+        raise _diverged(run, "the training perplexity", "inf", at_step=False)
     record = {"epoch": run.epoch + 1, "step": run.step, "train_loss": total / max(count, 1),
               "train_perplexity": _exp(total / max(count, 1)), "valid_perplexity": valid,
               "seconds": round(time.perf_counter() - run.started, 3)}
@@ -708,7 +711,8 @@ def train(text, config=None, out_dir="runs/charlm", resume=None, progress=True, 
     run = _setup(text, config, out_dir, resume, overrides, overwrite, source, progress, log)
     config, interrupted = run.config, False
     try:
-        with fused.enabled(config.fused):
+        # non-finite numbers are checked for at every step, and reported as one line: numpy need not warn
+        with fused.enabled(config.fused), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             while run.epoch < config.epochs and not (config.max_steps and run.step >= config.max_steps):
                 try:
                     _one_epoch(run)
