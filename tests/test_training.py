@@ -484,3 +484,25 @@ def test_a_user_cell_that_misbehaves_is_named(tmp_path, monkeypatch, body, messa
 def test_a_model_too_large_for_memory_is_refused_before_allocating():
     with pytest.raises(ValueError, match="hidden-size 1000000000 .* needs about .* GiB"):
         CharLM(50, small(hidden_size=10**9))
+
+
+def test_a_run_that_cannot_start_leaves_no_lock(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    write_cell_module(tmp_path, (
+        "from tinygrad_rnn import nn\n"
+        "class NoZero(nn.Module):\n"
+        "    def __init__(self, input_size, hidden_size, rng=None, dtype=None):\n"
+        "        self.inner = nn.RNNCell(input_size, hidden_size, rng=rng, dtype=dtype)\n"
+        "    def forward(self, x, h=None):\n"
+        "        return self.inner(x, h)\n"))
+    with pytest.raises(ValueError, match="initial_state"):
+        run(tmp_path, small(cell="leaky_cells_for_tests:NoZero", trace=True))
+    assert not (tmp_path / "run" / "train.lock").exists()
+    result, _ = run(tmp_path, small(epochs=1))
+    assert result["checkpoint"]
+
+
+def test_numpy_numbers_in_a_config_are_stored_as_plain_ones(tmp_path):
+    result, _ = run(tmp_path, small(epochs=1, hidden_size=np.int64(16), lr=np.float32(0.01), trace=np.False_))
+    config = load_checkpoint(result["checkpoint"])[2]
+    assert config.hidden_size == 16 and type(config.hidden_size) is int and type(config.lr) is float

@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import json
 import math
+import numbers
 import os
 import signal
 import sys
@@ -90,10 +91,16 @@ class TrainConfig:
         """Raise ValueError for a field of the wrong type or out of range; returns the config."""
         for field in dataclasses.fields(self):
             value, kind = getattr(self, field.name), type(field.default)
-            fits = (isinstance(value, bool) if kind is bool else
-                    isinstance(value, int) and not isinstance(value, bool) if kind is int else
-                    isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
-                    isinstance(value, kind))
+            if kind in (int, float):   # numpy's numbers too; True is no number here
+                number = numbers.Integral if kind is int else numbers.Real
+                fits = isinstance(value, number) and not isinstance(value, (bool, np.bool_))
+            else:
+                fits = isinstance(value, (bool, np.bool_) if kind is bool else kind)
+            try:
+                if fits and kind in (int, float, bool):
+                    setattr(self, field.name, kind(value))   # plain Python values: JSON writes those
+            except OverflowError:   # an int too large for a float
+                fits = False
             if not fits:
                 raise ValueError(f"{field.name.replace('_', '-')} must be {kind.__name__}, got {value!r}")
         positive = ("hidden_size", "embed_size", "seq_len", "batch_size", "epochs", "sample_length",
@@ -591,6 +598,20 @@ def _setup(text, config, out_dir, resume, overrides, overwrite, source, progress
         except (KeyError, ValueError) as e:
             raise CheckpointError(f"{str(resume)!r}: the optimiser state does not fit: {e}") from None
 
+    run.traced = TracedStep(model) if config.trace else None
+    run.model, run.vocab, run.config, run.optimizer, run.params = model, vocab, config, optimizer, params
+    run.train_ids, run.valid_ids, run.steps_per_epoch = train_ids, valid_ids, steps_per_epoch
+    run.history = list(meta.get("history", []))
+    run.epoch, run.step = int(meta.get("epoch", 0)), int(meta.get("step", 0))
+    run.saved = (run.epoch, run.step) if resume is not None else None   # what the checkpoint on disk holds
+    run.text_info = _fingerprint(text, source) if resume is None else meta.get("text", _fingerprint(text, source))
+    run.baseline = unigram_perplexity(train_ids, valid_ids, len(vocab))
+    log(f"text: {len(text)} characters, vocabulary {len(vocab)}; training on {len(train_ids)}, validating on "
+        f"{len(valid_ids)}; unigram baseline perplexity {run.baseline:.2f}")
+    log(f"model: {config.cell} cell, hidden {config.hidden_size}, {sum(p.size for p in params)} parameters")
+    run.rng = np.random.default_rng(config.seed + run.epoch)
+    run.started = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)
+    # last, so that nothing after it can fail and leave the folder locked
     os.makedirs(out_dir, exist_ok=True)
     run.ckpt_path, run.metrics_path = os.path.join(out_dir, CHECKPOINT), os.path.join(out_dir, METRICS)
     run.lock = _Lock(out_dir)
@@ -604,26 +625,12 @@ def _setup(text, config, out_dir, resume, overrides, overwrite, source, progress
         for stale in glob.glob(os.path.join(glob.escape(str(out_dir)), ".*.tmp")):   # a killed run's
             if os.path.basename(stale).startswith((f".{CHECKPOINT}.", f".{METRICS}.")):
                 os.remove(stale)
+        run.written = in_place   # whether out_dir's model.npz and metrics.jsonl are this run's
+        run.bar = _progress_bar(progress, config.epochs * steps_per_epoch, run.step)
     except BaseException:
         run.lock.release()
         raise
-    run.in_place = in_place
-    run.model, run.vocab, run.config, run.optimizer, run.params = model, vocab, config, optimizer, params
-    run.train_ids, run.valid_ids, run.steps_per_epoch = train_ids, valid_ids, steps_per_epoch
-    run.history = list(meta.get("history", []))
-    run.epoch, run.step = int(meta.get("epoch", 0)), int(meta.get("step", 0))
-    run.saved = (run.epoch, run.step) if resume is not None else None   # what the checkpoint on disk holds
-    run.written = in_place       # whether out_dir's model.npz and metrics.jsonl are this run's
-    run.text_info = _fingerprint(text, source) if resume is None else meta.get("text", _fingerprint(text, source))
-    run.baseline = unigram_perplexity(train_ids, valid_ids, len(vocab))
-    log(f"text: {len(text)} characters, vocabulary {len(vocab)}; training on {len(train_ids)}, validating on "
-        f"{len(valid_ids)}; unigram baseline perplexity {run.baseline:.2f}")
-    log(f"model: {config.cell} cell, hidden {config.hidden_size}, {sum(p.size for p in params)} parameters")
-    run.rng = np.random.default_rng(config.seed + run.epoch)
-    run.bar = _progress_bar(progress, config.epochs * steps_per_epoch, run.step)
     run.log = run.bar.write if run.bar is not None and log is print else log   # lines above the bar
-    run.started = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)
-    run.traced = TracedStep(model) if config.trace else None
     return run
 
 
