@@ -488,15 +488,15 @@ def test_a_model_too_large_for_memory_is_refused_before_allocating():
 
 def test_a_run_that_cannot_start_leaves_no_lock(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
-    write_cell_module(tmp_path, (
+    (tmp_path / "no_zero_cells_for_tests.py").write_text(
         "from tinygrad_rnn import nn\n"
         "class NoZero(nn.Module):\n"
         "    def __init__(self, input_size, hidden_size, rng=None, dtype=None):\n"
         "        self.inner = nn.RNNCell(input_size, hidden_size, rng=rng, dtype=dtype)\n"
         "    def forward(self, x, h=None):\n"
-        "        return self.inner(x, h)\n"))
+        "        return self.inner(x, h)\n")
     with pytest.raises(ValueError, match="initial_state"):
-        run(tmp_path, small(cell="leaky_cells_for_tests:NoZero", trace=True))
+        run(tmp_path, small(cell="no_zero_cells_for_tests:NoZero", trace=True))
     assert not (tmp_path / "run" / "train.lock").exists()
     result, _ = run(tmp_path, small(epochs=1))
     assert result["checkpoint"]
