@@ -268,6 +268,11 @@ def test_train_trace_gives_the_eager_run(tmp_path, corpus, capsys):
         outs[flag] = out.split("validation perplexity")[-1].split("\n")[0]
         assert load_checkpoint(tmp_path / str(len(flag)) / "model.npz")[2].trace == bool(flag)
     assert outs[()] == outs[("--trace",)]   # the same perplexity, to every printed digit
+    program = tmp_path / "1" / "traced_step.py"                      # the traced step, next to the checkpoint
+    assert not (tmp_path / "0" / "traced_step.py").exists()
+    source = program.read_text()
+    compile(source, str(program), "exec")
+    assert "import numpy as np" in source and "def " in source
     a = load_checkpoint(tmp_path / "0" / "model.npz")[0]
     b = load_checkpoint(tmp_path / "1" / "model.npz")[0]
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):

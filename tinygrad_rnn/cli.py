@@ -81,7 +81,7 @@ def _build_parser():
                    help="use the composed tanh/sigmoid/cross-entropy instead of the fused ones (slower)")
     p.add_argument("--trace", action="store_true",
                    help="run each step as a traced program, numpy code written once from the first step "
-                        "(same numbers, less time per step)")
+                        "(same numbers, less time per step), saved as traced_step.py next to the checkpoint")
     p.add_argument("--blas-threads", type=_positive_int, default=1,
                    help="threads for numpy's matrix products (default: %(default)s, fastest for small models)")
     p.add_argument("--out", default="runs/charlm", metavar="DIR",
@@ -183,7 +183,7 @@ def _train(args):
               f"{result['saved_step']} steps")
     else:
         print(f"no checkpoint written in {args.out}")
-    for key in ("checkpoint", "metrics", "plot"):
+    for key in ("checkpoint", "metrics", "program", "plot"):
         if result.get(key):
             print(f"{key}: {result[key]}")
     return 130 if result["interrupted"] else 0

@@ -43,7 +43,7 @@ CHECKPOINT_FORMAT = "tinygrad_rnn.charlm/1"
 BUILTIN_CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 # the settings a resumed run may change: when to stop, how to run a step, what to print
 RESUMABLE = ("epochs", "max_steps", "trace", "sample_length", "temperature")
-CHECKPOINT, METRICS, LOCK = "model.npz", "metrics.jsonl", "train.lock"
+CHECKPOINT, METRICS, LOCK, PROGRAM = "model.npz", "metrics.jsonl", "train.lock", "traced_step.py"
 
 
 class CheckpointError(ValueError):
@@ -274,6 +274,14 @@ class TracedStep:
         loss, *state = self.program(ids, targets, *self.state)
         self.state = tuple(state)
         return float(loss)
+
+    def program_source(self):
+        """The traced step as a standalone numpy module (what ``trace(...).save`` writes)."""
+        if self.program is None:
+            raise ValueError("TracedStep: no step has run yet, so there is no program")
+        with tempfile.TemporaryDirectory() as folder:
+            with open(self.program.save(os.path.join(folder, PROGRAM))) as f:
+                return f.read()
 
 
 def _make_optimizer(params, config):
@@ -599,6 +607,7 @@ def _setup(text, config, out_dir, resume, overrides, overwrite, source, progress
             raise CheckpointError(f"{str(resume)!r}: the optimiser state does not fit: {e}") from None
 
     run.traced = TracedStep(model) if config.trace else None
+    run.program_path = None
     run.model, run.vocab, run.config, run.optimizer, run.params = model, vocab, config, optimizer, params
     run.train_ids, run.valid_ids, run.steps_per_epoch = train_ids, valid_ids, steps_per_epoch
     run.history = list(meta.get("history", []))
@@ -623,7 +632,7 @@ def _setup(text, config, out_dir, resume, overrides, overwrite, source, progress
             raise RunError(f"{str(out_dir)!r} already holds a run ({', '.join(held)}): continue it with {hint}, "
                            f"replace it with --overwrite, or choose another --out folder")
         for stale in glob.glob(os.path.join(glob.escape(str(out_dir)), ".*.tmp")):   # a killed run's
-            if os.path.basename(stale).startswith((f".{CHECKPOINT}.", f".{METRICS}.")):
+            if os.path.basename(stale).startswith((f".{CHECKPOINT}.", f".{METRICS}.", f".{PROGRAM}.")):
                 os.remove(stale)
         run.written = in_place   # whether out_dir's model.npz and metrics.jsonl are this run's
         run.bar = _progress_bar(progress, config.epochs * steps_per_epoch, run.step)
@@ -690,6 +699,9 @@ def _one_epoch(run):
         save_checkpoint(run.ckpt_path, model, run.vocab, run.config, optimizer,
                         {"epoch": run.epoch + 1, "step": run.step, "history": history, "text": run.text_info})
         _write_atomic(run.metrics_path, lambda f: f.write(lines), "w")
+        if run.traced is not None and run.program_path is None:   # the program is written once, at the first step
+            run.program_path = os.path.join(os.path.dirname(run.ckpt_path), PROGRAM)
+            _write_atomic(run.program_path, lambda f: f.write(run.traced.program_source()), "w")
         run.epoch, run.history, run.saved, run.written = run.epoch + 1, history, (run.epoch + 1, run.step), True
     text_sample = sample(model, run.vocab, min(config.sample_length, 80), config.temperature, rng=run.rng)
     run.log(f"epoch {run.epoch}: train perplexity {record['train_perplexity']:.2f}, "
@@ -753,7 +765,7 @@ def _finish(run, interrupted, plot, out_dir):
               "valid_perplexity": history[-1]["valid_perplexity"] if history else float("nan"),
               "saved_epoch": run.saved[0] if run.saved else 0, "saved_step": run.saved[1] if run.saved else 0,
               "checkpoint": run.ckpt_path if run.written else None,
-              "metrics": run.metrics_path if run.written else None,
+              "metrics": run.metrics_path if run.written else None, "program": run.program_path,
               "interrupted": interrupted, "history": history, "plot": None}
     if not interrupted and history:
         result["sample"] = sample(run.model, run.vocab, config.sample_length, config.temperature, rng=run.rng)
