@@ -141,7 +141,8 @@ def test_graph_defaults(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     status, out, err = cli(capsys, "graph")
     assert status == 0, err
-    text = (tmp_path / "graph.dot").read_text()
+    assert os.listdir(tmp_path) == ["runs"]                  # into runs/, not the current folder
+    text = (tmp_path / "runs" / "graph.dot").read_text()
     assert text.startswith("digraph") and text.rstrip().endswith("}") and text.count("{") == text.count("}")
     assert [f't = {t}' for t in range(4)] == re.findall(r'label="(t = \d)"', text)
     nodes = dict(re.findall(r'^\s*(n\d+) \[label="([^"]*)"', text, re.M))
@@ -151,7 +152,7 @@ def test_graph_defaults(tmp_path, capsys, monkeypatch):
     assert f"({len(edges)} edges)" in out
     assert "x(3)" in text and "h(-1)" in text
     if shutil.which("dot"):                                  # Graphviz installed: an SVG next to it
-        assert "<svg" in (tmp_path / "graph.svg").read_text() and "wrote graph.svg" in out
+        assert "<svg" in (tmp_path / "runs" / "graph.svg").read_text() and "wrote runs/graph.svg" in out
 
 
 def test_graph_lstm_elsewhere(tmp_path, capsys):
@@ -227,7 +228,7 @@ def test_subprocess(tmp_path, corpus):
     done = python_m("sample", "run/model.npz", "--length", 20, cwd=tmp_path)
     assert done.returncode == 0 and len(done.stdout.rstrip("\n")) == 21
     done = python_m("graph", cwd=tmp_path)
-    assert done.returncode == 0 and (tmp_path / "graph.dot").read_text().startswith("digraph")
+    assert done.returncode == 0 and (tmp_path / "runs" / "graph.dot").read_text().startswith("digraph")
     done = python_m("train", "--text", tmp_path / "nope.txt", cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "does not exist" in done.stderr and "Traceback" not in done.stderr
@@ -415,3 +416,21 @@ def test_bptt_names_a_saturated_curve_for_what_it_shows(tmp_path, capsys):
     assert re.search(r"note: radius 1.3: \|h_t\| passes 0.5 at t = \d+, where tanh starts to saturate", out)
     status, out, err = cli(capsys, "bptt", "--out", tmp_path)     # the default 40 steps: the names hold
     assert "radius 1.3 (exploding)" in out and "note:" not in out
+
+
+def table(out):
+    return [line.split() for line in out.split("Gradient through time", 1)[1].splitlines() if re.match(r"^\s*\d+\s", line)]
+
+
+def test_bptt_radii_a_capped_table_and_runs_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = cli(capsys, "bptt", "--steps", 100, "--radii", "0.5,2")
+    assert status == 0, err
+    assert "radius 0.5 (vanishing)" in out and "radius 2.0 (" in out and "radius 1.3" not in out
+    rows = table(out)
+    assert len(rows) == 40 and rows[0][0] == "0" and rows[-1][0] == "99" and len(rows[0]) == 3
+    assert "(40 of 100 steps shown; --all prints every one)" in out
+    status, out, err = cli(capsys, "bptt", "--steps", 100, "--all", "--radii", "0.9")
+    assert [int(r[0]) for r in table(out)] == list(range(100)) and "steps shown" not in out
+    assert os.listdir(tmp_path) == ["runs"]                  # the picture goes to runs/, not the current folder
+    assert "argument --radii: expected a positive number, got '0'" in bad(capsys, "bptt", "--radii", "0,1")

@@ -42,6 +42,16 @@ def _number(convert, least, strict=False, most=2**62):
     return parse
 
 
+def _radii(text):
+    """An argparse type: comma-separated positive numbers."""
+    parse = _number(float, 0, strict=True)
+    values = tuple(parse(part.strip()) for part in text.split(","))
+    if len(values) > 8:
+        raise argparse.ArgumentTypeError(f"expected at most 8 radii, got {len(values)}")
+    return values
+
+
+_ROWS = 40   # rows of the bptt table without --all
 _positive_int = _number(int, 1)
 _count = _number(int, 0)
 _seed = _number(int, 0, most=2**63 - 1)
@@ -128,7 +138,10 @@ def _build_parser():
     p.add_argument("--hidden-size", type=_positive_int, default=3, help="hello network (default: %(default)s)")
     p.add_argument("--steps", type=_positive_int, default=40, help="long sequence length (default: %(default)s)")
     p.add_argument("--seed", type=_seed, default=0, help="default: %(default)s")
-    p.add_argument("--out", default=".", metavar="DIR", help="where the PNG goes (default: %(default)s)")
+    p.add_argument("--radii", type=_radii, default=(0.7, 1.0, 1.3), metavar="R,R,...",
+                   help="spectral radii of the recurrent weights, one curve each (default: 0.7,1.0,1.3)")
+    p.add_argument("--all", action="store_true", help=f"print every step (default: at most {_ROWS} rows)")
+    p.add_argument("--out", default="runs", metavar="DIR", help="where the PNG goes (default: %(default)s)")
     p.set_defaults(run=_bptt)
 
     p = sub.add_parser("graph", help="draw a cell's unrolled computation graph (Graphviz DOT)",
@@ -139,7 +152,8 @@ def _build_parser():
     p.add_argument("--steps", type=_positive_int, default=4, help="time steps (default: %(default)s)")
     p.add_argument("--input-size", type=_positive_int, default=3, help="default: %(default)s")
     p.add_argument("--hidden-size", type=_positive_int, default=4, help="default: %(default)s")
-    p.add_argument("--output", default="graph.dot", metavar="FILE", help="default: %(default)s")
+    p.add_argument("--output", default=os.path.join("runs", "graph.dot"), metavar="FILE",
+                   help="default: %(default)s")
     p.add_argument("--seed", type=_seed, default=0, help="default: %(default)s")
     p.add_argument("--no-render", action="store_true", help="write the DOT only (rendering many steps takes minutes)")
     p.set_defaults(run=_graph)
@@ -267,10 +281,12 @@ def _bptt(args):
     # it shrinks or grows geometrically with Wh's spectral radius
     rng = np.random.default_rng(args.seed)
     xs = Tensor(rng.normal(size=(1, args.steps, 4)) * 1e-9)
+    radii = ", ".join(map(str, args.radii))
     print(f"\nGradient through time: |dL/dh_t| with L the sum of h_T (T = {args.steps - 1}), for a tanh RNN "
-          f"whose recurrent weights Wh have spectral radius 0.7, 1.0 and 1.3")
+          f"whose recurrent weights Wh have spectral radius {radii}")
     curves, notes = {}, []
-    for radius, label in ((0.7, "radius 0.7 (vanishing)"), (1.0, "radius 1.0"), (1.3, "radius 1.3 (exploding)")):
+    for radius in args.radii:
+        label = f"radius {radius}" + (" (vanishing)" if radius < 1 else " (exploding)" if radius > 1 else "")
         cell = nn.RNNCell(4, 16, rng=np.random.default_rng(args.seed))
         cell.Wh.data *= radius / np.abs(np.linalg.eigvals(cell.Wh.data)).max()
         # the geometric picture holds while tanh is near-linear; once |h_t| nears 1, tanh' nears 0 and
@@ -284,8 +300,13 @@ def _bptt(args):
         curves[label] = gradient_through_time(cell, xs)
     names = list(curves)
     print("  t  " + "  ".join(f"{n:>22}" for n in names))
-    for t in range(args.steps):
+    shown = range(args.steps)
+    if not args.all and args.steps > _ROWS:   # evenly spread rows, the first and the last among them
+        shown = sorted(set(np.linspace(0, args.steps - 1, _ROWS).round().astype(int).tolist()))
+    for t in shown:
         print(f"{t:3d}  " + "  ".join(f"{curves[n][t]:22.4g}" for n in names))
+    if len(shown) < args.steps:
+        print(f"({len(shown)} of {args.steps} steps shown; --all prints every one)")
     for note in notes:
         print(f"note: {note}")
     png = plot_gradient_norms(curves, os.path.join(args.out, "gradient_through_time.png"))
@@ -357,7 +378,7 @@ def _graph(args):
             print(f"tinygrad-rnn: Graphviz could not render {args.output}: {done.stderr.strip()[:200]}",
                   file=sys.stderr)
     else:
-        print("install Graphviz (the dot program) to render it, e.g. dot -Tsvg graph.dot -o graph.svg")
+        print(f"install Graphviz (the dot program) to render it, e.g. dot -Tsvg {args.output} -o graph.svg")
     return 0
 
 
