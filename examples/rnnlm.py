@@ -67,7 +67,7 @@ def build_corpus(words):
 class Rnnlm(nn.Module):
     """Embedding(V, D) -> stateful RNN over a cell -> Linear(H, V)."""
 
-    CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+    CELLS = nn.CELLS
 
     def __init__(self, vocab_size, wordvec_size, hidden_size, cell="rnn", rng=0):
         super().__init__()
@@ -88,7 +88,7 @@ class Rnnlm(nn.Module):
 
 def main(argv=None, out=print):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="rnn")
+    parser.add_argument("--cell", choices=list(nn.CELLS), default="rnn")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--time-size", type=int, default=5, help="steps per truncated BPTT chunk")

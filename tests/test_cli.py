@@ -434,3 +434,18 @@ def test_bptt_radii_a_capped_table_and_runs_folder(tmp_path, capsys, monkeypatch
     assert [int(r[0]) for r in table(out)] == list(range(100)) and "steps shown" not in out
     assert os.listdir(tmp_path) == ["runs"]                  # the picture goes to runs/, not the current folder
     assert "argument --radii: expected a positive number, got '0'" in bad(capsys, "bptt", "--radii", "0,1")
+
+
+def test_one_map_of_cell_names(capsys, monkeypatch, tmp_path):
+    from tinygrad_rnn import nn
+    from tinygrad_rnn.training import make_cell
+    assert nn.CELLS == {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+    monkeypatch.setitem(nn.CELLS, "gru2", nn.GRUCell)   # a name added to the map is known everywhere
+    assert isinstance(make_cell("gru2", 3, 4, np.random.default_rng(0), np.float64), nn.GRUCell)
+    status, out, err = cli(capsys, "gradcheck", "--cell", "gru2", "--steps", 2)
+    assert status == 0 and "all gradients agree" in out
+    with pytest.raises(SystemExit):
+        main(["graph", "--help"])
+    assert "rnn, lstm, gru, gru2 or MODULE:CALLABLE" in capsys.readouterr().out
+    assert "use rnn, lstm, gru, gru2 or MODULE:CALLABLE" in bad(capsys, "train", "--cell", "nope",
+                                                               "--out", tmp_path)

@@ -64,13 +64,15 @@ def _build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
+    from . import nn
     from .training import TrainConfig
     d = TrainConfig()
+    cells = ", ".join(nn.CELLS)
     p = sub.add_parser("train", help="train a character language model (default: on the shipped corpus)",
                        description="Train a character-level language model with truncated BPTT. With no "
                                    "arguments it trains on the English corpus shipped in the package.")
     p.add_argument("--text", metavar="FILE", help="UTF-8 text to train on (default: the shipped corpus)")
-    p.add_argument("--cell", default=d.cell, help="rnn, lstm, gru, or MODULE:CALLABLE for your own cell, "
+    p.add_argument("--cell", default=d.cell, help=f"{cells}, or MODULE:CALLABLE for your own cell, "
                    "called as CALLABLE(input_size, hidden_size, rng=..., dtype=...) (default: %(default)s)")
     p.add_argument("--hidden-size", type=_positive_int, default=d.hidden_size, help="default: %(default)s")
     p.add_argument("--embed-size", type=_positive_int, default=d.embed_size, help="default: %(default)s")
@@ -122,7 +124,7 @@ def _build_parser():
                        description="Unroll a cell over a few steps in float64 and compare autograd with "
                                    "central finite differences for every parameter, the inputs and the "
                                    "initial state. Exit status 1 when a gradient disagrees.")
-    p.add_argument("--cell", default="rnn", help="rnn, lstm, gru or MODULE:CALLABLE (default: %(default)s)")
+    p.add_argument("--cell", default="rnn", help=f"{cells} or MODULE:CALLABLE (default: %(default)s)")
     p.add_argument("--steps", type=_positive_int, default=4, help="time steps (default: %(default)s)")
     p.add_argument("--batch-size", type=_positive_int, default=2, help="default: %(default)s")
     p.add_argument("--input-size", type=_positive_int, default=3, help="default: %(default)s")
@@ -148,7 +150,7 @@ def _build_parser():
                        description="Write the graph of a cell unrolled over T steps as DOT, with time steps "
                                    "in boxes and gradient norms after backward; SVG too when Graphviz's "
                                    "dot program is installed.")
-    p.add_argument("--cell", default="rnn", help="rnn, lstm, gru or MODULE:CALLABLE (default: %(default)s)")
+    p.add_argument("--cell", default="rnn", help=f"{cells} or MODULE:CALLABLE (default: %(default)s)")
     p.add_argument("--steps", type=_positive_int, default=4, help="time steps (default: %(default)s)")
     p.add_argument("--input-size", type=_positive_int, default=3, help="default: %(default)s")
     p.add_argument("--hidden-size", type=_positive_int, default=4, help="default: %(default)s")

@@ -36,11 +36,10 @@ from .tensor import no_grad
 from .tracing import trace
 
 __all__ = ["TrainConfig", "CharLM", "TracedStep", "make_cell", "train", "evaluate", "sample", "sample_stream",
-           "save_checkpoint", "load_checkpoint", "CheckpointError", "RunError", "Diverged", "BUILTIN_CELLS",
+           "save_checkpoint", "load_checkpoint", "CheckpointError", "RunError", "Diverged",
            "RESUMABLE"]
 
 CHECKPOINT_FORMAT = "tinygrad_rnn.charlm/1"
-BUILTIN_CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 # the settings a resumed run may change: when to stop, how to run a step, what to print
 RESUMABLE = ("epochs", "max_steps", "trace", "sample_length", "temperature")
 CHECKPOINT, METRICS, LOCK, PROGRAM = "model.npz", "metrics.jsonl", "train.lock", "traced_step.py"
@@ -137,10 +136,10 @@ def make_cell(spec, input_size, hidden_size, rng, dtype):
     batch of zeros, so that a ``forward`` that fails or returns the wrong thing is
     reported here, in one ValueError naming the cell, rather than deep in training.
     """
-    if spec in BUILTIN_CELLS:
-        return BUILTIN_CELLS[spec](input_size, hidden_size, rng=rng, dtype=dtype)
+    if spec in nn.CELLS:
+        return nn.CELLS[spec](input_size, hidden_size, rng=rng, dtype=dtype)
     if not isinstance(spec, str) or ":" not in spec:
-        raise ValueError(f"unknown cell {spec!r}: use rnn, lstm, gru or MODULE:CALLABLE")
+        raise ValueError(f"unknown cell {spec!r}: use {', '.join(nn.CELLS)} or MODULE:CALLABLE")
     module_name, _, attr = spec.rpartition(":")
     try:
         module = _import_user_module(module_name)
@@ -487,7 +486,7 @@ def _read_checkpoint(path):
 
 def _cell_for(config, cell, where):
     """The cell spec to build: the checkpoint's if built in, else the one the user gives again (``cell``)."""
-    if config.cell in BUILTIN_CELLS:
+    if config.cell in nn.CELLS:
         if cell is not None and cell != config.cell:
             raise CheckpointError(f"{where!r} holds a model with a {config.cell!r} cell, not {cell!r}")
         return config.cell
@@ -495,7 +494,7 @@ def _cell_for(config, cell, where):
         raise CheckpointError(
             f"{where!r} holds a model with a cell of your own, {config.cell!r}; loading a checkpoint never "
             f"imports the module it names: give the cell again (on the command line: --cell {config.cell})")
-    if cell in BUILTIN_CELLS:
+    if cell in nn.CELLS:
         raise CheckpointError(f"{where!r} holds a model with the cell {config.cell!r}, not the built-in {cell!r}")
     return cell
 
@@ -541,7 +540,7 @@ def _resumed(resume, overrides, text):
         raise ValueError(f"resume: unknown settings {sorted(unknown)}")
     clashes = []
     cell = overrides.pop("cell", None)
-    if cell is not None and cell != config.cell and (config.cell in BUILTIN_CELLS or cell in BUILTIN_CELLS):
+    if cell is not None and cell != config.cell and (config.cell in nn.CELLS or cell in nn.CELLS):
         clashes.append(f"--cell {cell} (the checkpoint's: {config.cell})")
     for key, value in overrides.items():
         if value != getattr(config, key) and key not in RESUMABLE:
@@ -738,7 +737,7 @@ def train(text, config=None, out_dir="runs/charlm", resume=None, progress=True, 
                 except (Diverged, KeyboardInterrupt):
                     raise
                 except Exception as e:
-                    if config.cell in BUILTIN_CELLS:
+                    if config.cell in nn.CELLS:
                         raise
                     # the user's cell failed in a way the probe at its creation did not show
                     raise ValueError(f"cell {config.cell!r} failed at epoch {run.epoch + 1}, step {run.step + 1}: "

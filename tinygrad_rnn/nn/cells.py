@@ -12,7 +12,7 @@ from .init import as_dtype, as_rng, scaled_normal, zeros
 from .layers import as_input
 from .module import Module, Parameter
 
-__all__ = ["RNNCell", "LSTMCell", "GRUCell"]
+__all__ = ["RNNCell", "LSTMCell", "GRUCell", "CELLS"]
 
 
 class _Cell(Module):
@@ -118,3 +118,7 @@ class GRUCell(_Cell):
         r, z = rz[:, :H], rz[:, H:]
         n = F.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
         return (1 - z) * n + z * h
+
+
+# the built-in cells by name: the one map that the command line, training and the examples use
+CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
