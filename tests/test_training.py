@@ -23,7 +23,7 @@ def small(**kw):
 
 def run(tmp_path, config, name="run", **kw):
     lines = []
-    result = train(TEXT, config, out_dir=tmp_path / name, progress=False, plot=False, log=lines.append, **kw)
+    result = train(TEXT, config, out_dir=tmp_path / name, progress=False, log=lines.append, **kw)
     return result, "\n".join(lines)
 
 
@@ -121,7 +121,7 @@ def test_bad_checkpoints(tmp_path):
 def test_resume_rejects_new_characters(tmp_path):
     result, _ = run(tmp_path, small(epochs=1))
     with pytest.raises(DataError, match="vocabulary"):
-        train(TEXT + "\u00e9", out_dir=tmp_path / "x", resume=result["checkpoint"], progress=False, plot=False,
+        train(TEXT + "\u00e9", out_dir=tmp_path / "x", resume=result["checkpoint"], progress=False,
               log=lambda s: None)
 
 
@@ -135,10 +135,10 @@ def test_config_errors(field, value, message):
 
 def test_text_too_short(tmp_path):
     with pytest.raises(DataError, match="too short"):
-        train("abcdefghij" * 3, small(batch_size=8, seq_len=16), out_dir=tmp_path, progress=False, plot=False,
+        train("abcdefghij" * 3, small(batch_size=8, seq_len=16), out_dir=tmp_path, progress=False,
               log=lambda s: None)
     with pytest.raises(DataError, match="2 distinct"):
-        train("aaaa", small(), out_dir=tmp_path, progress=False, plot=False, log=lambda s: None)
+        train("aaaa", small(), out_dir=tmp_path, progress=False, log=lambda s: None)
 
 
 def test_sgd_and_float64(tmp_path):
@@ -195,14 +195,13 @@ def test_charlm_shapes():
     assert math.isfinite(float(logits.data.sum()))
 
 
-def test_progress_bar_and_plot(tmp_path, capsys):
+def test_progress_bar(tmp_path, capsys):
     pytest.importorskip("tqdm")
-    result = train(TEXT, small(epochs=2), out_dir=tmp_path, progress=True, plot=True)
+    result = train(TEXT, small(epochs=2), out_dir=tmp_path, progress=True)
     out, err = capsys.readouterr()
     assert "epoch 1:" in out and "epoch 2:" in out      # epoch lines on stdout, above the bar
     assert "step" in err and "loss=" in err              # the bar, with the live loss, on stderr
-    if result["plot"] is not None:                       # matplotlib is the optional plot extra
-        assert open(result["plot"], "rb").read(4) == b"\x89PNG"
+    assert "plot" not in result and not (tmp_path / "training.png").exists()   # the command line plots
 
 
 def test_user_cell_from_a_file_or_the_current_folder(tmp_path, monkeypatch):
@@ -399,10 +398,10 @@ def test_resume_refuses_settings_that_contradict_the_checkpoint(tmp_path):
     assert again["epochs"] == 2 and load_checkpoint(again["checkpoint"])[2].temperature == 0.5
     with pytest.raises(RunError, match="on another text: the run was trained on a text \\(4000 characters\\)"):
         train(TEXT[:3990] + TEXT[:10], out_dir=tmp_path / "run", resume=again["checkpoint"], progress=False,
-              plot=False, log=lambda s: None, overrides={"epochs": 3})
+              log=lambda s: None, overrides={"epochs": 3})
     with pytest.raises(DataError, match=r"the text has characters that the checkpoint's vocabulary lacks: '\u00e9\u03c0'"):
         train(TEXT + "\u00e9\u03c0", out_dir=tmp_path / "run", resume=again["checkpoint"], progress=False,
-              plot=False, log=lambda s: None)
+              log=lambda s: None)
 
 
 def rewrite_meta(src, dst, change):

@@ -199,6 +199,10 @@ def _train(args):
               f"{result['saved_step']} steps")
     else:
         print(f"no checkpoint written in {args.out}")
+    if result["checkpoint"] and result["history"]:   # a picture of the run on disk, with matplotlib
+        from .viz import plot_training
+        result["plot"] = plot_training(result["history"], os.path.join(args.out, "training.png"),
+                                       result["unigram_perplexity"])
     for key in ("checkpoint", "metrics", "program", "plot"):
         if result.get(key):
             print(f"{key}: {result[key]}")

@@ -614,15 +614,12 @@ def _setup(text, config, out_dir, resume, overrides, overwrite, source, progress
     run.saved = (run.epoch, run.step) if resume is not None else None   # what the checkpoint on disk holds
     run.text_info = _fingerprint(text, source) if resume is None else meta.get("text", _fingerprint(text, source))
     run.baseline = unigram_perplexity(train_ids, valid_ids, len(vocab))
-    log(f"text: {len(text)} characters, vocabulary {len(vocab)}; training on {len(train_ids)}, validating on "
-        f"{len(valid_ids)}; unigram baseline perplexity {run.baseline:.2f}")
-    log(f"model: {config.cell} cell, hidden {config.hidden_size}, {sum(p.size for p in params)} parameters")
     run.rng = np.random.default_rng(config.seed + run.epoch)
     run.started = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)
     # last, so that nothing after it can fail and leave the folder locked
     os.makedirs(out_dir, exist_ok=True)
     run.ckpt_path, run.metrics_path = os.path.join(out_dir, CHECKPOINT), os.path.join(out_dir, METRICS)
-    run.lock = _Lock(out_dir)
+    run.lock, run.bar = _Lock(out_dir), None
     try:
         in_place = resume is not None and os.path.exists(run.ckpt_path) and os.path.samefile(resume, run.ckpt_path)
         held = _holds_run(out_dir)
@@ -635,10 +632,15 @@ def _setup(text, config, out_dir, resume, overrides, overwrite, source, progress
                 os.remove(stale)
         run.written = in_place   # whether out_dir's model.npz and metrics.jsonl are this run's
         run.bar = _progress_bar(progress, config.epochs * steps_per_epoch, run.step)
+        run.log = run.bar.write if run.bar is not None and log is print else log   # lines above the bar
+        run.log(f"text: {len(text)} characters, vocabulary {len(vocab)}; training on {len(train_ids)}, "
+                f"validating on {len(valid_ids)}; unigram baseline perplexity {run.baseline:.2f}")
+        run.log(f"model: {config.cell} cell, hidden {config.hidden_size}, {sum(p.size for p in params)} parameters")
     except BaseException:
+        if run.bar is not None:
+            run.bar.close()
         run.lock.release()
         raise
-    run.log = run.bar.write if run.bar is not None and log is print else log   # lines above the bar
     return run
 
 
@@ -707,8 +709,8 @@ def _one_epoch(run):
             f"valid perplexity {record['valid_perplexity']:.2f} | {text_sample!r}")
 
 
-def train(text, config=None, out_dir="runs/charlm", resume=None, progress=True, log=print, plot=True,
-          overrides=None, overwrite=False, source=None):
+def train(text, config=None, out_dir="runs/charlm", resume=None, progress=True, log=print, overrides=None,
+          overwrite=False, source=None):
     """Train a character model on ``text``; returns a dict of results and file paths.
 
     Each epoch: one pass of truncated BPTT over the training part (the RNN's
@@ -754,10 +756,10 @@ def train(text, config=None, out_dir="runs/charlm", resume=None, progress=True, 
         if run.bar is not None:
             run.bar.close()
         run.lock.release()
-    return _finish(run, interrupted, plot, out_dir)
+    return _finish(run, interrupted)
 
 
-def _finish(run, interrupted, plot, out_dir):
+def _finish(run, interrupted):
     """The result: what the run did, and the files of it that are on disk."""
     config, history = run.config, run.history
     result = {"epochs": run.epoch, "steps": run.step, "unigram_perplexity": run.baseline,
@@ -765,13 +767,10 @@ def _finish(run, interrupted, plot, out_dir):
               "saved_epoch": run.saved[0] if run.saved else 0, "saved_step": run.saved[1] if run.saved else 0,
               "checkpoint": run.ckpt_path if run.written else None,
               "metrics": run.metrics_path if run.written else None, "program": run.program_path,
-              "interrupted": interrupted, "history": history, "plot": None}
+              "interrupted": interrupted, "history": history}
     if not interrupted and history:
         result["sample"] = sample(run.model, run.vocab, config.sample_length, config.temperature, rng=run.rng)
         run.log(f"sample:\n{result['sample']}")
-    if plot and run.written and history:
-        from .viz import plot_training
-        result["plot"] = plot_training(history, os.path.join(out_dir, "training.png"), run.baseline)
     return result
 
 
