@@ -239,6 +239,10 @@ class CharLM(nn.Module):
         hs, _ = self.rnn(self.embed(ids))
         return self.out(hs)
 
+    def reset_state(self):
+        """Start the next call from a zero state (the start of an epoch, or of a text)."""
+        self.rnn.reset_state()
+
 
 class TracedStep:
     """A training step of ``model`` (forward and backward) run as a traced program.
