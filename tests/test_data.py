@@ -115,3 +115,6 @@ def test_a_device_is_not_read(tmp_path):
         pytest.skip("no /dev/zero here")
     with pytest.raises(DataError, match="not a regular file"):
         read_text("/dev/zero")
+    os.mkfifo(tmp_path / "pipe")                 # opening it would wait for a writer: refused before that
+    with pytest.raises(DataError, match="not a regular file"):
+        read_text(tmp_path / "pipe")

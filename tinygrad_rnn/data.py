@@ -25,10 +25,10 @@ def read_text(path):
     Only a regular file is read: a device such as ``/dev/zero`` or a pipe never ends.
     """
     try:
+        mode = os.stat(path).st_mode   # before opening: opening a pipe would wait for a writer
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise DataError(f"{str(path)!r} is not a regular file (a device, pipe or socket); give a text file")
         with open(path, encoding="utf-8") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise DataError(f"{str(path)!r} is not a regular file (a device, pipe or socket); "
-                                f"give a text file")
             text = f.read()
     except FileNotFoundError:
         raise DataError(f"text file {str(path)!r} does not exist") from None
