@@ -373,8 +373,8 @@ def _graph(args):
         f.write(dot)
     print(f"wrote {args.output} ({dot.count('->')} edges)")
     if args.no_render:
-        pass
-    elif shutil.which("dot"):
+        return 0
+    if shutil.which("dot"):
         svg = os.path.splitext(args.output)[0] + ".svg"
         print(f"rendering {svg} with Graphviz (a large graph takes minutes; --no-render skips this) ...", flush=True)
         done = subprocess.run(["dot", "-Tsvg", args.output, "-o", svg], capture_output=True, text=True)
@@ -389,7 +389,8 @@ def _graph(args):
 
 
 def main(argv=None):
-    """Run the command line; returns the exit status (0 ok, 1 a check failed, 2 bad input)."""
+    """Run the command line; returns the exit status (0 ok, 1 a check failed or the loss diverged, 2 bad input,
+    130 Ctrl-C)."""
     from .data import DataError
     from .training import CheckpointError, Diverged
     parser = _build_parser()
