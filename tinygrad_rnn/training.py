@@ -513,16 +513,20 @@ def load_checkpoint(path, cell=None):
     """
     vocab, config, meta, arrays = _read_checkpoint(path)
     config = dataclasses.replace(config, cell=_cell_for(config, cell, str(path)))
+    return _model_of(path, vocab, config, arrays), vocab, config, meta, arrays
+
+
+def _model_of(path, vocab, config, arrays):
+    """The model that ``config`` describes, with the checkpoint's parameters."""
     try:
         model = CharLM(len(vocab), config)
     except ValueError as e:
         raise CheckpointError(f"{str(path)!r}: {e}") from None
-    params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     try:
-        model.load_state_dict(params)
+        model.load_state_dict({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
     except nn.StateDictError as e:
         raise CheckpointError(f"{str(path)!r}: the parameters do not fit the model: {e}") from None
-    return model, vocab, config, meta, arrays
+    return model
 
 
 def _fingerprint(text, source):
@@ -563,15 +567,7 @@ def _resumed(resume, overrides, text):
         raise RunError(f"resuming {str(resume)!r} on another text: the run was trained on "
                        f"{before.get('source') or 'a text'} ({before.get('characters')} characters); "
                        f"give that text (--text) to continue it")
-    try:
-        model = CharLM(len(vocab), config)
-    except ValueError as e:
-        raise CheckpointError(f"{str(resume)!r}: {e}") from None
-    try:
-        model.load_state_dict({k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")})
-    except nn.StateDictError as e:
-        raise CheckpointError(f"{str(resume)!r}: the parameters do not fit the model: {e}") from None
-    return model, vocab, config, meta, arrays
+    return _model_of(resume, vocab, config, arrays), vocab, config, meta, arrays
 
 
 def _holds_run(folder):
