@@ -505,3 +505,13 @@ def test_numpy_numbers_in_a_config_are_stored_as_plain_ones(tmp_path):
     result, _ = run(tmp_path, small(epochs=1, hidden_size=np.int64(16), lr=np.float32(0.01), trace=np.False_))
     config = load_checkpoint(result["checkpoint"])[2]
     assert config.hidden_size == 16 and type(config.hidden_size) is int and type(config.lr) is float
+
+
+def test_train_is_set_up_epochs_and_finish():
+    import inspect
+    from tinygrad_rnn import training
+    source = inspect.getsource(training.train)
+    body = source.split('"""')[2]                            # after the docstring
+    assert "_setup(" in body and "_one_epoch(run)" in body and "_finish(run" in body
+    assert len(body.strip().splitlines()) <= 40
+    assert "plot" not in inspect.getsource(training)         # plotting belongs to the command line
