@@ -25,6 +25,7 @@ from tinygrad_rnn import functional as F
 from tinygrad_rnn import nn
 from tinygrad_rnn.optim import SGD, Adam, clip_grad_norm
 from tinygrad_rnn.reference.time_rnn import truncated_batches
+from tinygrad_rnn.training import CharLM, TrainConfig
 
 TEXT = """
 the old man walks to the river every morning . he carries a small boat and a long rope .
@@ -64,31 +65,16 @@ def build_corpus(words):
     return np.array([index[w] for w in words], dtype=np.int64), vocab
 
 
-class Rnnlm(nn.Module):
-    """Embedding(V, D) -> stateful RNN over a cell -> Linear(H, V)."""
-
-    CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
-
-    def __init__(self, vocab_size, wordvec_size, hidden_size, cell="rnn", rng=0):
-        super().__init__()
-        if cell not in self.CELLS:
-            raise ValueError(f"Rnnlm: cell must be one of {sorted(self.CELLS)}, not {cell!r}")
-        rng = np.random.default_rng(rng)
-        self.embed = nn.Embedding(vocab_size, wordvec_size, rng=rng)
-        self.rnn = nn.RNN(self.CELLS[cell](wordvec_size, hidden_size, rng=rng), stateful=True)
-        self.fc = nn.Linear(hidden_size, vocab_size, rng=rng)
-
-    def forward(self, ids):
-        hs, _ = self.rnn(self.embed(ids))          # (N, T, H); the last state is kept, detached
-        return self.fc(hs)                         # (N, T, V) logits
-
-    def reset_state(self):
-        self.rnn.reset_state()
+def rnnlm_model(vocab_size, wordvec_size, hidden_size, cell="rnn", rng=0):
+    """The book's SimpleRnnlm is the library's character model over word ids: Embedding(V, D) -> stateful
+    RNN over a cell -> Linear(H, V), in float64."""
+    config = TrainConfig(cell=cell, embed_size=wordvec_size, hidden_size=hidden_size, dtype="float64")
+    return CharLM(vocab_size, config, rng=rng)
 
 
 def main(argv=None, out=print):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="rnn")
+    parser.add_argument("--cell", choices=list(nn.CELLS), default="rnn")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--time-size", type=int, default=5, help="steps per truncated BPTT chunk")
@@ -119,7 +105,7 @@ def main(argv=None, out=print):
     out(f"corpus: {len(ids)} words, vocabulary {len(vocab)}; cell {args.cell}, "
         f"batch {args.batch_size}, time {args.time_size}")
 
-    model = Rnnlm(len(vocab), args.wordvec, args.hidden, cell=args.cell, rng=args.seed)
+    model = rnnlm_model(len(vocab), args.wordvec, args.hidden, cell=args.cell, rng=args.seed)
     params = list(model.parameters())
     opt = SGD(params, lr=args.lr) if args.optim == "sgd" else Adam(params, lr=args.lr)
     perplexities = []

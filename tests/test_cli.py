@@ -141,7 +141,8 @@ def test_graph_defaults(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     status, out, err = cli(capsys, "graph")
     assert status == 0, err
-    text = (tmp_path / "graph.dot").read_text()
+    assert os.listdir(tmp_path) == ["runs"]                  # into runs/, not the current folder
+    text = (tmp_path / "runs" / "graph.dot").read_text()
     assert text.startswith("digraph") and text.rstrip().endswith("}") and text.count("{") == text.count("}")
     assert [f't = {t}' for t in range(4)] == re.findall(r'label="(t = \d)"', text)
     nodes = dict(re.findall(r'^\s*(n\d+) \[label="([^"]*)"', text, re.M))
@@ -150,8 +151,8 @@ def test_graph_defaults(tmp_path, capsys, monkeypatch):
     assert any(label.startswith("Wh\\n(4, 4)\\n|grad| = ") for label in nodes.values())
     assert f"({len(edges)} edges)" in out
     assert "x(3)" in text and "h(-1)" in text
-    if "wrote graph.svg" in out:                             # Graphviz installed and working: an SVG next to it
-        assert "<svg" in (tmp_path / "graph.svg").read_text()
+    if "wrote runs/graph.svg" in out:                        # Graphviz installed and working: an SVG next to it
+        assert "<svg" in (tmp_path / "runs" / "graph.svg").read_text()
     elif shutil.which("dot"):                                # a dot that fails is reported, the .dot kept
         assert "Graphviz could not render" in err
 
@@ -166,8 +167,8 @@ def test_graph_reports_a_dot_that_fails(tmp_path, capsys, monkeypatch, script):
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: str(fake) if name == "dot" else None)
     monkeypatch.chdir(tmp_path)
     status, out, err = cli(capsys, "graph")
-    assert status == 0 and (tmp_path / "graph.dot").read_text().startswith("digraph")
-    assert "Graphviz could not render graph.dot" in err and "wrote graph.svg" not in out
+    assert status == 0 and (tmp_path / "runs" / "graph.dot").read_text().startswith("digraph")
+    assert "Graphviz could not render runs/graph.dot" in err and "wrote runs/graph.svg" not in out
     if script:
         assert "broken install" in err
 
@@ -245,7 +246,7 @@ def test_subprocess(tmp_path, corpus):
     done = python_m("sample", "run/model.npz", "--length", 20, cwd=tmp_path)
     assert done.returncode == 0 and len(done.stdout.rstrip("\n")) == 21
     done = python_m("graph", cwd=tmp_path)
-    assert done.returncode == 0 and (tmp_path / "graph.dot").read_text().startswith("digraph")
+    assert done.returncode == 0 and (tmp_path / "runs" / "graph.dot").read_text().startswith("digraph")
     done = python_m("train", "--text", tmp_path / "nope.txt", cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "does not exist" in done.stderr and "Traceback" not in done.stderr
@@ -286,7 +287,183 @@ def test_train_trace_gives_the_eager_run(tmp_path, corpus, capsys):
         outs[flag] = out.split("validation perplexity")[-1].split("\n")[0]
         assert load_checkpoint(tmp_path / str(len(flag)) / "model.npz")[2].trace == bool(flag)
     assert outs[()] == outs[("--trace",)]   # the same perplexity, to every printed digit
+    program = tmp_path / "1" / "traced_step.py"                      # the traced step, next to the checkpoint
+    assert not (tmp_path / "0" / "traced_step.py").exists()
+    source = program.read_text()
+    compile(source, str(program), "exec")
+    assert "import numpy as np" in source and "def " in source
     a = load_checkpoint(tmp_path / "0" / "model.npz")[0]
     b = load_checkpoint(tmp_path / "1" / "model.npz")[0]
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         np.testing.assert_array_equal(p.data, q.data, err_msg=name)
+
+
+# ---------------------------------------------------------------------- runs, checkpoints and messages
+def test_a_fresh_run_in_a_folder_with_a_run_is_refused(trained, corpus, capsys):
+    run, _ = trained
+    before = (run / "model.npz").read_bytes(), (run / "metrics.jsonl").read_bytes()
+    err = bad(capsys, "train", "--text", corpus, "--out", run, *SMALL)
+    assert "already holds a run" in err and f"--resume {run / 'model.npz'}" in err and "--overwrite" in err
+    assert ((run / "model.npz").read_bytes(), (run / "metrics.jsonl").read_bytes()) == before
+    status, out, err = cli(capsys, "train", "--text", corpus, "--out", run, "--epochs", 1, "--overwrite", *SMALL)
+    assert status == 0, err
+    assert len(open(run / "metrics.jsonl").read().splitlines()) == 1
+    assert load_checkpoint(run / "model.npz")[3]["epoch"] == 1
+
+
+def test_resume_names_each_contradicting_option(trained, corpus, capsys):
+    run, _ = trained
+    err = bad(capsys, "train", "--text", corpus, "--resume", run / "model.npz", "--out", run, "--hidden-size", 64,
+              "--lr", 0.1, "--cell", "gru", "--no-progress")
+    assert "--hidden-size 64 (the checkpoint's: 32)" in err and "--lr 0.1 (the checkpoint's: 0.01)" in err
+    assert "--cell gru (the checkpoint's: rnn)" in err
+    err = bad(capsys, "train", "--resume", run / "model.npz", "--out", run, "--no-progress")   # the shipped corpus
+    assert "lacks" in err or "another text" in err
+    # options equal to the checkpoint's are no contradiction; --epochs may change
+    status, out, err = cli(capsys, "train", "--text", corpus, "--resume", run / "model.npz", "--out", run,
+                           "--hidden-size", 32, "--cell", "rnn", "--epochs", 4, "--no-progress")
+    assert status == 0, err
+    assert "after 4 epochs" in out
+
+
+def test_sample_needs_a_user_cell_given_again_and_never_imports_one(trained, tmp_path, capsys):
+    import sys
+    from test_training import rewrite_meta
+    run, _ = trained
+    rewrite_meta(run / "model.npz", tmp_path / "zen.npz", lambda m: m["config"].update(cell="this:x"))
+    sys.modules.pop("this", None)
+    err = bad(capsys, "sample", tmp_path / "zen.npz")
+    assert "--cell this:x" in err and "this" not in sys.modules
+    rewrite_meta(run / "model.npz", tmp_path / "typed.npz", lambda m: m["config"].update(seq_len="16"))
+    assert "seq-len must be int, got '16'" in bad(capsys, "sample", tmp_path / "typed.npz")
+
+
+class Recorder:
+    """A stdout that records what was written at each flush."""
+
+    def __init__(self):
+        self.text, self.flushed = "", []
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        self.flushed.append(len(self.text))
+
+
+def test_sample_streams_its_text(trained, monkeypatch):
+    run, _ = trained
+    out = Recorder()
+    monkeypatch.setattr("sys.stdout", out)
+    assert main(["sample", str(run / "model.npz"), "--length", "1000", "--seed", "1", "--temperature", "5e-324"]) == 0
+    assert len(out.text) == 1002 and len([n for n in out.flushed if 0 < n < 1000]) >= 10
+
+
+def test_numbers_and_folders_are_named(tmp_path, capsys):
+    assert "argument --seed: expected a number of at least 0, got '-1'" in bad(capsys, "train", "--seed", "-1")
+    assert "argument --seed" in bad(capsys, "sample", "x.npz", "--seed", "-1")
+    assert "argument --epochs: expected a whole number of at most 1000000" in bad(capsys, "train", "--epochs", 10**23)
+    assert "--output must name a file, got ''" in bad(capsys, "graph", "--output", "")
+    (tmp_path / "a_file").write_text("x")
+    status, out, err = cli(capsys, "bptt", "--out", tmp_path / "a_file")
+    assert status == 2 and out == "" and "--out" in err and "is a file, not a folder" in err
+    err = bad(capsys, "train", "--hidden-size", 10**9, "--out", tmp_path / "big")
+    assert "hidden-size 1000000000" in err and "GiB" in err
+    assert "not a regular file" in bad(capsys, "train", "--text", "/dev/zero", "--out", tmp_path / "zero")
+
+
+CRASHING = '''
+import numpy as np
+from tinygrad_rnn import Tensor, nn
+
+class Raises(nn.Module):
+    def __init__(self, input_size, hidden_size, rng=None, dtype=None):
+        self.cell = nn.RNNCell(input_size, hidden_size, rng=rng, dtype=dtype)
+    def forward(self, x, h=None):
+        raise KeyError("no such gate")
+
+class Wide(Raises):
+    def forward(self, x, h=None):
+        return Tensor(np.zeros((x.shape[0], 7)))
+
+class BadBackward(Raises):
+    def forward(self, x, h=None):
+        y = self.cell(x, h)
+        return Tensor._make(y.data, (y,), lambda g: (g[:1],), "bad_backward")
+'''
+
+
+def test_a_crashing_cell_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, corpus):
+    (tmp_path / "crashing_cells.py").write_text(CRASHING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for command in ("gradcheck", "graph"):
+        assert "KeyError: 'no such gate'" in bad(capsys, command, "--cell", "crashing_cells:Raises",
+                                                 "--output" if command == "graph" else "--steps",
+                                                 tmp_path / "g.dot" if command == "graph" else 2)
+    assert "KeyError" in bad(capsys, "train", "--cell", "crashing_cells:Raises", "--text", corpus, "--out",
+                             tmp_path / "r", *SMALL)
+    err = bad(capsys, "gradcheck", "--cell", "crashing_cells:Wide")
+    assert "returned a state of shape (2, 7); expected (batch, hidden_size) = (2, 4)" in err
+    err = bad(capsys, "gradcheck", "--cell", "crashing_cells:BadBackward")
+    assert "cell 'crashing_cells:BadBackward' failed while being checked" in err
+
+
+def test_a_diverging_run_stops_in_one_line(tmp_path, corpus, capsys):
+    status, out, err = cli(capsys, "train", "--text", corpus, "--out", tmp_path / "r", *SMALL, "--optimizer", "sgd",
+                           "--lr", "1e30", "--clip", 0)
+    assert status == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "became" in err and "no checkpoint was written" in err
+    assert os.listdir(tmp_path / "r") == []
+
+
+def test_graph_says_it_renders_and_can_skip_it(tmp_path, capsys, monkeypatch):
+    calls = []
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/dot")
+    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: calls.append(argv) or
+                        subprocess.CompletedProcess(argv, 0, "", ""))
+    status, out, _ = cli(capsys, "graph", "--output", tmp_path / "g.dot")
+    assert status == 0 and "rendering" in out and "--no-render" in out and len(calls) == 1
+    status, out, _ = cli(capsys, "graph", "--output", tmp_path / "g.dot", "--no-render")
+    assert status == 0 and "rendering" not in out and len(calls) == 1
+
+
+def test_bptt_names_a_saturated_curve_for_what_it_shows(tmp_path, capsys):
+    status, out, err = cli(capsys, "bptt", "--steps", 200, "--out", tmp_path)
+    assert status == 0, err
+    assert "radius 1.3 (exploding)" not in out and "radius 1.3 (tanh saturated)" in out
+    assert re.search(r"note: radius 1.3: \|h_t\| passes 0.5 at t = \d+, where tanh starts to saturate", out)
+    status, out, err = cli(capsys, "bptt", "--out", tmp_path)     # the default 40 steps: the names hold
+    assert "radius 1.3 (exploding)" in out and "note:" not in out
+
+
+def table(out):
+    return [line.split() for line in out.split("Gradient through time", 1)[1].splitlines() if re.match(r"^\s*\d+\s", line)]
+
+
+def test_bptt_radii_a_capped_table_and_runs_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = cli(capsys, "bptt", "--steps", 100, "--radii", "0.5,2")
+    assert status == 0, err
+    assert "radius 0.5 (vanishing)" in out and "radius 2.0 (" in out and "radius 1.3" not in out
+    rows = table(out)
+    assert len(rows) == 40 and rows[0][0] == "0" and rows[-1][0] == "99" and len(rows[0]) == 3
+    assert "(40 of 100 steps shown; --all prints every one)" in out
+    status, out, err = cli(capsys, "bptt", "--steps", 100, "--all", "--radii", "0.9")
+    assert [int(r[0]) for r in table(out)] == list(range(100)) and "steps shown" not in out
+    assert os.listdir(tmp_path) == ["runs"]                  # the picture goes to runs/, not the current folder
+    assert "argument --radii: expected a positive number, got '0'" in bad(capsys, "bptt", "--radii", "0,1")
+
+
+def test_one_map_of_cell_names(capsys, monkeypatch, tmp_path):
+    from tinygrad_rnn import nn
+    from tinygrad_rnn.training import make_cell
+    assert nn.CELLS == {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+    monkeypatch.setitem(nn.CELLS, "gru2", nn.GRUCell)   # a name added to the map is known everywhere
+    assert isinstance(make_cell("gru2", 3, 4, np.random.default_rng(0), np.float64), nn.GRUCell)
+    status, out, err = cli(capsys, "gradcheck", "--cell", "gru2", "--steps", 2)
+    assert status == 0 and "all gradients agree" in out
+    with pytest.raises(SystemExit):
+        main(["graph", "--help"])
+    assert "rnn, lstm, gru, gru2 or MODULE:CALLABLE" in capsys.readouterr().out
+    assert "use rnn, lstm, gru, gru2 or MODULE:CALLABLE" in bad(capsys, "train", "--cell", "nope",
+                                                               "--out", tmp_path)

@@ -21,7 +21,7 @@ def test_default_corpus_is_shipped_prose():
 def test_vocab_round_trip(text):
     vocab = Vocab.from_text(text)
     ids = vocab.encode(text)
-    assert ids.dtype == np.int64 and ids.shape == (len(text),)
+    assert ids.dtype == data.id_dtype(len(vocab)) and ids.shape == (len(text),)
     assert vocab.decode(ids) == text
     assert len(vocab) == len(set(text)) and vocab.chars == sorted(set(text))
     assert ids.min() >= 0 and ids.max() < len(vocab)
@@ -97,3 +97,24 @@ def test_unigram_perplexity():
 def test_public_names():
     for name in data.__all__:
         assert hasattr(data, name)
+
+
+def test_ids_are_compact():
+    assert Vocab.from_text("hello").encode("hello").dtype == np.uint8
+    wide = "".join(map(chr, range(0x100, 0x100 + 300)))            # 300 characters: beyond a byte
+    ids = Vocab.from_text(wide).encode(wide[::-1])
+    assert ids.dtype == np.uint16 and list(ids) == list(range(299, -1, -1))
+    assert data.id_dtype(2**16) == np.uint16 and data.id_dtype(2**16 + 1) == np.int32
+    text = "ab\U0001F600c" * 3                                      # a character beyond the BMP
+    assert Vocab.from_text(text).decode(Vocab.from_text(text).encode(text)) == text
+
+
+def test_a_device_is_not_read(tmp_path):
+    import os
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero here")
+    with pytest.raises(DataError, match="not a regular file"):
+        read_text("/dev/zero")
+    os.mkfifo(tmp_path / "pipe")                 # opening it would wait for a writer: refused before that
+    with pytest.raises(DataError, match="not a regular file"):
+        read_text(tmp_path / "pipe")

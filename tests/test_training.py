@@ -1,7 +1,7 @@
 """The character model's training loop: learning, checkpoints without pickle, resuming, Ctrl-C, sampling."""
 import json
 import math
-from pathlib import Path
+import re
 
 import numpy as np
 import pytest
@@ -23,7 +23,7 @@ def small(**kw):
 
 def run(tmp_path, config, name="run", **kw):
     lines = []
-    result = train(TEXT, config, out_dir=tmp_path / name, progress=False, plot=False, log=lines.append, **kw)
+    result = train(TEXT, config, out_dir=tmp_path / name, progress=False, log=lines.append, **kw)
     return result, "\n".join(lines)
 
 
@@ -122,7 +122,7 @@ def test_bad_checkpoints(tmp_path):
 def test_resume_rejects_new_characters(tmp_path):
     result, _ = run(tmp_path, small(epochs=1))
     with pytest.raises(DataError, match="vocabulary"):
-        train(TEXT + "\u00e9", out_dir=tmp_path / "x", resume=result["checkpoint"], progress=False, plot=False,
+        train(TEXT + "\u00e9", out_dir=tmp_path / "x", resume=result["checkpoint"], progress=False,
               log=lambda s: None)
 
 
@@ -136,10 +136,10 @@ def test_config_errors(field, value, message):
 
 def test_text_too_short(tmp_path):
     with pytest.raises(DataError, match="too short"):
-        train("abcdefghij" * 3, small(batch_size=8, seq_len=16), out_dir=tmp_path, progress=False, plot=False,
+        train("abcdefghij" * 3, small(batch_size=8, seq_len=16), out_dir=tmp_path, progress=False,
               log=lambda s: None)
     with pytest.raises(DataError, match="2 distinct"):
-        train("aaaa", small(), out_dir=tmp_path, progress=False, plot=False, log=lambda s: None)
+        train("aaaa", small(), out_dir=tmp_path, progress=False, log=lambda s: None)
 
 
 def test_sgd_and_float64(tmp_path):
@@ -174,7 +174,11 @@ def test_user_cell(tmp_path, monkeypatch):
     assert sorted(dict(cell.named_parameters())) == ["inner.Wh", "inner.Wx", "inner.b"]
     result, _ = run(tmp_path, small(cell="leaky_cells_for_tests:Leaky", epochs=2))
     assert result["valid_perplexity"] < result["unigram_perplexity"]
-    assert isinstance(load_checkpoint(result["checkpoint"])[0].rnn.cell, nn.Module)
+    # loading never imports what a checkpoint names: the user gives the cell again
+    with pytest.raises(CheckpointError, match="give the cell again"):
+        load_checkpoint(result["checkpoint"])
+    model = load_checkpoint(result["checkpoint"], cell="leaky_cells_for_tests:Leaky")[0]
+    assert type(model.rnn.cell).__name__ == "Leaky"
     with pytest.raises(ValueError, match="must return an nn.Module"):
         make_cell("leaky_cells_for_tests:not_a_cell", 3, 4, None, np.float64)
     with pytest.raises(ValueError, match="has no attribute 'Nope'"):
@@ -192,14 +196,13 @@ def test_charlm_shapes():
     assert math.isfinite(float(logits.data.sum()))
 
 
-def test_progress_bar_and_plot(tmp_path, capsys):
+def test_progress_bar(tmp_path, capsys):
     pytest.importorskip("tqdm")
-    result = train(TEXT, small(epochs=2), out_dir=tmp_path, progress=True, plot=True)
+    result = train(TEXT, small(epochs=2), out_dir=tmp_path, progress=True)
     out, err = capsys.readouterr()
     assert "epoch 1:" in out and "epoch 2:" in out      # epoch lines on stdout, above the bar
     assert "step" in err and "loss=" in err              # the bar, with the live loss, on stderr
-    if result["plot"] is not None:                       # matplotlib is the optional plot extra
-        assert Path(result["plot"]).read_bytes()[:4] == b"\x89PNG"
+    assert "plot" not in result and not (tmp_path / "training.png").exists()   # the command line plots
 
 
 def test_user_cell_from_a_file_or_the_current_folder(tmp_path, monkeypatch):
@@ -256,3 +259,260 @@ def test_traced_step_carries_the_state_and_refuses_a_cell_without_a_zero_state()
     model.rnn.cell = NoZeroState()
     with pytest.raises(ValueError, match="initial_state"):
         TracedStep(model)
+
+
+# ---------------------------------------------------------------------- what a run writes, and when
+import os
+import signal
+
+from tinygrad_rnn import functional as F
+from tinygrad_rnn.training import Diverged, RunError, _Lock
+
+STEPS_PER_EPOCH = (3601 - 1) // 8 // 16
+
+
+def files(folder):
+    return sorted(os.listdir(folder))
+
+
+def consistent(folder):
+    """The checkpoint loads and metrics.jsonl restates its history, line for line; nothing else is left."""
+    _, _, _, meta, _ = load_checkpoint(folder / "model.npz")
+    records = [json.loads(line) for line in open(folder / "metrics.jsonl")]
+    assert records == meta["history"] and [r["epoch"] for r in records] == list(range(1, meta["epoch"] + 1))
+    assert not [n for n in files(folder) if n.endswith(".tmp") or n == "train.lock"], files(folder)
+    return meta
+
+
+def test_a_nan_loss_stops_the_run_before_anything_is_written(tmp_path, monkeypatch):
+    real, calls = F.cross_entropy, {"n": 0}
+
+    def turning_nan(logits, target, reduction="mean"):
+        loss = real(logits, target, reduction=reduction)
+        if reduction == "mean":                        # the training steps, not validation
+            calls["n"] += 1
+            if calls["n"] >= STEPS_PER_EPOCH + 5:      # in the second epoch
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(F, "cross_entropy", turning_nan)
+    with pytest.raises(Diverged) as caught:
+        run(tmp_path, small(epochs=3))
+    assert str(caught.value).startswith(f"the loss became nan at epoch 2, step {STEPS_PER_EPOCH + 5}; "
+                                        f"the checkpoint of epoch 1 is kept")
+    meta = consistent(tmp_path / "run")
+    model = load_checkpoint(tmp_path / "run" / "model.npz")[0]
+    assert meta["epoch"] == 1 and all(np.isfinite(p.data).all() for p in model.parameters())
+
+
+def test_a_diverging_run_stops_with_one_message_and_writes_nothing(tmp_path):
+    with pytest.raises(Diverged, match="became (nan|inf|-inf|non-finite).*no checkpoint was written"):
+        run(tmp_path, small(optimizer="sgd", lr=1e30, clip=0.0, epochs=2))
+    assert files(tmp_path / "run") == []
+
+
+def test_a_new_run_never_replaces_an_older_one(tmp_path, monkeypatch):
+    first, _ = run(tmp_path, small(epochs=1))
+    folder = tmp_path / "run"
+    before = {n: (folder / n).read_bytes() for n in ("model.npz", "metrics.jsonl")}
+    with pytest.raises(RunError, match=r"already holds a run \(model.npz, metrics.jsonl\).*--resume .*--overwrite"):
+        run(tmp_path, small(epochs=1, seed=1))
+    assert {n: (folder / n).read_bytes() for n in before} == before
+    # --overwrite replaces the old run only when the new one has a checkpoint: cut before that, both stay
+    real, calls = optim.clip_grad_norm, {"n": 0}
+
+    def interrupting(params, max_norm):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(params, max_norm)
+
+    monkeypatch.setattr(optim, "clip_grad_norm", interrupting)
+    cut, text = run(tmp_path, small(epochs=1, seed=1), overwrite=True)
+    assert cut["interrupted"] and cut["checkpoint"] is None and cut["metrics"] is None
+    assert "nothing of this run was written" in text
+    assert {n: (folder / n).read_bytes() for n in before} == before
+    monkeypatch.setattr(optim, "clip_grad_norm", real)
+    again, _ = run(tmp_path, small(epochs=1, seed=1), overwrite=True)
+    assert again["checkpoint"] and load_checkpoint(again["checkpoint"])[2].seed == 1
+    consistent(folder)
+
+
+def test_ctrl_c_during_the_checkpoint_write_finishes_both_files(tmp_path, monkeypatch):
+    real, calls = np.savez, {"n": 0}
+
+    def ctrl_c_while_writing(file, **arrays):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)        # a real Ctrl-C, in the middle of the second write
+        return real(file, **arrays)
+
+    monkeypatch.setattr(np, "savez", ctrl_c_while_writing)
+    result, text = run(tmp_path, small(epochs=4))
+    assert result["interrupted"] and result["epochs"] == result["saved_epoch"] == 2
+    assert result["checkpoint"] and consistent(tmp_path / "run")["epoch"] == 2
+    assert "the checkpoint of epoch 2" in text
+
+
+def test_a_write_that_fails_leaves_the_last_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
+    real, calls = np.savez, {"n": 0}
+
+    def failing(file, **arrays):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            file.write(b"half a file")
+            raise KeyboardInterrupt                   # raised by the write itself, not a signal: not held back
+        return real(file, **arrays)
+
+    monkeypatch.setattr(np, "savez", failing)
+    result, text = run(tmp_path, small(epochs=4))
+    assert result["interrupted"] and result["saved_epoch"] == 1 and "the checkpoint of epoch 1" in text
+    assert consistent(tmp_path / "run")["epoch"] == 1
+
+
+def test_a_second_run_in_the_folder_is_refused_by_the_lock(tmp_path):
+    (tmp_path / "run").mkdir()
+    lock = _Lock(str(tmp_path / "run"))
+    try:
+        with pytest.raises(RunError, match=rf"another run is training .*process {os.getpid()}.*train.lock"):
+            run(tmp_path, small(epochs=1))
+        with pytest.raises(RunError, match="train.lock"):
+            run(tmp_path, small(epochs=1), overwrite=True)
+    finally:
+        lock.release()
+    result, _ = run(tmp_path, small(epochs=1))
+    consistent(tmp_path / "run")
+
+
+def test_resume_refuses_settings_that_contradict_the_checkpoint(tmp_path):
+    first, _ = run(tmp_path, small(epochs=1))
+    clash = dict(cell="gru", hidden_size=64, lr=0.1, optimizer="sgd")
+    with pytest.raises(RunError) as caught:
+        run(tmp_path, None, resume=first["checkpoint"], overrides=clash)
+    message = str(caught.value)
+    for part in ("--cell gru (the checkpoint's: rnn)", "--hidden-size 64 (the checkpoint's: 32)",
+                 "--lr 0.1 (the checkpoint's: 0.01)", "--optimizer sgd (the checkpoint's: adam)"):
+        assert part in message
+    # the same values, and the settings a resumed run may change, are accepted
+    again, _ = run(tmp_path, None, resume=first["checkpoint"],
+                   overrides=dict(cell="rnn", hidden_size=32, lr=0.01, epochs=2, temperature=0.5))
+    assert again["epochs"] == 2 and load_checkpoint(again["checkpoint"])[2].temperature == 0.5
+    with pytest.raises(RunError, match="on another text: the run was trained on a text \\(4000 characters\\)"):
+        train(TEXT[:3990] + TEXT[:10], out_dir=tmp_path / "run", resume=again["checkpoint"], progress=False,
+              log=lambda s: None, overrides={"epochs": 3})
+    with pytest.raises(DataError, match=r"the text has characters that the checkpoint's vocabulary lacks: '\u00e9\u03c0'"):
+        train(TEXT + "\u00e9\u03c0", out_dir=tmp_path / "run", resume=again["checkpoint"], progress=False,
+              log=lambda s: None)
+
+
+def rewrite_meta(src, dst, change):
+    with np.load(src, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(str(arrays["meta"][()]))
+    change(meta)
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(dst, **arrays)
+
+
+def test_loading_never_imports_what_a_checkpoint_names(tmp_path, capsys):
+    import sys
+    first, _ = run(tmp_path, small(epochs=1))
+    rewrite_meta(first["checkpoint"], tmp_path / "zen.npz", lambda m: m["config"].update(cell="this:x"))
+    sys.modules.pop("this", None)
+    with pytest.raises(CheckpointError, match="never imports the module it names: give the cell again"):
+        load_checkpoint(tmp_path / "zen.npz")
+    assert "this" not in sys.modules and capsys.readouterr().out == ""
+    with pytest.raises(CheckpointError, match="not the built-in 'gru'"):
+        load_checkpoint(tmp_path / "zen.npz", cell="gru")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("hidden_size", "32", "hidden-size must be int, got '32'"), ("lr", None, "lr must be float"),
+    ("trace", 1, "trace must be bool"), ("epochs", 2.5, "epochs must be int"), ("cell", ["rnn"], "cell must be str"),
+    ("hidden_size", -3, "hidden-size must be at least 1")])
+def test_a_checkpoint_config_of_the_wrong_types_is_refused(tmp_path, field, value, message):
+    first, _ = run(tmp_path, small(epochs=1))
+    rewrite_meta(first["checkpoint"], tmp_path / "bad.npz", lambda m: m["config"].update({field: value}))
+    with pytest.raises(CheckpointError, match="its configuration is not valid: " + re.escape(message)):
+        load_checkpoint(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(vocab="abc"), "vocabulary"), (lambda m: m.update(vocab=["a", "a"]), "vocabulary"),
+    (lambda m: m.update(config=[1]), "configuration is not a JSON object"),
+    (lambda m: m.update(epoch="2"), "epoch count"), (lambda m: m.update(history={}), "history")])
+def test_a_checkpoint_of_the_wrong_shape_is_refused(tmp_path, change, message):
+    first, _ = run(tmp_path, small(epochs=1))
+    rewrite_meta(first["checkpoint"], tmp_path / "bad.npz", change)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "bad.npz")
+
+
+def test_validation_is_bounded_and_stated(tmp_path):
+    result, text = run(tmp_path, small(epochs=1, max_valid_chars=150))
+    assert "training on 3600, validating on 150;" in text
+    _, _, config, _, _ = load_checkpoint(result["checkpoint"])
+    assert config.max_valid_chars == 150
+
+
+def test_sample_at_a_tiny_temperature_is_greedy(tmp_path):
+    result, _ = run(tmp_path, small(epochs=1))
+    model, vocab, *_ = load_checkpoint(result["checkpoint"])
+    assert sample(model, vocab, 30, 5e-324, "the", rng=1) == sample(model, vocab, 30, 1e-6, "the", rng=2)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("return None", "must return the new state.*returned NoneType"),
+    ("return np.zeros((x.shape[0], self.hidden_size))", "must return the new state.*returned ndarray"),
+    ("raise KeyError('boom')", "failed .*KeyError: 'boom'"),
+    ("return self.inner(x, h)[:, :2]", r"returned a state of shape \(2, 2\); expected \(batch, hidden_size\) = \(2, 4\)")])
+def test_a_user_cell_that_misbehaves_is_named(tmp_path, monkeypatch, body, message):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = "odd_cells_" + re.sub(r"\W", "_", body)[:12]
+    (tmp_path / f"{name}.py").write_text(
+        "import numpy as np\nfrom tinygrad_rnn import nn\n"
+        "class Odd(nn.Module):\n"
+        "    def __init__(self, input_size, hidden_size, rng=None, dtype=None):\n"
+        "        self.inner = nn.RNNCell(input_size, hidden_size, rng=rng, dtype=dtype)\n"
+        "        self.hidden_size = hidden_size\n"
+        "    def forward(self, x, h=None):\n"
+        f"        {body}\n")
+    with pytest.raises(ValueError, match=rf"cell '{name}:Odd': forward\(x, state\) " + message):
+        make_cell(f"{name}:Odd", 3, 4, np.random.default_rng(0), np.float64)
+
+
+def test_a_model_too_large_for_memory_is_refused_before_allocating():
+    with pytest.raises(ValueError, match="hidden-size 1000000000 .* needs about .* GiB"):
+        CharLM(50, small(hidden_size=10**9))
+
+
+def test_a_run_that_cannot_start_leaves_no_lock(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "no_zero_cells_for_tests.py").write_text(
+        "from tinygrad_rnn import nn\n"
+        "class NoZero(nn.Module):\n"
+        "    def __init__(self, input_size, hidden_size, rng=None, dtype=None):\n"
+        "        self.inner = nn.RNNCell(input_size, hidden_size, rng=rng, dtype=dtype)\n"
+        "    def forward(self, x, h=None):\n"
+        "        return self.inner(x, h)\n")
+    with pytest.raises(ValueError, match="initial_state"):
+        run(tmp_path, small(cell="no_zero_cells_for_tests:NoZero", trace=True))
+    assert not (tmp_path / "run" / "train.lock").exists()
+    result, _ = run(tmp_path, small(epochs=1))
+    assert result["checkpoint"]
+
+
+def test_numpy_numbers_in_a_config_are_stored_as_plain_ones(tmp_path):
+    result, _ = run(tmp_path, small(epochs=1, hidden_size=np.int64(16), lr=np.float32(0.01), trace=np.False_))
+    config = load_checkpoint(result["checkpoint"])[2]
+    assert config.hidden_size == 16 and type(config.hidden_size) is int and type(config.lr) is float
+
+
+def test_train_is_set_up_epochs_and_finish():
+    import inspect
+    from tinygrad_rnn import training
+    source = inspect.getsource(training.train)
+    body = source.split('"""')[2]                            # after the docstring
+    assert "_setup(" in body and "_one_epoch(run)" in body and "_finish(run" in body
+    assert len(body.strip().splitlines()) <= 40
+    assert "plot" not in inspect.getsource(training)         # plotting belongs to the command line

@@ -1,10 +1,12 @@
 """Text data for character language models: the shipped corpus, a vocabulary, truncated-BPTT batches."""
 import importlib.resources
 import math
+import os
+import stat
 
 import numpy as np
 
-__all__ = ["DataError", "default_corpus", "read_text", "check_text", "Vocab", "split", "bptt_batches",
+__all__ = ["DataError", "default_corpus", "read_text", "check_text", "Vocab", "id_dtype", "split", "bptt_batches",
            "unigram_perplexity"]
 
 
@@ -18,8 +20,14 @@ def default_corpus():
 
 
 def read_text(path):
-    """The UTF-8 text of ``path``, with a clear error when it is missing, unreadable or too small."""
+    """The UTF-8 text of ``path``, with a clear error when it is missing, unreadable or too small.
+
+    Only a regular file is read: a device such as ``/dev/zero`` or a pipe never ends.
+    """
     try:
+        mode = os.stat(path).st_mode   # before opening: opening a pipe would wait for a writer
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise DataError(f"{str(path)!r} is not a regular file (a device, pipe or socket); give a text file")
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
@@ -30,6 +38,8 @@ def read_text(path):
         raise DataError(f"{str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise DataError(f"cannot read {str(path)!r}: {e.strerror}") from None
+    except MemoryError:
+        raise DataError(f"{str(path)!r} is too large to hold in memory") from None
     check_text(text, str(path))
     return text
 
@@ -61,15 +71,39 @@ class Vocab:
         return len(self.chars)
 
     def encode(self, text):
-        """The ids of the characters of ``text`` (int64 array); DataError for an unknown character."""
+        """The ids of the characters of ``text``, in the smallest integer type that holds them (``id_dtype``).
+
+        DataError names the characters that are not in the vocabulary.
+        """
         unknown = sorted(set(text) - self.index.keys())
         if unknown:
             raise DataError(f"characters {''.join(unknown)!r} are not in the vocabulary")
-        return np.fromiter((self.index[c] for c in text), dtype=np.int64, count=len(text))
+        dtype = id_dtype(len(self))
+        if not text:
+            return np.zeros(0, dtype)
+        # a table from code point to id, applied to the text's code points in pieces: fast on a long
+        # text, and the temporary UTF-32 copy stays small
+        table = np.zeros(max(map(ord, self.chars)) + 1, dtype)
+        table[[ord(c) for c in self.chars]] = np.arange(len(self), dtype=dtype)
+        out = np.empty(len(text), dtype)
+        piece = 1 << 22
+        for start in range(0, len(text), piece):
+            codes = np.frombuffer(text[start:start + piece].encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+            out[start:start + len(codes)] = table[codes]
+        return out
 
     def decode(self, ids):
         """The text of a sequence of ids."""
         return "".join(self.chars[int(i)] for i in np.ravel(ids))
+
+
+def id_dtype(vocab_size):
+    """The smallest integer dtype for ids below ``vocab_size``: uint8, uint16 or int32 (50 MB of text in 50 MB)."""
+    if vocab_size <= 1 << 8:
+        return np.dtype(np.uint8)
+    if vocab_size <= 1 << 16:
+        return np.dtype(np.uint16)
+    return np.dtype(np.int32)
 
 
 def split(ids, valid_fraction=0.1):
