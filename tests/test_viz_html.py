@@ -182,7 +182,7 @@ def test_a_loss_without_gradient_is_drawn_with_values_only():
 def test_inner_graph_must_list_inputs_first(monkeypatch):
     a = Tensor([1.0, 2.0], requires_grad=True)
     loss = a.tanh().sum()
-    monkeypatch.setattr(viz, "_inner_graph", lambda node: {"nodes": [{"op": "exp"}, {"op": "add"}],
+    monkeypatch.setattr(viz, "_inner_graph", lambda node, *_: {"nodes": [{"op": "exp"}, {"op": "add"}],
                                                            "edges": [(1, 0)]} if node._op == "sum" else None)
     with pytest.raises(ValueError, match=r"inner graph of sum: edge \(1, 0\)"):
         to_html(loss)
@@ -287,7 +287,8 @@ def test_click_shows_the_engines_gradient(browser, tmp_path):
                                    rtol=5e-6, atol=0)
         norm = re.search(r"norm (\S+)", d.find_element("id", "grad-stats").text).group(1)
         assert float(norm) == pytest.approx(np.linalg.norm(tensor.grad), rel=5e-6)
-    assert d.find_element("id", "node-op").text == hs[1]._op    # the last operation of the tanh composition
+    assert d.find_element("id", "node-op").text == "rnn_cell"   # the cell's step: one compiled node
+    node(d, hs[1]).click()                                      # a second click folds its inside away again
     node(d, cell.Wh).click()
     assert d.find_element("id", "node-op").text == "parameter"
 
@@ -336,7 +337,7 @@ def test_composite_expands_and_collapses(browser, tmp_path, monkeypatch):
                        {"label": "expm1", "op": "expm1", "shape": (2, 3)},
                        {"label": "tanh", "op": "div", "shape": (2, 3)}],
              "edges": [(0, 1), (1, 2), (2, 3), (0, 3)]}
-    monkeypatch.setattr(viz, "_inner_graph", lambda t: inner if t is hs[0] else None)
+    monkeypatch.setattr(viz, "_inner_graph", lambda t, *_: inner if t is hs[0] else None)
     d = open_page(browser, to_html(loss, steps=hs), tmp_path)
     box = d.find_element("css selector", ".inner")
     assert not box.is_displayed()                               # collapsed at first
