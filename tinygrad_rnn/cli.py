@@ -131,6 +131,8 @@ def _build_parser():
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.add_argument("--html", action="store_true", help="also write an interactive page (graph.html next to the "
                    "DOT file): click a node for its value and gradient, replay backward step by step")
+    p.add_argument("--expand", action="store_true", help="draw each compiled composition (rnn_cell, tanh, ...) as "
+                   "the primitive operations it is made of, in a box labelled with its name, instead of one node")
     p.set_defaults(run=_graph)
     return parser
 
@@ -263,13 +265,17 @@ def _graph(args):
         x_t = xs[:, t]
         x_t.name = f"x({t})"
         state = cell(x_t, state)
+        for i, s in enumerate(state if isinstance(state, (tuple, list)) else [state]):
+            if s.name is None:
+                s.name = f"{'hc'[i] if i < 2 else 's' + str(i)}({t})"   # h(t), c(t): drawn as "h(t) = rnn_cell"
         hs.append(state[0] if isinstance(state, (tuple, list)) else state)
     h = hs[-1]
     loss = (h * h).sum()
     loss.name = "loss"
     retain_all_grads(loss)
     loss.backward(retain_graph=True)
-    dot = to_dot(loss, steps=hs, names=dict(cell.named_parameters()), title=f"{args.cell} cell unrolled over {args.steps} steps")
+    dot = to_dot(loss, steps=hs, names=dict(cell.named_parameters()), expand=args.expand,
+                 title=f"{args.cell} cell unrolled over {args.steps} steps")
     directory = os.path.dirname(args.output)
     if directory:
         os.makedirs(directory, exist_ok=True)
