@@ -107,7 +107,7 @@ def _ports(nodes):
     return hubs
 
 
-class NotExpandable(RuntimeError):
+class _NotExpandable(RuntimeError):
     """A composite node whose plain composition cannot be run again (its module is gone)."""
 
 
@@ -123,7 +123,7 @@ def _expansion(node, out_grads=()):
     try:
         leaves, outs = node._op.expand(node)
     except ReferenceError:   # the composition was a method of a module that no longer exists
-        raise NotExpandable(f"{node._op}: the module it is a method of no longer exists, so its composition "
+        raise _NotExpandable(f"{node._op}: the module it is a method of no longer exists, so its composition "
                             f"cannot be run again; keep the module alive to draw its inside") from None
     outs = [outs] if isinstance(outs, Tensor) else list(outs)
     inner = _graph(*outs)
@@ -311,7 +311,7 @@ def to_dot(root, steps=None, title=None, names=None, expand=False):
         for name, inner in boxes.get(label, ()):
             ident = re.sub(r"\W", "_", name)   # DOT identifiers: letters, digits, underscores
             out.append(f"{indent}subgraph cluster_{ident}_{id(inner)} {{")
-            out.append(f'{indent}  label={_quote(name)}; labelloc=b; style="rounded,filled"; color="#3d6d99"; '
+            out.append(f'{indent}  label={_quote(name)}; labelloc=b; labeljust=l; style="rounded,filled"; color="#3d6d99"; '
                        f'fillcolor="#f6f9fc"; fontname="Helvetica"; fontsize=10;')
             out += [indent + line(n) for n in inner]
             out.append(f"{indent}}}")
@@ -354,7 +354,7 @@ def _inner_graph(node, out_grads=(), labels=None):
         return None
     try:
         leaves, outs, inner, grads = _expansion(node, out_grads)
-    except NotExpandable:    # drawn as one node that does not open
+    except _NotExpandable:    # drawn as one node that does not open
         return None
     stands = {id(leaf): p for leaf, p in zip(leaves, node._parents)}
     order = sorted(inner, key=lambda n: n._seq)   # creation order: every input before its results
