@@ -362,8 +362,9 @@ def _inner_graph(node, out_grads=(), labels=None):
     labels = labels or {}
     records = []
     for n in order:
-        kind = "op" if n._parents else "parameter" if n.requires_grad else "const" if n._op == "const" else "input"
-        outer = stands.get(id(n), n)
+        outer = stands.get(id(n), n)   # an input stands for an outer tensor, maybe an operation's result
+        kind = ("op" if n._parents else "parameter" if outer.requires_grad and not outer._parents
+                else "const" if outer._op == "const" else "input")
         label = labels.get(id(outer)) or outer.name or (n._op if n._parents else kind)
         records.append({"label": label, "op": n._op if n._parents else None, "kind": kind, "shape": n.shape,
                         "value": summary(n.data),
