@@ -289,10 +289,11 @@ def _graph(args):
             f.write(to_html(loss, steps=hs, names=dict(cell.named_parameters()),
                             title=f"{args.cell} cell unrolled over {args.steps} steps"))
         print(f"wrote {page} (open it in a browser)")
-    if shutil.which("dot"):
+    exe = shutil.which("dot")
+    if exe:
         svg = os.path.splitext(args.output)[0] + ".svg"
-        try:
-            done = subprocess.run(["dot", "-Tsvg", args.output, "-o", svg], capture_output=True, text=True)
+        try:   # the program found, not whatever "dot" the system would look up again
+            done = subprocess.run([exe, "-Tsvg", args.output, "-o", svg], capture_output=True, text=True)
         except OSError as e:   # found on PATH but cannot be run
             done = subprocess.CompletedProcess(["dot"], 1, "", f"cannot run dot: {e}")
         if done.returncode == 0:
