@@ -182,10 +182,60 @@ def test_a_loss_without_gradient_is_drawn_with_values_only():
 def test_inner_graph_must_list_inputs_first(monkeypatch):
     a = Tensor([1.0, 2.0], requires_grad=True)
     loss = a.tanh().sum()
-    monkeypatch.setattr(viz, "_inner_graph", lambda node: {"nodes": [{"op": "exp"}, {"op": "add"}],
+    monkeypatch.setattr(viz, "_inner_graph", lambda node, *_: {"nodes": [{"op": "exp"}, {"op": "add"}],
                                                            "edges": [(1, 0)]} if node._op == "sum" else None)
     with pytest.raises(ValueError, match=r"inner graph of sum: edge \(1, 0\)"):
         to_html(loss)
+
+
+def test_composites_carry_their_real_inside():
+    """A cell's step is one node; its inner graph is the composition run again, with the engine's gradients."""
+    from tinygrad_rnn import expanded
+    cell = nn.RNNCell(3, 4, rng=0)
+    loss, hs = unrolled(cell, steps=2)
+    data = page_data(to_html(loss, steps=hs, names=dict(cell.named_parameters())))
+    nodes = by_seq(data)
+    cells = [n for n in data["nodes"] if n["op"] == "rnn_cell"]
+    assert [n["seq"] for n in cells] == [h._seq for h in hs]
+    assert not any(n["op"] == "expm1" for n in data["nodes"])          # collapsed: no primitive of tanh outside
+    assert all(n["inner"] is None for n in data["nodes"] if n["op"] != "rnn_cell")
+    # the plain graph of the same computation, every gradient kept: what the inside must show
+    with expanded():
+        plain_loss, plain_hs = unrolled(cell, steps=2)
+    plain = sorted(viz._graph(plain_loss), key=lambda n: n._seq)
+    grads = viz._all_gradients(plain_loss)
+    for t, (shown, h) in enumerate(zip(cells, hs)):
+        inner = shown["inner"]
+        assert inner["label"] == f"h({t})"
+        labels = [n["label"] for n in inner["nodes"]]
+        # the inputs stand for the outer tensors: the parameters by name, the previous state as h(t-1)
+        assert {"Wx", "Wh", "b"} <= set(labels) and (t == 0 or "h(0)" in labels)
+        assert all(0 <= a < b < len(inner["nodes"]) for a, b in inner["edges"])
+        ops = [n for n in inner["nodes"] if n["kind"] == "op"]
+        step = [n for n in plain if n._parents and n._op != "index"
+                and (t == 0 or n._seq > plain_hs[t - 1]._seq) and n._seq <= plain_hs[t]._seq]
+        assert [n["op"] for n in ops] == [n._op for n in step] and "expm1" in [n["op"] for n in ops]
+        for a, b in zip(ops, step):
+            np.testing.assert_array_equal(np.array(a["value"]["array"]), b.data)
+            np.testing.assert_allclose(np.array(a["grad"]["array"]), grads[id(b)], rtol=1e-12, atol=0)
+        assert ops[-1]["grad"] == nodes[h._seq]["grad"]                  # the output's is the node's own
+    for p in cell.parameters():
+        assert p.grad is None                                            # the caller's gradients untouched
+
+
+def test_a_several_output_composite_opens_on_its_hub():
+    cell = nn.LSTMCell(2, 3, rng=0)
+    loss, hs = unrolled(cell, steps=2)
+    data = page_data(to_html(loss, steps=hs))
+    hubs = [n for n in data["nodes"] if n["op"] == "lstm_cell"]
+    assert len(hubs) == 2 and all(n["inner"] and len(n["inner"]["nodes"]) > 20 for n in hubs)
+    outputs = [n for n in data["nodes"] if n["op"] in ("lstm_cell[0]", "lstm_cell[1]")]
+    assert len(outputs) == 3 and all(n["inner"] is None for n in outputs)   # c of the last step is unused
+    # the hub is in the replay with what reaches it: its outputs' gradients
+    first = min(hubs, key=lambda n: n["seq"])
+    h0, c0 = [n for n in outputs if n["seq"] in (hs[0]._seq, hs[0]._seq + 1)]
+    assert first["grad"]["array"] == [h0["grad"]["array"], c0["grad"]["array"]]
+    assert data["nodes"].index(first) in data["order"]
 
 
 def test_jupyter_shows_the_page_and_dot_pictures(monkeypatch):
@@ -287,7 +337,8 @@ def test_click_shows_the_engines_gradient(browser, tmp_path):
                                    rtol=5e-6, atol=0)
         norm = re.search(r"norm (\S+)", d.find_element("id", "grad-stats").text).group(1)
         assert float(norm) == pytest.approx(np.linalg.norm(tensor.grad), rel=5e-6)
-    assert d.find_element("id", "node-op").text == hs[1]._op    # the last operation of the tanh composition
+    assert d.find_element("id", "node-op").text == "rnn_cell"   # the cell's step: one compiled node
+    node(d, hs[1]).click()                                      # a second click folds its inside away again
     node(d, cell.Wh).click()
     assert d.find_element("id", "node-op").text == "parameter"
 
@@ -336,7 +387,7 @@ def test_composite_expands_and_collapses(browser, tmp_path, monkeypatch):
                        {"label": "expm1", "op": "expm1", "shape": (2, 3)},
                        {"label": "tanh", "op": "div", "shape": (2, 3)}],
              "edges": [(0, 1), (1, 2), (2, 3), (0, 3)]}
-    monkeypatch.setattr(viz, "_inner_graph", lambda t: inner if t is hs[0] else None)
+    monkeypatch.setattr(viz, "_inner_graph", lambda t, *_: inner if t is hs[0] else None)
     d = open_page(browser, to_html(loss, steps=hs), tmp_path)
     box = d.find_element("css selector", ".inner")
     assert not box.is_displayed()                               # collapsed at first
@@ -350,6 +401,31 @@ def test_composite_expands_and_collapses(browser, tmp_path, monkeypatch):
     assert d.find_element("id", "node-name").text == "expm1" and d.find_element("id", "node-op").text == "expm1"
     node(d, hs[0]).click()
     assert not box.is_displayed()                               # and collapsed again
+
+
+def test_a_real_composite_opens_in_the_browser(browser, tmp_path):
+    from tinygrad_rnn import expanded
+    cell = nn.RNNCell(2, 3, rng=0)
+    loss, hs = unrolled(cell, steps=2)
+    d = open_page(browser, to_html(loss, steps=hs, names=dict(cell.named_parameters())), tmp_path)
+    i = d.execute_script(f"return D.nodes.findIndex(n => n.seq === {hs[1]._seq})")
+    box = d.find_element("id", f"inner-{i}")
+    assert not box.is_displayed()
+    node(d, hs[1]).click()
+    assert box.is_displayed() and d.find_element("id", "node-op").text == "rnn_cell"
+    inner = box.find_elements("css selector", ".inner-node")
+    labels = [e.find_element("css selector", "text:not(.shape)").text for e in inner]
+    assert "expm1" in labels and "h(0)" in labels and "Wh" in labels
+    inner[labels.index("expm1")].click()
+    assert d.find_element("id", "node-op").text == "expm1"
+    # the gradient shown is the engine's at that node of the plain composition (the second step's expm1)
+    with expanded():
+        plain_loss, _ = unrolled(cell, steps=2)
+    expm1 = max((n for n in viz._graph(plain_loss) if n._op == "expm1"), key=lambda n: n._seq)
+    want = viz._all_gradients(plain_loss)[id(expm1)]
+    np.testing.assert_allclose(numbers(d.find_element("id", "grad-array").text), want.ravel(), rtol=5e-6, atol=0)
+    node(d, hs[1]).click()
+    assert not box.is_displayed()
 
 
 def test_the_page_makes_no_request(browser, tmp_path):
@@ -373,10 +449,14 @@ def test_screenshot_for_the_docs(browser, tmp_path):
                  "--output", str(tmp_path / "graph.dot")]) == 0
     d = browser
     d.get((tmp_path / "graph.html").as_uri())
-    for _ in range(14):
+    for _ in range(4):                                            # loss, mul, h(2), h(1): halfway back
         d.find_element("id", "next").click()
-    assert len(d.find_elements("css selector", ".node.lit")) == 1
+    lit_node = d.find_elements("css selector", ".node.lit")
+    assert len(lit_node) == 1 and "composite" in lit_node[0].get_attribute("class")
+    assert d.find_element("id", "step-label").text.endswith("h(1)")
     assert d.find_element("id", "graph").size["height"] < 700    # a 3-step RNN fits the window's height
+    lit_node[0].click()                                          # and the cell's step opens on its inside
+    assert len([e for e in d.find_elements("css selector", ".inner") if e.is_displayed()]) == 1
     where = os.environ.get("TINYGRAD_RNN_SCREENSHOT")
     if where:
         assert d.save_screenshot(where)

@@ -160,6 +160,8 @@ def _build_parser():
     p.add_argument("--no-render", action="store_true", help="write the DOT only (rendering many steps takes minutes)")
     p.add_argument("--html", action="store_true", help="also write an interactive page (graph.html next to the "
                    "DOT file): click a node for its value and gradient, replay backward step by step")
+    p.add_argument("--expand", action="store_true", help="draw each compiled composition (rnn_cell, tanh, ...) as "
+                   "the primitive operations it is made of, in a box labelled with its name, instead of one node")
     p.set_defaults(run=_graph)
     parser.commands = sub.choices
     return parser
@@ -361,13 +363,16 @@ def _graph(args):
         x_t = xs[:, t]
         x_t.name = f"x({t})"
         state = cell(x_t, state)
+        for i, s in enumerate(state if isinstance(state, (tuple, list)) else [state]):
+            if s.name is None:
+                s.name = f"{'hc'[i] if i < 2 else 's' + str(i)}({t})"   # h(t), c(t): drawn as "h(t) = rnn_cell"
         hs.append(state[0] if isinstance(state, (tuple, list)) else state)
     h = hs[-1]
     loss = (h * h).sum()
     loss.name = "loss"
     retain_all_grads(loss)
     loss.backward(retain_graph=True)
-    dot = to_dot(loss, steps=hs, names=dict(cell.named_parameters()),
+    dot = to_dot(loss, steps=hs, names=dict(cell.named_parameters()), expand=args.expand,
                  title=f"{args.cell} cell unrolled over {args.steps} steps")
     directory = os.path.dirname(args.output)
     if directory:
@@ -384,11 +389,12 @@ def _graph(args):
         print(f"wrote {page} (open it in a browser)")
     if args.no_render:
         return 0
-    if shutil.which("dot"):
+    exe = shutil.which("dot")
+    if exe:
         svg = os.path.splitext(args.output)[0] + ".svg"
         print(f"rendering {svg} with Graphviz (a large graph takes minutes; --no-render skips this) ...", flush=True)
-        try:
-            done = subprocess.run(["dot", "-Tsvg", args.output, "-o", svg], capture_output=True, text=True)
+        try:   # the program found, not whatever "dot" the system would look up again
+            done = subprocess.run([exe, "-Tsvg", args.output, "-o", svg], capture_output=True, text=True)
         except OSError as e:   # found on PATH but cannot be run
             done = subprocess.CompletedProcess(["dot"], 1, "", f"cannot run dot: {e}")
         if done.returncode == 0:
