@@ -72,7 +72,7 @@ def check_left(folder, out, err, status):
         assert "checkpoint:" not in out and "validation perplexity" not in out
         return 0
     _, _, _, meta, _ = load_checkpoint(folder / "model.npz")
-    records = [json.loads(line) for line in open(folder / "metrics.jsonl")]
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert records == meta["history"] and len(records) == meta["epoch"]
     if "checkpoint:" in out:       # a message, if one was printed, names what is on disk
         assert f"after {meta['epoch']} epochs, {meta['step']} steps" in out, out

@@ -307,7 +307,7 @@ def test_a_fresh_run_in_a_folder_with_a_run_is_refused(trained, corpus, capsys):
     assert ((run / "model.npz").read_bytes(), (run / "metrics.jsonl").read_bytes()) == before
     status, out, err = cli(capsys, "train", "--text", corpus, "--out", run, "--epochs", 1, "--overwrite", *SMALL)
     assert status == 0, err
-    assert len(open(run / "metrics.jsonl").read().splitlines()) == 1
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     assert load_checkpoint(run / "model.npz")[3]["epoch"] == 1
 
 
@@ -437,7 +437,8 @@ def test_bptt_names_a_saturated_curve_for_what_it_shows(tmp_path, capsys):
 
 
 def table(out):
-    return [line.split() for line in out.split("Gradient through time", 1)[1].splitlines() if re.match(r"^\s*\d+\s", line)]
+    table = out.split("Gradient through time", 1)[1].splitlines()
+    return [line.split() for line in table if re.match(r"^\s*\d+\s", line)]
 
 
 def test_bptt_radii_a_capped_table_and_runs_folder(tmp_path, capsys, monkeypatch):

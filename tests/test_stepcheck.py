@@ -220,7 +220,7 @@ def test_the_record_may_be_a_list_or_a_callable_and_hold_any_subset():
 
 def test_existing_grads_are_left_untouched():
     X, Y, weights, params = setup()
-    for k, p in params.items():
+    for p in params.values():
         p.grad = np.full(p.shape, 7.0)
     steps = {}
     hand_bptt(weights, X, Y, steps)
@@ -303,7 +303,7 @@ def test_the_books_time_rnn_layers_hold_each_steps_terms():
     layer = time_rnn.TimeRNN(Wx.copy(), Wh.copy(), b.copy())
     layer.forward(xs)
     layer.backward(dhs)
-    record = {t: dict(Wx=l.grads[0], Wh=l.grads[1], b=l.grads[2]) for t, l in enumerate(layer.layers)}
+    record = {t: dict(Wx=lay.grads[0], Wh=lay.grads[1], b=lay.grads[2]) for t, lay in enumerate(layer.layers)}
     params = {"Wx": Tensor(Wx, requires_grad=True), "Wh": Tensor(Wh, requires_grad=True),
               "b": Tensor(b, requires_grad=True)}
 

@@ -1,13 +1,18 @@
 """The character model's training loop: learning, checkpoints without pickle, resuming, Ctrl-C, sampling."""
 import json
 import math
+import os
 import re
+import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tinygrad_rnn import functional as F
 from tinygrad_rnn import nn, optim
 from tinygrad_rnn.data import DataError, default_corpus
+from tinygrad_rnn.training import Diverged, RunError, _Lock
 from tinygrad_rnn.training import (CharLM, CheckpointError, TrainConfig, evaluate, load_checkpoint, make_cell,
                                    sample, train)
 
@@ -262,11 +267,6 @@ def test_traced_step_carries_the_state_and_refuses_a_cell_without_a_zero_state()
 
 
 # ---------------------------------------------------------------------- what a run writes, and when
-import os
-import signal
-
-from tinygrad_rnn import functional as F
-from tinygrad_rnn.training import Diverged, RunError, _Lock
 
 STEPS_PER_EPOCH = (3601 - 1) // 8 // 16
 
@@ -278,7 +278,7 @@ def files(folder):
 def consistent(folder):
     """The checkpoint loads and metrics.jsonl restates its history, line for line; nothing else is left."""
     _, _, _, meta, _ = load_checkpoint(folder / "model.npz")
-    records = [json.loads(line) for line in open(folder / "metrics.jsonl")]
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert records == meta["history"] and [r["epoch"] for r in records] == list(range(1, meta["epoch"] + 1))
     assert not [n for n in files(folder) if n.endswith(".tmp") or n == "train.lock"], files(folder)
     return meta
@@ -400,7 +400,8 @@ def test_resume_refuses_settings_that_contradict_the_checkpoint(tmp_path):
     with pytest.raises(RunError, match="on another text: the run was trained on a text \\(4000 characters\\)"):
         train(TEXT[:3990] + TEXT[:10], out_dir=tmp_path / "run", resume=again["checkpoint"], progress=False,
               log=lambda s: None, overrides={"epochs": 3})
-    with pytest.raises(DataError, match=r"the text has characters that the checkpoint's vocabulary lacks: '\u00e9\u03c0'"):
+    message = r"the text has characters that the checkpoint's vocabulary lacks: '\u00e9\u03c0'"
+    with pytest.raises(DataError, match=message):
         train(TEXT + "\u00e9\u03c0", out_dir=tmp_path / "run", resume=again["checkpoint"], progress=False,
               log=lambda s: None)
 
@@ -465,7 +466,8 @@ def test_sample_at_a_tiny_temperature_is_greedy(tmp_path):
     ("return None", "must return the new state.*returned NoneType"),
     ("return np.zeros((x.shape[0], self.hidden_size))", "must return the new state.*returned ndarray"),
     ("raise KeyError('boom')", "failed .*KeyError: 'boom'"),
-    ("return self.inner(x, h)[:, :2]", r"returned a state of shape \(2, 2\); expected \(batch, hidden_size\) = \(2, 4\)")])
+    ("return self.inner(x, h)[:, :2]",
+     r"returned a state of shape \(2, 2\); expected \(batch, hidden_size\) = \(2, 4\)")])
 def test_a_user_cell_that_misbehaves_is_named(tmp_path, monkeypatch, body, message):
     monkeypatch.syspath_prepend(str(tmp_path))
     name = "odd_cells_" + re.sub(r"\W", "_", body)[:12]

@@ -1,14 +1,15 @@
 """Graph drawing (DOT text, time-step boxes, gradient norms) and the gradient-through-time measurement."""
 import os
 import re
-from pathlib import Path
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tinygrad_rnn import Tensor, nn
+from tinygrad_rnn import functional as F
 from tinygrad_rnn.viz import gradient_through_time, plot_gradient_norms, retain_all_grads, step_groups, to_dot
 
 
@@ -274,7 +275,7 @@ def test_a_several_output_composite_is_one_node_with_ports():
     first, second = sorted(hubs, key=lambda n: len(hubs[n][1]), reverse=True)
     assert sorted((port, d) for s, port, d in edges if s == first) == [("o0", second), ("o1", second)]
     # each port shows its output's shape and gradient norm
-    h0, c0 = hs[0], hs[0]._parents[0]
+    h0 = hs[0]
     assert f"(2, 4)<br/>|grad| = {np.linalg.norm(h0.grad):.3g}" in text
     # expanded, the same graph shows the primitives in two boxes named lstm_cell
     boxes = clusters(to_dot(loss, steps=hs, expand=True))
@@ -319,7 +320,7 @@ def test_the_default_picture_fits_a_screen(tmp_path):
 
 def test_docs_show_the_pictures():
     docs = os.path.join(os.path.dirname(__file__), "..", "docs")
-    text = open(os.path.join(docs, "cli.md"), encoding="utf-8").read()
+    text = Path(docs, "cli.md").read_text(encoding="utf-8")
     assert "--expand" in text and "img/graph_rnn.png" in text and "img/graph_rnn_expanded.png" in text
     width, height = png_size(os.path.join(docs, "img", "graph_rnn.png"))
     assert height < 1200

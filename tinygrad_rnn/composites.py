@@ -484,7 +484,7 @@ def _reads(fn):
     if code is None:
         return []
     out = []
-    for var, cell in zip(code.co_freevars, fn.__closure__ or ()):
+    for _, cell in zip(code.co_freevars, fn.__closure__ or ()):
         try:
             out.append((lambda c=cell: c.cell_contents, cell.cell_contents))
         except ValueError:

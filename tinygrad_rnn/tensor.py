@@ -637,10 +637,12 @@ class Tensor:
 
     # ------------------------------------------------------------------ more elementwise, reductions and shapes
     def sin(self):
+        """Sine, elementwise; its gradient is ``g * cos(x)``."""
         x = self.data
         return Tensor._make(np.sin(x), (self,), lambda g: (_sin_backward(g, x),), "sin")
 
     def cos(self):
+        """Cosine, elementwise; its gradient is ``-g * sin(x)``."""
         x = self.data
         return Tensor._make(np.cos(x), (self,), lambda g: (_cos_backward(g, x),), "cos")
 

@@ -284,7 +284,7 @@ class _Watch:
         found = []
         code = getattr(fn, "__code__", None)
         if code is not None:
-            for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
+            for _, cell in zip(code.co_freevars, fn.__closure__ or ()):
                 try:
                     found.append((cell, None, cell.cell_contents))
                 except ValueError:
@@ -690,7 +690,8 @@ class _Writer:
                     raise _Mismatch()
                 raise TraceError("trace: internal check failed: the written program does not give the "
                                  "engine's results")
-        return _Variant(inputs=list(self.inputs), params=self.params, probes=getattr(self, "probes", []), param_signature=_signature(self.params),
+        return _Variant(inputs=list(self.inputs), params=self.params, probes=getattr(self, "probes", []),
+                        param_signature=_signature(self.params),
                         grad_targets=grad_targets, source=source, function=function, single=single,
                         helpers=self.helpers, constants=self.constants, doc=self.doc)
 

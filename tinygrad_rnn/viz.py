@@ -311,8 +311,8 @@ def to_dot(root, steps=None, title=None, names=None, expand=False):
         for name, inner in boxes.get(label, ()):
             ident = re.sub(r"\W", "_", name)   # DOT identifiers: letters, digits, underscores
             out.append(f"{indent}subgraph cluster_{ident}_{id(inner)} {{")
-            out.append(f'{indent}  label={_quote(name)}; labelloc=b; labeljust=l; style="rounded,filled"; color="#3d6d99"; '
-                       f'fillcolor="#f6f9fc"; fontname="Helvetica"; fontsize=10;')
+            out.append(f'{indent}  label={_quote(name)}; labelloc=b; labeljust=l; style="rounded,filled"; '
+                       f'color="#3d6d99"; fillcolor="#f6f9fc"; fontname="Helvetica"; fontsize=10;')
             out += [indent + line(n) for n in inner]
             out.append(f"{indent}}}")
         return out

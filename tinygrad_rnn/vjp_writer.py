@@ -98,7 +98,7 @@ class _VjpWriter(_Writer):
         return super()._name_of(t, partners)
 
     def write(self, patterns, seeds):
-        forward = None
+
         self.backwards, backward_sources, saved_by = {}, [], {}
         for pattern in patterns or [()]:
             self._start()

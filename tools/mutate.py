@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import tokenize
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = ("tinygrad_rnn/tensor.py", "tinygrad_rnn/functional.py")
@@ -48,7 +49,7 @@ def _backward_lines(source):
 
 def mutants(path):
     """(path, line, col, old, new, in_backward) for every token of ``path`` that has a swap."""
-    source = open(os.path.join(ROOT, path)).read()
+    source = Path(ROOT, path).read_text()
     backward = _backward_lines(source)
     out = []
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -112,7 +113,7 @@ def main(argv=None):
           f"{sum(o != 'survived' for _, o in back)} of {len(back)} killed")
     for m, o in results:
         if o == "survived":
-            source_line = open(os.path.join(ROOT, m[0])).read().splitlines()[m[1] - 1].strip()
+            source_line = Path(ROOT, m[0]).read_text().splitlines()[m[1] - 1].strip()
             print(f"survived: {m[0]}:{m[1]} {m[3]!r} -> {m[4]!r}   {source_line}")
     return 0
 

@@ -13,7 +13,7 @@ from .init import as_dtype, as_rng, scaled_normal, zeros
 from .layers import as_input
 from .module import Module, Parameter
 
-__all__ = ["RNNCell", "LSTMCell", "GRUCell", "CELLS"]
+__all__ = ["RNNCell", "LSTMCell", "GRUCell"]
 
 
 class _Cell(Module):
@@ -156,6 +156,3 @@ class GRUCell(_Cell):
 
 # the cells whose forward is ``step(*step_args(x, state))``: nn.unroll may run their compiled step directly
 STEP_FORWARDS = {RNNCell.forward, LSTMCell.forward, GRUCell.forward}
-
-# the built-in cells by name: the one map that the command line, training and the examples use
-CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
