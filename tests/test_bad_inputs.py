@@ -325,3 +325,14 @@ def test_max_of_nan_is_nan_and_its_gradient_goes_to_the_nan():
 def test_newer_operations_name_the_bad_argument(call, error, pattern):
     with pytest.raises(error, match=pattern):
         call()
+
+
+def test_a_column_of_logits_is_told_about_the_row_convention():
+    z = Tensor(np.zeros((5, 1)))                    # one example as a column, as some textbooks write it
+    for target in (3, np.array([3]), np.eye(5)[[3]]):
+        with pytest.raises(ValueError, match=r"logits are \(batch, classes\).*pass z\.T \(shape \(1, 5\)\)"):
+            F.cross_entropy(z, target)
+    assert np.isclose(F.cross_entropy(z.T, np.array([3])).item(), np.log(5))
+    with pytest.raises(ValueError) as e:            # a real batch of one class each says nothing of columns
+        F.cross_entropy(Tensor(np.zeros((5, 2))), np.array([1]))
+    assert "z.T" not in str(e.value)

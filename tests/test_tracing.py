@@ -1039,3 +1039,25 @@ def test_each_newer_operation_replays_exactly(op, dtype):
     assert written.get(op, f"np.{op}(") in program.source
     _assert_matches_eager(program, fn, inputs(), params)
     assert program.fallbacks == 0
+
+
+def test_a_saved_module_writes_a_zero_state_as_np_zeros(tmp_path):
+    from tinygrad_rnn import nn
+    cell = nn.RNNCell(3, 4, rng=0)
+
+    def step(xs):
+        hs, _ = nn.unroll(cell, xs)                 # the zero initial state is a constant of the program
+        return (hs * hs).sum()
+    xs = np.random.default_rng(0).standard_normal((2, 3, 3))
+    program = tg.trace(step, xs)
+    path = tmp_path / "step.py"
+    program.save(path)
+    text = path.read_text()
+    assert "np.zeros((2, 4), dtype=np.float64)" in text
+    assert "fromhex" not in text                    # nothing else here is a constant array
+    namespace = {}
+    exec(compile(text, str(path), "exec"), namespace)
+    name = program.source.split("def ", 1)[1].split("(", 1)[0]
+    outs, _ = namespace[name](xs, *[p.data for p in program._latest.params])
+    want = step(Tensor(xs))
+    np.testing.assert_array_equal(outs[0], want.data)

@@ -204,15 +204,19 @@ def cross_entropy(logits, target, axis=-1, reduction="mean"):
     _check_axis(logits, axis, "cross_entropy")
     axis = axis % logits.ndim
     t = target.data if isinstance(target, Tensor) else np.asarray(target)
+    # a textbook's column of scores (classes, 1) for one example: the rows here are examples
+    column = (f"; logits are (batch, classes) with the classes along the last axis: for a column of "
+              f"scores pass z.T (shape {logits.shape[::-1]})"
+              if logits.ndim == 2 and logits.shape[1] == 1 and logits.shape[0] > 1 and axis == 1 else "")
     if t.dtype.kind == "f":
         if t.shape != logits.shape:
             raise ValueError(f"cross_entropy: probability targets must have the logits' shape "
-                             f"{logits.shape}, got {t.shape}")
+                             f"{logits.shape}, got {t.shape}{column}")
     elif t.dtype.kind in "iu":
         expected = logits.shape[:axis] + logits.shape[axis + 1:]
         if t.shape != expected:
             raise ValueError(f"cross_entropy: class-index targets must have shape {expected} "
-                             f"(logits {logits.shape} without axis {axis}), got {t.shape}")
+                             f"(logits {logits.shape} without axis {axis}), got {t.shape}{column}")
     else:
         raise TypeError(f"cross_entropy: target must be integer class indices or float probabilities, "
                         f"got dtype {t.dtype}")

@@ -494,7 +494,10 @@ class _Variant:
 
 
 def _array_literal(a):
+    """Code that makes ``a`` again, bit for bit: ``np.zeros(...)`` when all of it is +0.0, else its bytes."""
     a = np.asarray(a)
+    if a.dtype.kind in "fiub" and not np.signbit(a).any() and not a.any():
+        return f"np.zeros({a.shape!r}, dtype=np.{a.dtype.name})"
     return (f"np.frombuffer(bytes.fromhex({a.tobytes().hex()!r}), dtype={a.dtype.str!r})"
             f".reshape({a.shape!r}).copy()")
 
