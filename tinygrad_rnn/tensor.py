@@ -658,10 +658,12 @@ class Tensor:
 
     # ------------------------------------------------------------------ more elementwise, reductions and shapes
     def sin(self):
+        """The sine of each element."""
         x = self.data
         return Tensor._make(np.sin(x), (self,), lambda g, x=x, m=np: (_sin_backward(g, x, m),), "sin")
 
     def cos(self):
+        """The cosine of each element."""
         x = self.data
         return Tensor._make(np.cos(x), (self,), lambda g, x=x, m=np: (_cos_backward(g, x, m),), "cos")
 
