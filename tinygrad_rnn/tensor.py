@@ -1270,7 +1270,8 @@ def _t_swapaxes(t, i, j):
 
 # the numpy functions that backwards call, as Tensor operations (for the backward that builds a graph)
 _T = types.SimpleNamespace(
-    where=where, logical_or=lambda x, y: np.logical_or(x.data, y.data), cos=Tensor.cos, sin=Tensor.sin, exp=Tensor.exp, log=Tensor.log,
+    where=where, logical_or=lambda x, y: np.logical_or(x.data, y.data),   # a mask: a constant
+    cos=Tensor.cos, sin=Tensor.sin, exp=Tensor.exp, log=Tensor.log,
     swapaxes=_t_swapaxes, reshape=Tensor.reshape, broadcast_to=Tensor.broadcast_to, split=_t_split,
     expand_dims=lambda t, axis: t.reshape(np.expand_dims(t.data, axis).shape),
     moveaxis=lambda t, src, dst: t.transpose([src] + [i for i in range(t.ndim) if i != src]))
