@@ -36,6 +36,7 @@ NOT_DIFFERENTIABLE = {
     "Tensor.__lt__": "comparison", "Tensor.__le__": "comparison", "Tensor.__gt__": "comparison",
     "Tensor.__ge__": "comparison", "Tensor.__eq__": "comparison", "Tensor.__ne__": "comparison",
     "tensor.is_grad_enabled": "reports the recording state",
+    "tensor.grad": "computes gradients (test_second_order.py)",
     "Tensor.__float__": "returns a Python number", "Tensor.__int__": "returns a Python number",
     "tensor.derived": "makes constants (no gradient); its users are tested (test_functional)",
     "tensor.decide": "returns a Python value that picks a branch",

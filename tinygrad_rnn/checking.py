@@ -6,6 +6,10 @@ element passes when ``|analytic - numeric| <= atol + rtol * |numeric|``.
 A non-scalar output is reduced through a fixed random projection, so every
 output element takes part with a different weight.
 
+``gradgradcheck`` checks second derivatives the same way: the gradients of a
+fixed random projection of the first-order gradients (``grad(...,
+create_graph=True)``) against central differences of those first-order gradients.
+
 ``compare_grads`` puts autograd next to gradients that you derived by hand and
 returns a ``GradReport`` that prints as a table, one row per parameter.
 """
@@ -13,9 +17,10 @@ import warnings
 
 import numpy as np
 
-from .tensor import Tensor, no_grad, _writable
+from .tensor import Tensor, grad, no_grad, _writable
 
-__all__ = ["GradcheckError", "GradReport", "numerical_grad", "gradcheck", "gradcheck_report", "compare_grads"]
+__all__ = ["GradcheckError", "GradReport", "numerical_grad", "gradcheck", "gradcheck_report", "compare_grads",
+           "gradgradcheck"]
 
 
 class GradcheckError(AssertionError):
@@ -40,19 +45,24 @@ def _loss_value(fn, inputs, projection):
 
 
 def _numerical(fn, inputs, targets, eps, projection):
+    return _differences(lambda: _loss_value(fn, inputs, projection), targets, eps)
+
+
+def _differences(value, targets, eps):
+    """Central differences of the number ``value()`` with respect to each element of each target."""
     grads = []
     for t in targets:
         if t.dtype != np.float64:
             warnings.warn(f"finite differences in {t.dtype} are imprecise; use float64 tensors "
-                          f"for gradient checks", stacklevel=3)
+                          f"for gradient checks", stacklevel=4)
         grad = np.zeros(t.shape, dtype=np.float64)
         data = _writable(t)   # perturbed in place (a graph made earlier from t then refuses backward)
         for i in np.ndindex(t.shape):
             old = data[i]
             data[i] = old + eps
-            plus = _loss_value(fn, inputs, projection)
+            plus = value()
             data[i] = old - eps
-            minus = _loss_value(fn, inputs, projection)
+            minus = value()
             data[i] = old
             grad[i] = (plus - minus) / (2 * eps)
         grads.append(grad.astype(t.dtype))
@@ -114,6 +124,46 @@ def gradcheck_report(fn, *inputs, eps=1e-6, atol=1e-6, rtol=1e-4, params=None):
     numeric = _numerical(fn, inputs, targets, eps, projection)
     return GradReport([(name, a, n) for (name, _), a, n in zip(named, analytic, numeric)],
                       atol=atol, rtol=rtol, left="autograd", right="numeric")
+
+
+def gradgradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
+    """Check second derivatives: autograd's gradients of ``fn``'s gradients against central differences.
+
+    ``fn``'s output is projected to a scalar ``L`` as in ``gradcheck``; its gradients
+    ``dL/dx`` (for each input with ``requires_grad``) are taken with
+    ``create_graph=True`` and projected in turn with fixed random weights ``w``:
+    ``s = sum(<dL/dx, w>)``.  Autograd's ``ds/dx`` (a Hessian-vector product) is
+    compared with central differences of ``s`` computed from first-order gradients.
+    Returns True or raises ``GradcheckError`` naming the worst element.
+    """
+    inputs = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
+    named = _named_targets(inputs, None)
+    if not named:
+        raise ValueError("gradgradcheck: no input has requires_grad=True, nothing to check")
+    targets = [t for _, t in named]
+    projection, rng = {}, np.random.default_rng(1)
+    weights = [rng.standard_normal(t.shape).astype(t.dtype) for t in targets]
+
+    def first(create_graph):
+        loss = _as_scalar(fn(*inputs), projection)
+        if not loss.requires_grad:
+            return None
+        grads = grad(loss, targets, create_graph=create_graph, allow_unused=True)
+        terms = [(g * w).sum() for g, w in zip(grads, weights) if g is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
+    s = first(True)
+    if s is None or not s.requires_grad:    # first derivatives that are constants: the second ones are 0
+        analytic = [np.zeros(t.shape, dtype=t.dtype) for t in targets]
+    else:
+        analytic = [np.zeros(t.shape, dtype=t.dtype) if g is None else g.data
+                    for t, g in zip(targets, grad(s, targets, allow_unused=True))]
+    numeric = _differences(lambda: float(first(False).data) if s is not None else 0.0, targets, eps)
+    report = GradReport([(name, a, n) for (name, _), a, n in zip(named, analytic, numeric)],
+                        atol=atol, rtol=rtol, left="autograd", right="numeric")
+    if not report.passed:
+        raise GradcheckError("second derivatives: " + report.failure_message())
+    return True
 
 
 def _compare_arrays(name, a, b, atol, rtol):

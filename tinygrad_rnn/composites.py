@@ -298,14 +298,25 @@ class CompositeOp(str):
         """``(inputs, outputs)``: fresh leaves with the values of ``node``'s Tensor inputs, and the plain
         composition's outputs on them, node by node (a tuple for several outputs).  ``node`` must still
         have its graph (before backward, or kept with ``retain_graph=True``)."""
+        leaves = [Tensor(t.data, requires_grad=t.requires_grad) for t in self._inputs(node)]
+        return leaves, self._run(leaves)
+
+    def replay(self, node):
+        """The plain composition's outputs on ``node``'s own input Tensors (not copies), node by node:
+        their graph leads to those inputs and to the parameters, so a backward that builds a graph
+        (``tinygrad_rnn.grad(..., create_graph=True)``) differentiates the composition through it."""
+        return self._run(self._inputs(node))
+
+    def _inputs(self, node):
         parents = node._parents
         if not parents:
             raise RuntimeError(f"{self}: the node's graph has been freed; expand it before backward() "
                                f"or keep the graph with retain_graph=True")
-        inputs = parents[:len(parents) - self.n_params]
-        leaves = [Tensor(t.data, requires_grad=t.requires_grad) for t in inputs]
+        return parents[:len(parents) - self.n_params]
+
+    def _run(self, inputs):
         with expanded():
-            return leaves, self.call(*leaves)
+            return self.call(*inputs)
 
 
 # ---------------------------------------------------------------------- signatures

@@ -24,11 +24,12 @@ import contextlib
 import itertools
 import math
 import operator
+import types
 
 import numpy as np
 
-__all__ = ["Tensor", "concat", "stack", "where", "maximum", "minimum", "no_grad", "is_grad_enabled", "derived",
-           "decide", "time_step", "label"]
+__all__ = ["Tensor", "concat", "stack", "where", "maximum", "minimum", "no_grad", "is_grad_enabled", "grad",
+           "derived", "decide", "time_step", "label"]
 
 _grad_enabled = True
 _creation_counter = itertools.count()  # creation order is a topological order: inputs exist first
@@ -138,20 +139,40 @@ def _folded_matmul(a, b):
     return a @ b
 
 
+# Every derivative is written once, with operators and the functions of ``m``: on the normal path ``m``
+# is numpy and the backward's saved operands are arrays; a backward that builds a graph
+# (``grad(..., create_graph=True)``) passes ``m=_T`` (numpy's functions as Tensor operations, at the
+# end of this module) and Tensors for the operands, so that the gradient can be differentiated again.
+def _sum_to(x, shape, m):
+    """``_unbroadcast`` for ``m`` (numpy) or ``sum_to`` (Tensors)."""
+    return _unbroadcast(x, shape) if m is np else x if x.shape == shape else x.sum_to(shape)
+
+
+def _power(a, e, mask, out, m):
+    """``a ** e`` where ``mask``, 1 elsewhere (so that no 0 ** -1 is ever taken)."""
+    if m is np:
+        return np.power(a, e, where=mask, out=np.ones_like(out))
+    return m.where(mask, a, 1) ** e
+
+
 # ---------------------------------------------------------------------- the longer forward and backward formulas
-# Module-level, numpy only: the operations below call them, and a traced program calls the same ones.
-def _pow_grad_base(g, a, b, out):
-    """d/da a**b = b * a**(b-1), taken as 0 where b == 0 (also at a == 0)."""
-    return g * np.where(b == 0, 0, b * np.power(a, b - 1, where=b != 0, out=np.ones_like(out)))
+# Module-level: the operations below call them, and a traced program calls the same ones (on arrays).
+def _pow_grad_base(g, a, b, out, m=np):
+    """d/da a**b = b * a**(b-1), taken as 0 where a == b == 0 (a**(b-1) is infinite there).
+
+    Only that point is special-cased, so that the formula stays differentiable in b at b == 0.
+    """
+    finite = m.logical_or(a != 0, b != 0)
+    return g * m.where(finite, b * _power(a, b - 1, finite, out, m), 0)
 
 
-def _pow_grad_exponent(g, a, out):
-    """d/db a**b = a**b * log(a), taken as 0 where a == 0."""
+def _pow_grad_exponent(g, a, out, m=np):
+    """d/db a**b = a**b * log(a), taken as 0 where a == 0 (log is taken of 1 there: no 0 * inf)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return g * np.where(a == 0, 0, out * np.log(a))
+        return g * m.where(a == 0, 0, out * m.log(m.where(a == 0, 1, a)))
 
 
-def _matmul_backward(g, a, b, need_a, need_b):
+def _matmul_backward(g, a, b, need_a, need_b, m=np):
     """The gradients of ``a @ b`` for operands that are 1-D or stacks of matrices."""
     a2, b2 = a, b
     if a.ndim == 1 or b.ndim == 1:  # treat a 1-D operand as a row (a) or a column (b), as numpy does
@@ -161,12 +182,12 @@ def _matmul_backward(g, a, b, need_a, need_b):
         g = g[..., None, :] if a.ndim == 1 else g
     ga = gb = None
     if need_a:
-        ga = _unbroadcast(_folded_matmul(g, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
+        ga = _sum_to(_folded_matmul(g, m.swapaxes(b2, -1, -2)), a2.shape, m).reshape(a.shape)
     if need_b:
         if b2.ndim == 2:  # one weight matrix for all batches: a single product, not a sum of many
             gb = _rows(a2).T @ _rows(g)
         else:
-            gb = _unbroadcast(np.swapaxes(a2, -1, -2) @ g, b2.shape)
+            gb = _sum_to(m.swapaxes(a2, -1, -2) @ g, b2.shape, m)
         gb = gb.reshape(b.shape)
     return ga, gb
 
@@ -176,20 +197,20 @@ def _clip(x, lo, hi):
     return out.astype(x.dtype) if out.dtype != x.dtype and x.dtype.kind == "f" else out
 
 
-def _clip_backward(g, x, lo, hi):
-    """The gradient passes where lo <= x <= hi."""
+def _clip_backward(g, x, lo, hi, m=np):
+    """The gradient passes where lo <= x <= hi (x, lo and hi are arrays: the mask is a constant)."""
     inside = (x >= lo) if lo is not None else True
     if hi is not None:
         inside = inside & (x <= hi)
-    return np.where(inside, g, 0)
+    return m.where(inside, g, 0)
 
 
-def _sum_backward(g, axis, keepdims, shape):
+def _sum_backward(g, axis, keepdims, shape, m=np):
     if axis is not None and not keepdims:
-        g = np.expand_dims(g, axis)
+        g = m.expand_dims(g, axis)
     elif axis is None and not keepdims:
-        g = np.reshape(g, (1,) * len(shape))
-    return np.broadcast_to(g, shape)
+        g = m.reshape(g, (1,) * len(shape))
+    return m.broadcast_to(g, shape)
 
 
 def _max(x, axis, keepdims):
@@ -197,43 +218,43 @@ def _max(x, axis, keepdims):
     return top if keepdims else np.asarray(np.squeeze(top, axis=axis))
 
 
-def _max_backward(g, x, axis):
-    """Where several elements tie for the maximum, they share its gradient equally."""
+def _max_backward(g, x, axis, m=np):
+    """Where several elements tie for the maximum, they share its gradient equally (x is an array)."""
     top = x.max(axis=axis, keepdims=True)
     hit = (x == top) | np.isnan(x)   # a NaN maximum is where the NaN is: its gradient must not vanish
-    g = np.reshape(g, top.shape)
-    return np.where(hit, g / hit.sum(axis=axis, keepdims=True), 0)
+    g = m.reshape(g, top.shape)
+    return m.where(hit, g / hit.sum(axis=axis, keepdims=True), 0)
 
 
 # The formulas of sin, cos, log1p, maximum/minimum and the broadcasting pair, each written once here:
 # the Tensor methods below call them, and so does a traced program.
-def _sin_backward(g, x):
-    return g * np.cos(x)
+def _sin_backward(g, x, m=np):
+    return g * m.cos(x)
 
 
-def _cos_backward(g, x):
-    return -g * np.sin(x)
+def _cos_backward(g, x, m=np):
+    return -g * m.sin(x)
 
 
-def _log1p_backward(g, x):
+def _log1p_backward(g, x, m=np):
     return g / (1 + x)
 
 
-def _choice_backward(g, a_side, tie):
+def _choice_backward(g, a_side, tie, m):
     """g to the side that was picked; half of g to each side where they tie (as torch does)."""
     half = g * 0.5
-    return np.where(a_side, g, np.where(tie, half, 0)), np.where(a_side, 0, np.where(tie, half, g))
+    return m.where(a_side, g, m.where(tie, half, 0)), m.where(a_side, 0, m.where(tie, half, g))
 
 
-def _maximum_backward(g, a, b):
-    """A NaN is picked (it propagates), so its gradient must not vanish; two NaNs tie."""
+def _maximum_backward(g, a, b, m=np):
+    """A NaN is picked (it propagates), so its gradient must not vanish; two NaNs tie (a, b: arrays)."""
     a_nan, b_nan = np.isnan(a), np.isnan(b)
-    return _choice_backward(g, (a > b) | (a_nan & ~b_nan), (a == b) | (a_nan & b_nan))
+    return _choice_backward(g, (a > b) | (a_nan & ~b_nan), (a == b) | (a_nan & b_nan), m)
 
 
-def _minimum_backward(g, a, b):
+def _minimum_backward(g, a, b, m=np):
     a_nan, b_nan = np.isnan(a), np.isnan(b)
-    return _choice_backward(g, (a < b) | (a_nan & ~b_nan), (a == b) | (a_nan & b_nan))
+    return _choice_backward(g, (a < b) | (a_nan & ~b_nan), (a == b) | (a_nan & b_nan), m)
 
 
 def _broadcast_source(source, target):
@@ -482,15 +503,15 @@ class Tensor:
         """``self + other``, broadcasting as numpy does; numbers and arrays become constants."""
         other = self._lift(other)
         out = self._broadcast("add", np.add, other)
-        return Tensor._make(out, (self, other), lambda g: (g, g), "add")
+        return Tensor._make(out, (self, other), lambda g, m=np: (g, g), "add")
 
     def __sub__(self, other):
         """``self - other``, broadcasting."""
         other = self._lift(other)
         out = self._broadcast("sub", np.subtract, other)
         # reduce before negating: cheaper when ``other`` was broadcast
-        return Tensor._make(out, (self, other), lambda g: (
-            g, -_unbroadcast(g, other.shape) if other.requires_grad else None), "sub")
+        return Tensor._make(out, (self, other), lambda g, m=np: (
+            g, -_sum_to(g, other.shape, m) if other.requires_grad else None), "sub")
 
     def __mul__(self, other):
         """``self * other``, elementwise, broadcasting."""
@@ -498,7 +519,7 @@ class Tensor:
         a, b = self.data, other.data
         out = self._broadcast("mul", np.multiply, other)
 
-        def backward(g):
+        def backward(g, a=a, b=b, m=np):     # the saved operands as defaults (see _sum_to)
             return (g * b if self.requires_grad else None, g * a if other.requires_grad else None)
         return Tensor._make(out, (self, other), backward, "mul")
 
@@ -508,7 +529,7 @@ class Tensor:
         b = other.data
         out = self._broadcast("div", np.divide, other)
 
-        def backward(g):
+        def backward(g, b=b, out=out, m=np):
             return (g / b if self.requires_grad else None, -g * out / b if other.requires_grad else None)
         return Tensor._make(out, (self, other), backward, "div")
 
@@ -518,13 +539,13 @@ class Tensor:
         a, b = self.data, other.data
         out = self._broadcast("pow", np.power, other)
 
-        return Tensor._make(out, (self, other), lambda g: (
-            _pow_grad_base(g, a, b, out) if self.requires_grad else None,
-            _pow_grad_exponent(g, a, out) if other.requires_grad else None), "pow")
+        return Tensor._make(out, (self, other), lambda g, a=a, b=b, out=out, m=np: (
+            _pow_grad_base(g, a, b, out, m) if self.requires_grad else None,
+            _pow_grad_exponent(g, a, out, m) if other.requires_grad else None), "pow")
 
     def __neg__(self):
         """``-self``."""
-        return Tensor._make(-self.data, (self,), lambda g: (-g,), "neg")
+        return Tensor._make(-self.data, (self,), lambda g, m=np: (-g,), "neg")
 
     def __radd__(self, other):
         """``other + self`` for a number or array ``other``."""
@@ -558,10 +579,10 @@ class Tensor:
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
                              f"(inner dimensions {a.shape[-1]} and {b.shape[-2 if b.ndim > 1 else 0]})") from None
 
-        def backward(g):
+        def backward(g, a=a, b=b, m=np):
             if a.ndim == 2 and b.ndim == 2:  # the common case, written out plainly
                 return (g @ b.T if self.requires_grad else None, a.T @ g if other.requires_grad else None)
-            return _matmul_backward(g, a, b, self.requires_grad, other.requires_grad)
+            return _matmul_backward(g, a, b, self.requires_grad, other.requires_grad, m)
         return Tensor._make(out, (self, other), backward, "matmul")
 
     def __rmatmul__(self, other):
@@ -601,27 +622,27 @@ class Tensor:
     def exp(self):
         """e to the power of each element."""
         out = np.exp(self.data)
-        return Tensor._make(out, (self,), lambda g: (g * out,), "exp")
+        return Tensor._make(out, (self,), lambda g, out=out, m=np: (g * out,), "exp")
 
     def expm1(self):
         """exp(x) - 1, exact for small x (the stable tanh is built on it)."""
         x = self.data
-        return Tensor._make(np.expm1(x), (self,), lambda g: (g * np.exp(x),), "expm1")
+        return Tensor._make(np.expm1(x), (self,), lambda g, x=x, m=np: (g * m.exp(x),), "expm1")
 
     def log(self):
         """The natural logarithm of each element."""
         x = self.data
-        return Tensor._make(np.log(x), (self,), lambda g: (g / x,), "log")
+        return Tensor._make(np.log(x), (self,), lambda g, x=x, m=np: (g / x,), "log")
 
     def sqrt(self):
         """The square root of each element."""
         out = np.sqrt(self.data)
-        return Tensor._make(out, (self,), lambda g: (g / (2 * out),), "sqrt")
+        return Tensor._make(out, (self,), lambda g, out=out, m=np: (g / (2 * out),), "sqrt")
 
     def abs(self):
         """The absolute value of each element; the gradient at 0 is 0 (as numpy.sign)."""
         x = self.data
-        return Tensor._make(np.abs(x), (self,), lambda g: (g * np.sign(x),), "abs")
+        return Tensor._make(np.abs(x), (self,), lambda g, m=np: (g * np.sign(x),), "abs")
 
     def clip(self, lo=None, hi=None):
         """Limit values to [lo, hi]; the gradient passes where lo <= x <= hi (as torch.clamp)."""
@@ -632,24 +653,24 @@ class Tensor:
         lo_ = None if lo is None else bounds[0].data
         hi_ = None if hi is None else bounds[-1].data
         out = _clip(x, lo_, hi_)
-        return Tensor._make(out, (self,) + bounds, lambda g: (_clip_backward(g, x, lo_, hi_),), "clip",
+        return Tensor._make(out, (self,) + bounds, lambda g, m=np: (_clip_backward(g, x, lo_, hi_, m),), "clip",
                             (lo is not None, hi is not None))
 
     # ------------------------------------------------------------------ more elementwise, reductions and shapes
     def sin(self):
         """Sine, elementwise; its gradient is ``g * cos(x)``."""
         x = self.data
-        return Tensor._make(np.sin(x), (self,), lambda g: (_sin_backward(g, x),), "sin")
+        return Tensor._make(np.sin(x), (self,), lambda g, x=x, m=np: (_sin_backward(g, x, m),), "sin")
 
     def cos(self):
         """Cosine, elementwise; its gradient is ``-g * sin(x)``."""
         x = self.data
-        return Tensor._make(np.cos(x), (self,), lambda g: (_cos_backward(g, x),), "cos")
+        return Tensor._make(np.cos(x), (self,), lambda g, x=x, m=np: (_cos_backward(g, x, m),), "cos")
 
     def log1p(self):
         """log(1 + x), exact for small x."""
         x = self.data
-        return Tensor._make(np.log1p(x), (self,), lambda g: (_log1p_backward(g, x),), "log1p")
+        return Tensor._make(np.log1p(x), (self,), lambda g, x=x, m=np: (_log1p_backward(g, x, m),), "log1p")
 
     def min(self, axis=None, keepdims=False):
         """Minimum, as -max(-x): ties share the gradient equally, and a NaN is picked (and gets it)."""
@@ -689,7 +710,7 @@ class Tensor:
         if not _broadcast_source(old, shape):
             raise ValueError(f"broadcast_to: shape {old} cannot be broadcast to {shape}")
         out = np.broadcast_to(self.data, shape)
-        return Tensor._make(out, (self,), lambda g: (_unbroadcast(g, old),), "broadcast_to", (shape,))
+        return Tensor._make(out, (self,), lambda g, m=np: (_sum_to(g, old, m),), "broadcast_to", (shape,))
 
     def sum_to(self, shape):
         """Sum down to ``shape``, a shape that broadcasts to this one: the adjoint of broadcasting.
@@ -700,7 +721,7 @@ class Tensor:
             raise ValueError(f"sum_to: shape {shape} does not broadcast to {old}, so {old} cannot be summed "
                              f"to it")
         out = _unbroadcast(self.data, shape)
-        return Tensor._make(out, (self,), lambda g: (np.broadcast_to(g, old),), "sum_to", (shape,))
+        return Tensor._make(out, (self,), lambda g, m=np: (m.broadcast_to(g, old),), "sum_to", (shape,))
 
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False):
@@ -709,7 +730,7 @@ class Tensor:
         _check_axis(axis, shape, "sum")
         out = np.asarray(self.data.sum(axis=axis, keepdims=keepdims))
 
-        return Tensor._make(out, (self,), lambda g: (_sum_backward(g, axis, keepdims, shape),), "sum",
+        return Tensor._make(out, (self,), lambda g, m=np: (_sum_backward(g, axis, keepdims, shape, m),), "sum",
                             (axis, keepdims))
 
     def mean(self, axis=None, keepdims=False):
@@ -723,7 +744,7 @@ class Tensor:
         x = self.data
         _check_axis(axis, x.shape, "max")
         out = _max(x, axis, keepdims)
-        return Tensor._make(out, (self,), lambda g: (_max_backward(g, x, axis),), "max", (axis, keepdims))
+        return Tensor._make(out, (self,), lambda g, m=np: (_max_backward(g, x, axis, m),), "max", (axis, keepdims))
 
     # ------------------------------------------------------------------ shape
     def reshape(self, *shape):
@@ -736,7 +757,7 @@ class Tensor:
         except ValueError:
             raise ValueError(f"reshape: cannot reshape shape {old} ({self.size} elements) "
                              f"into shape {shape}") from None
-        return Tensor._make(out, (self,), lambda g: (g.reshape(old),), "reshape", (shape,))
+        return Tensor._make(out, (self,), lambda g, m=np: (g.reshape(old),), "reshape", (shape,))
 
     def transpose(self, *axes):
         """The axes permuted: reversed when none are given, else as ``numpy.transpose(axes)``."""
@@ -745,10 +766,10 @@ class Tensor:
         axes = axes or tuple(reversed(range(self.ndim)))
         if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)):
             raise ValueError(f"transpose: axes {axes} are not a permutation for shape {self.shape}")
-        inverse = np.argsort([a % self.ndim for a in axes])
+        inverse = tuple(int(i) for i in np.argsort([a % self.ndim for a in axes]))
         out = self.data.transpose(axes)
-        return Tensor._make(out, (self,), lambda g: (g.transpose(inverse),), "transpose",
-                            (tuple(axes), tuple(int(i) for i in inverse)))
+        return Tensor._make(out, (self,), lambda g, m=np: (g.transpose(inverse),), "transpose",
+                            (tuple(axes), inverse))
 
     T = property(lambda self: self.transpose())
     """The tensor with its axes reversed (the transpose of a matrix)."""
@@ -767,67 +788,103 @@ class Tensor:
         # input's gradient buffer in place, so slicing one time step out of a
         # long sequence costs the size of the slice, not of the sequence.
         basic = _is_basic_index(idx)
-        return Tensor._make(np.asarray(out), (self,) + _index_tensors(given),
-                            lambda g: (_Scatter(idx, g, basic),), "index", (given, basic))
+        shape = x.shape
+
+        def backward(g, m=np):
+            return (_Scatter(idx, g, basic) if m is np else _scatter(idx, g, basic, shape),)
+        return Tensor._make(np.asarray(out), (self,) + _index_tensors(given), backward, "index", (given, basic))
 
     # ------------------------------------------------------------------ backward
-    def backward(self, grad=None, retain_graph=False):
+    def backward(self, grad=None, retain_graph=None, create_graph=False):
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
 
         ``grad`` is the gradient flowing into this tensor (needed unless it has one
         element).  The graph is freed afterwards unless ``retain_graph=True``.
+        ``create_graph=True`` computes the gradients with Tensor operations and keeps the
+        graph (``retain_graph`` must not be False then); ``.grad`` still receives numpy
+        arrays: to differentiate a gradient again, take it from ``tinygrad_rnn.grad``.
         """
         if not self.requires_grad:
             raise RuntimeError("backward(): this Tensor does not require grad and has no graph "
                                "(was it made under no_grad(), or from inputs without requires_grad?)")
-        if grad is None:
-            if self.size != 1:
-                raise RuntimeError(f"backward(): the output has shape {self.shape}; pass grad= of that "
-                                   f"shape, or reduce it to a scalar (e.g. .sum()) first")
-            grad = np.ones_like(self.data)
-        else:
-            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
-            if grad.shape != self.shape:
-                raise ValueError(f"backward(): grad has shape {grad.shape} but the output has shape {self.shape}")
+        if create_graph:
+            _no_free_with_graph(retain_graph, "backward()")
+            root = _graph_seed(self, grad, "backward()")
+            for node, g in _graph_backward([self], [root], None).items():
+                data = np.asarray(g.data, dtype=node.data.dtype)
+                if node.grad is None:
+                    node.grad = np.array(data)
+                else:
+                    node.grad += data
+            return
+        _backpropagate([self], [_array_seed(self, grad, "backward()")], retain_graph, None)
 
-        grads = {id(self): grad}   # gradients waiting to flow further, dropped once used
-        owned = set()              # ids whose gradient array backward allocated: safe to add into
-        for node in _topological_order(self):
-            key = id(node)
-            g = grads.pop(key, None)
-            if g is None:
+
+def _array_seed(out, grad, who):
+    """The gradient flowing into ``out`` as an array of its dtype (ones for a one-element output)."""
+    if grad is None:
+        if out.size != 1:
+            raise RuntimeError(f"{who}: the output has shape {out.shape}; pass grad= of that "
+                               f"shape, or reduce it to a scalar (e.g. .sum()) first")
+        return np.ones_like(out.data)
+    grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=out.dtype)
+    if grad.shape != out.shape:
+        raise ValueError(f"{who}: grad has shape {grad.shape} but the output has shape {out.shape}")
+    return grad
+
+
+def _backpropagate(roots, seeds, retain_graph, targets):
+    """The backward pass on arrays, from ``roots`` (with gradients ``seeds``) to the leaves.
+
+    ``targets`` None: add into ``.grad`` of the leaves (and of tensors that retain it).
+    Else a dict id -> None, filled with the gradients of those tensors; no ``.grad`` changes.
+    """
+    grads = {}                 # gradients waiting to flow further, dropped once used
+    owned = set()              # ids whose gradient array backward allocated: safe to add into
+    for root, seed in zip(roots, seeds):
+        if id(root) in grads:
+            _accumulate(grads, owned, root, seed)
+        else:
+            grads[id(root)] = seed
+    for node in _topological_order(*roots):
+        key = id(node)
+        g = grads.pop(key, None)
+        if g is None:
+            continue
+        backward = node._backward
+        if targets is not None:
+            if key in targets:
+                targets[key] = g if key in owned else np.array(g, dtype=node.data.dtype)
+        elif backward is None or node._retain_grad:
+            if node.grad is not None:
+                node.grad += g
+            elif key in owned and backward is None and g.dtype == node.data.dtype:
+                node.grad = g          # allocated by this backward: hand it over uncopied
+            else:
+                node.grad = np.array(g, dtype=node.data.dtype)  # an ndarray even for 0-d results
+        owned.discard(key)
+        if backward is None:
+            continue
+        pieces = backward(g)
+        # a tuple: one gradient per input; otherwise (an unrolled sequence's node) pairs
+        # (input number, term) handed over as they are made, so that none waits in memory
+        pairs = zip(node._parents, pieces) if pieces.__class__ is tuple else \
+            ((node._parents[i], pg) for i, pg in pieces)
+        for parent, pg in pairs:
+            if pg is None or not parent.requires_grad:
                 continue
-            backward = node._backward
-            if backward is None or node._retain_grad:
-                if node.grad is not None:
-                    node.grad += g
-                elif key in owned and backward is None and g.dtype == node.data.dtype:
-                    node.grad = g          # allocated by this backward: hand it over uncopied
-                else:
-                    node.grad = np.array(g, dtype=node.data.dtype)  # an ndarray even for 0-d results
-            owned.discard(key)
-            if backward is None:
-                continue
-            pieces = backward(g)
-            # a tuple: one gradient per input; otherwise (an unrolled sequence's node) pairs
-            # (input number, term) handed over as they are made, so that none waits in memory
-            pairs = zip(node._parents, pieces) if pieces.__class__ is tuple else \
-                ((node._parents[i], pg) for i, pg in pieces)
-            for parent, pg in pairs:
-                if pg is None or not parent.requires_grad:
-                    continue
-                pkey = id(parent)
-                if pkey not in grads and pg.__class__ is np.ndarray and pg.shape == parent.data.shape \
-                        and pg.dtype == parent.data.dtype:
-                    grads[pkey] = pg      # the common case: first gradient to arrive, right shape
-                else:
-                    _accumulate(grads, owned, parent, pg)
-            if not retain_graph:
-                for p in node._parents:    # the graph lets go of what it saved: leaves are writable again
-                    if p._backward is None and p._seq >= 0 and p._locked is not None:
-                        _unlock(p)
-                node._parents = ()
-                node._backward = _graph_freed
+            pkey = id(parent)
+            if pkey not in grads and pg.__class__ is np.ndarray and pg.shape == parent.data.shape \
+                    and pg.dtype == parent.data.dtype:
+                grads[pkey] = pg      # the common case: first gradient to arrive, right shape
+            else:
+                _accumulate(grads, owned, parent, pg)
+        if not retain_graph:
+            for p in node._parents:    # the graph lets go of what it saved: leaves are writable again
+                if p._backward is None and p._seq >= 0 and p._locked is not None:
+                    _unlock(p)
+            node._parents = ()
+            node._backward = _graph_freed
 
 
 class _Output:
@@ -861,6 +918,7 @@ class _Scatter:
             buffer[self.idx] += self.g          # basic indexing never repeats an element
         else:
             np.add.at(buffer, self.idx, self.g)  # repeated indices accumulate
+
 
 
 def _accumulate(grads, owned, parent, pg):
@@ -952,16 +1010,19 @@ def _written_since(t, node):
         f"forward again.")
 
 
-def _topological_order(root):
-    """Every node that leads to ``root`` and needs a gradient, each before its inputs.
+def _topological_order(root, *more, stop=()):
+    """Every node that leads to ``root`` (and ``more``) and needs a gradient, each before its inputs.
 
     Collect the nodes with an explicit stack (no recursion), then sort them by
     creation, newest first: an operation's inputs always exist before its result.
+    The search does not go past the nodes whose ids are in ``stop``.
     """
-    found = {id(root): root}
-    stack = [root]
+    found = {id(r): r for r in (root, *more)}
+    stack = list(found.values())
     while stack:
         node = stack.pop()
+        if stop and id(node) in stop:
+            continue
         if node._backward is _graph_freed:   # fail before any gradient is accumulated
             _graph_freed(None)
         for p in node._parents:
@@ -992,7 +1053,7 @@ def concat(tensors, axis=0):
     except (ValueError, np.exceptions.AxisError) as e:
         raise ValueError(f"concat along axis {axis}: shapes {[t.shape for t in tensors]} do not fit: {e}") from None
     splits = np.cumsum([t.shape[axis] for t in tensors])[:-1]
-    return Tensor._make(out, tuple(tensors), lambda g: tuple(np.split(g, splits, axis=axis)), "concat",
+    return Tensor._make(out, tuple(tensors), lambda g, m=np: tuple(m.split(g, splits, axis=axis)), "concat",
                         (axis, [int(i) for i in splits]))
 
 
@@ -1004,7 +1065,7 @@ def stack(tensors, axis=0):
     except (ValueError, np.exceptions.AxisError) as e:
         raise ValueError(f"stack along axis {axis}: shapes {[t.shape for t in tensors]}: {e}") from None
     ax = axis % out.ndim
-    return Tensor._make(out, tuple(tensors), lambda g: tuple(np.moveaxis(g, ax, 0)), "stack", (axis, ax))
+    return Tensor._make(out, tuple(tensors), lambda g, m=np: tuple(m.moveaxis(g, ax, 0)), "stack", (axis, ax))
 
 
 def where(cond, a, b):
@@ -1021,9 +1082,9 @@ def where(cond, a, b):
     except ValueError:
         raise ValueError(f"where: shapes {mask.shape}, {a.shape} and {b.shape} cannot be broadcast together") from None
 
-    def backward(g):
-        return (np.where(mask, g, 0) if a.requires_grad else None,
-                np.where(mask, 0, g) if b.requires_grad else None)
+    def backward(g, m=np):
+        return (m.where(mask, g, 0) if a.requires_grad else None,
+                m.where(mask, 0, g) if b.requires_grad else None)
     return Tensor._make(out, (a, b, cond), backward, "where")
 
 
@@ -1038,7 +1099,7 @@ def maximum(a, b):
     larger side; where the two are equal it is split equally between them (as torch.maximum)."""
     a, b, out = _choice("maximum", np.maximum, a, b)
     x, y = a.data, b.data
-    return Tensor._make(out, (a, b), lambda g: _maximum_backward(g, x, y), "maximum")
+    return Tensor._make(out, (a, b), lambda g, m=np: _maximum_backward(g, x, y, m), "maximum")
 
 
 def minimum(a, b):
@@ -1046,4 +1107,176 @@ def minimum(a, b):
     smaller side; where the two are equal it is split equally between them (as torch.minimum)."""
     a, b, out = _choice("minimum", np.minimum, a, b)
     x, y = a.data, b.data
-    return Tensor._make(out, (a, b), lambda g: _minimum_backward(g, x, y), "minimum")
+    return Tensor._make(out, (a, b), lambda g, m=np: _minimum_backward(g, x, y, m), "minimum")
+
+
+# ---------------------------------------------------------------------- gradients as Tensors, gradients of gradients
+def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=None, allow_unused=False):
+    """The gradients of ``outputs`` with respect to ``inputs``, as ``torch.autograd.grad``: a tuple of Tensors.
+
+    ``outputs`` and ``inputs`` are Tensors or sequences of them (an input may be an
+    intermediate result).  ``grad_outputs`` gives the gradient flowing into each
+    output (arrays or Tensors, one per output); it may be left out for one-element
+    outputs (ones).  ``.grad`` of no tensor is touched.
+
+    ``create_graph=True`` builds the graph of this backward pass: the results can be
+    differentiated again (Hessian-vector products), through every operation and every
+    compiled composition (which is run again plainly for it).  ``retain_graph`` defaults
+    to ``create_graph``; without it the forward graph is freed as by ``backward()``.
+    An input that the outputs do not depend on raises ``RuntimeError`` unless
+    ``allow_unused=True``, which gives None for it (as torch does, not zeros).
+    """
+    outputs = _tensor_list(outputs, "outputs")
+    inputs = _tensor_list(inputs, "inputs")
+    if retain_graph is None:
+        retain_graph = create_graph
+    if grad_outputs is None or isinstance(grad_outputs, (Tensor, np.ndarray)):
+        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    grad_outputs = list(grad_outputs)
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad(): {len(grad_outputs)} grad_outputs for {len(outputs)} outputs")
+    for i, o in enumerate(outputs):
+        if not o.requires_grad:
+            raise RuntimeError(f"grad(): output {i} (shape {o.shape}) does not require grad and has no graph")
+    for i, x in enumerate(inputs):
+        if not x.requires_grad:
+            raise RuntimeError(f"grad(): input {i} (shape {x.shape}) does not require grad, so it has no gradient")
+    if create_graph:
+        _no_free_with_graph(retain_graph, "grad()")
+        seeds = [_graph_seed(o, g, f"grad() output {i}") for i, (o, g) in enumerate(zip(outputs, grad_outputs))]
+        found = _graph_backward(outputs, seeds, {id(x) for x in inputs})
+    else:
+        seeds = [_array_seed(o, g, f"grad() output {i}") for i, (o, g) in enumerate(zip(outputs, grad_outputs))]
+        found = dict.fromkeys((id(x) for x in inputs), None)
+        _backpropagate(outputs, seeds, retain_graph, found)
+        found = {k: Tensor._make(g, (), None, "grad") for k, g in found.items() if g is not None}
+    result = tuple(found.get(id(x)) for x in inputs)
+    unused = [i for i, g in enumerate(result) if g is None]
+    if unused and not allow_unused:
+        raise RuntimeError(f"grad(): the outputs do not depend on input {unused[0]} (shape "
+                           f"{inputs[unused[0]].shape}); pass allow_unused=True to get None for it")
+    return result
+
+
+def _tensor_list(x, what):
+    items = [x] if isinstance(x, Tensor) else list(x)
+    if not items or not all(isinstance(t, Tensor) for t in items):
+        raise TypeError(f"grad(): {what} must be a Tensor or a non-empty sequence of Tensors")
+    return items
+
+
+def _no_free_with_graph(retain_graph, who):
+    if retain_graph is False:
+        raise ValueError(f"{who}: create_graph=True keeps the forward graph (the gradients' graph goes "
+                         f"through it); retain_graph=False cannot be honoured")
+
+
+def _graph_seed(out, grad, who):
+    """The gradient flowing into ``out`` as a Tensor (a Tensor given is used as it is: its graph counts)."""
+    if isinstance(grad, Tensor):
+        if grad.shape != out.shape:
+            raise ValueError(f"{who}: grad has shape {grad.shape} but the output has shape {out.shape}")
+        return grad
+    return _constant(_array_seed(out, grad, who))
+
+
+# which Tensors a backward receives, on the graph path, for the operands it saved (in its parameters' order)
+_OPERANDS = {
+    "mul": lambda n: n._parents[:2], "div": lambda n: (n._parents[1], n),
+    "pow": lambda n: (n._parents[0], n._parents[1], n), "matmul": lambda n: n._parents[:2],
+    "exp": lambda n: (n,), "sqrt": lambda n: (n,), "expm1": lambda n: n._parents[:1],
+    "log": lambda n: n._parents[:1], "sin": lambda n: n._parents[:1], "cos": lambda n: n._parents[:1],
+    "log1p": lambda n: n._parents[:1],
+}
+_NO_OPERANDS = lambda n: ()  # noqa: E731
+
+
+def _graph_backward(roots, seeds, targets, stop=()):
+    """The backward pass with Tensor operations: {id: gradient Tensor} for each node in ``targets``.
+
+    ``targets`` is a set of ids, or None for the leaves and the tensors that retain
+    their gradient (keyed by the tensor itself then).  Every backward runs on Tensors
+    (``m=_T``); a compiled composition is run again plainly on its own inputs and
+    differentiated through that.  The search stops at the ids in ``stop``.
+    """
+    grads, found = {}, {}
+    for root, seed in zip(roots, seeds):
+        grads[id(root)] = seed if id(root) not in grads else grads[id(root)] + seed
+    for node in _topological_order(*roots, stop=stop):
+        key = id(node)
+        g = grads.pop(key, None)
+        if g is None:
+            continue
+        backward = node._backward
+        if targets is None:
+            if backward is None or node._retain_grad:
+                found[node] = g
+        elif key in targets:
+            found[key] = g
+        if backward is None or key in stop:
+            continue
+        if backward.__class__ is _Output:      # one output of several: its gradient goes to the operation
+            slots = grads.setdefault(id(node._parents[0]), [None] * backward.n)
+            slots[backward.i] = g
+            continue
+        replay = getattr(node._op, "replay", None)
+        if replay is not None:
+            pgs = _through_composition(node, replay(node), g)
+        else:
+            pgs = backward(g, *_OPERANDS.get(node._op, _NO_OPERANDS)(node), m=_T)
+        for parent, pg in zip(node._parents, pgs):
+            if pg is None or not parent.requires_grad:
+                continue
+            if pg.shape != parent.shape:
+                pg = pg.sum_to(parent.shape)
+            if pg.dtype != parent.dtype:
+                pg = _cast(pg, parent.dtype)
+            pkey = id(parent)
+            grads[pkey] = pg if pkey not in grads else grads[pkey] + pg
+    return found
+
+
+def _through_composition(node, outs, g):
+    """The gradients for ``node``'s inputs through ``outs``, its composition run plainly on them."""
+    outs = (outs,) if isinstance(outs, Tensor) else tuple(outs)
+    gs = g if isinstance(g, list) else [g]
+    pairs = [(o, x) for o, x in zip(outs, gs) if x is not None and o.requires_grad]
+    if not pairs:
+        return [None] * len(node._parents)
+    ids = {id(p) for p in node._parents}
+    inner = _graph_backward([o for o, _ in pairs], [x for _, x in pairs], ids, stop=ids)
+    return [inner.get(id(p)) for p in node._parents]
+
+
+def _scatter(idx, g, basic, shape):
+    """A Tensor of zeros of ``shape`` with ``g`` added at ``idx``: indexing's gradient, differentiable
+    (its own gradient is indexing again)."""
+    out = np.zeros(shape, dtype=g.dtype)
+    _Scatter(idx, g.data, basic).add_into(out)
+    return Tensor._make(out, (g,), lambda g2, m=np: (g2[idx],), "scatter")
+
+
+def _cast(t, dtype):
+    """``t`` in another dtype; the gradient is cast back where it is added (as on the array path)."""
+    return Tensor._make(t.data.astype(dtype), (t,), lambda g, m=np: (g,), "cast")
+
+
+def _t_split(g, splits, axis=0):
+    bounds = [0, *(int(i) for i in splits), g.shape[axis]]
+    before = (slice(None),) * (axis % g.ndim)
+    return [g[before + (slice(lo, hi),)] for lo, hi in zip(bounds, bounds[1:])]
+
+
+def _t_swapaxes(t, i, j):
+    axes = list(range(t.ndim))
+    axes[i], axes[j] = axes[j], axes[i]
+    return t.transpose(axes)
+
+
+# the numpy functions that backwards call, as Tensor operations (for the backward that builds a graph)
+_T = types.SimpleNamespace(
+    where=where, logical_or=lambda x, y: np.logical_or(x.data, y.data),   # a mask: a constant
+    cos=Tensor.cos, sin=Tensor.sin, exp=Tensor.exp, log=Tensor.log,
+    swapaxes=_t_swapaxes, reshape=Tensor.reshape, broadcast_to=Tensor.broadcast_to, split=_t_split,
+    expand_dims=lambda t, axis: t.reshape(np.expand_dims(t.data, axis).shape),
+    moveaxis=lambda t, src, dst: t.transpose([src] + [i for i in range(t.ndim) if i != src]))

@@ -193,13 +193,16 @@ class UnrollOp(composites.CompositeOp):
 
     def expand(self, node):
         """``(inputs, outputs)``: fresh leaves for the node's inputs and the unroll on them, one node per step."""
+        leaves = [Tensor(t.data, requires_grad=t.requires_grad) for t in self._inputs(node)]
+        return leaves, self._unroll(leaves)
+
+    def replay(self, node):
+        """The node's outputs ``(hs, *last state)`` again, one node per step, on its own input Tensors."""
+        hs, last = self._unroll(self._inputs(node))
+        return (hs, last) if isinstance(last, Tensor) else (hs, *last)
+
+    def _unroll(self, inputs):
         from .recurrent import unroll
-        parents = node._parents
-        if not parents:
-            raise RuntimeError(f"{self}: the node's graph has been freed; expand it before backward() "
-                               f"or keep the graph with retain_graph=True")
-        inputs = parents[:len(parents) - self.n_params]
-        leaves = [Tensor(t.data, requires_grad=t.requires_grad) for t in inputs]
-        state = leaves[1] if len(leaves) == 2 else tuple(leaves[1:])
+        state = inputs[1] if len(inputs) == 2 else tuple(inputs[1:])
         with per_step():
-            return leaves, unroll(self.cell, leaves[0], state, batch_first=self.time_axis == 1)
+            return unroll(self.cell, inputs[0], state, batch_first=self.time_axis == 1)
