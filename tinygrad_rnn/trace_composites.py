@@ -161,6 +161,7 @@ def _functions(writer, compiled):
         writer.constants[new] = namespace[new] = value
         writer.ns[new] = value
     text = re.sub(rf"\b{old}_(forward|backward\w*)\b", rf"{base}_\1", compiled.source)
+    text = _parameter_names(writer, compiled, text)
     if renames:
         text = re.sub(r"\b(" + "|".join(map(re.escape, renames)) + r")\b", lambda m: renames[m.group(1)], text)
     if re.search(r"\b_Scatter\b", text) and _Scatter not in writer.helpers:
@@ -174,6 +175,16 @@ def _functions(writer, compiled):
     backwards = {p: f"{base}_backward{_suffix(p)}" for p in compiled.backwards}
     writer.composite_functions[key] = (base, names[0], backwards)
     return writer.composite_functions[key]
+
+
+def _parameter_names(writer, compiled, text):
+    """Parameters that the composition could only call ``p0, p1, ...`` take their names in the step."""
+    args = next(node for node in ast.parse(text).body if node.name.endswith("_forward")).args.args
+    for arg, p in zip(args[len(args) - len(compiled.params):], compiled.params):
+        new = writer.var.get(id(p))
+        if re.fullmatch(r"p\d+", arg.arg) and new and not re.search(rf"\b{new}\b", text):
+            text = re.sub(rf"(?<![A-Za-z0-9]){arg.arg}\b", new, text)
+    return text
 
 
 def functions_called(writer, body):
@@ -203,8 +214,8 @@ def write_forward(writer, event):
 
 def _forward_call(writer, event):
     _, node, program, parents, outs, _ = event
-    base, forward, _ = _functions(writer, program.compiled)
     args = [writer._name_of(p) for p in parents]
+    base, forward, _ = _functions(writer, program.compiled)
     names = [writer._new_var(o, base) for o in outs]
     saved = writer._reserve(f"{base}_saved", writer.recorder.steps.get(id(outs[0])))
     writer._emit(f"({_tuple(names)}), {saved} = {forward}({', '.join(args)})")
