@@ -25,6 +25,7 @@ from strategies import compiled_or_expanded
 from tinygrad_rnn import functional as F
 from tinygrad_rnn import nn, optim
 from tinygrad_rnn.nn import Parameter
+from tinygrad_rnn.nn.compiled_unroll import per_step
 from tinygrad_rnn.tensor import label
 
 
@@ -576,6 +577,7 @@ def _function_names(source):
 
 
 def test_source_is_one_function_named_after_the_time_steps_and_modules():
+    # expanded: every primitive of every step inline, named after its step (compiled: test_trace_composites.py)
     emb = nn.Embedding(V, D, rng=0)
     cell = nn.RNNCell(D, H, rng=1)
     head = nn.Linear(H, V, rng=2)
@@ -583,7 +585,8 @@ def test_source_is_one_function_named_after_the_time_steps_and_modules():
     def step(x, y):
         hs, _ = nn.unroll(cell, emb(x))
         return F.cross_entropy(head(hs), y)
-    program = tg.trace(step, *_tokens(0))
+    with tg.expanded():
+        program = tg.trace(step, *_tokens(0))
     functions, names = _function_names(program.source)
     assert len(functions) == 1 and functions[0].name == "step"
     assert [a.arg for a in functions[0].args.args] == ["x", "y", "emb_W", "cell_Wx", "cell_Wh", "cell_b",
@@ -606,7 +609,7 @@ def test_names_override_the_parameter_names():
     assert {"Wx", "dWx", "Wh", "b"} <= names and "cell_Wx" not in names
     program = tg.trace(step, xs, names={"enc.in": cell.Wx, "enc.rec": cell.Wh, "bias": cell.b})
     functions, names = _function_names(program.source)
-    assert [a.arg for a in functions[0].args.args] == ["xs", "enc_in", "enc_rec", "bias"]
+    assert [a.arg for a in functions[-1].args.args] == ["xs", "enc_in", "enc_rec", "bias"]   # the step: last
     assert {"denc_in", "denc_rec", "dbias"} <= names
     _assert_matches_eager(program, step, [xs * 2], cell.parameters())
 
@@ -641,7 +644,11 @@ def test_saved_module_imports_only_numpy_and_gives_the_same_numbers(tmp_path, on
     imported += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert imported and set(imported) == {"numpy"}
     functions = [n for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
-    assert len(functions) == 1
+    # the step function comes last, after the compositions' own functions when they are compiled
+    assert [f.name for f in functions[:-1]] == (["lstm_cell_forward", "lstm_cell_backward_10", "lstm_cell_backward_11",
+                                                 "lstm_cell2_forward", "lstm_cell2_backward_11",
+                                                 "cross_entropy_forward", "cross_entropy_backward"] if on else [])
+    functions = functions[-1:]
     signature = [a.arg for a in functions[0].args.args]
     arrays = dict(zip(signature, [x, y] + [p.data for p in params]))
     assert len(arrays) == 2 + len(params)
@@ -831,6 +838,9 @@ def test_batched_input_products_agree_with_the_plain_program(kind, on):
     with compiled_or_expanded(on):
         plain = tg.trace(step, *_tokens(0))
         batched = tg.trace(step, *_tokens(0), rewrite=True)
+    if on and kind != "custom":   # a compiled unroll is a loop calling the step's functions: nothing to batch
+        assert batched.source == plain.source and "xW = " not in plain.source
+        return
     assert "xW = " in batched.source and "xW = " not in plain.source
     assert batched.source.count(" @ ") < plain.source.count(" @ ")
     for seed in (1, 2):
@@ -1061,3 +1071,133 @@ def test_a_saved_module_writes_a_zero_state_as_np_zeros(tmp_path):
     outs, _ = namespace[name](xs, *[p.data for p in program._latest.params])
     want = step(Tensor(xs))
     np.testing.assert_array_equal(outs[0], want.data)
+
+
+# ---------------------------------------------------------------------- compiled compositions in a program
+def _bits(a):
+    """The bytes of an array (with its dtype and shape): -0.0 and 0.0 differ here, as do NaN payloads."""
+    a = np.ascontiguousarray(np.asarray(a))
+    return a.dtype.str, a.shape, a.tobytes()
+
+
+def _assert_same_bits(program, fn, inputs, params):
+    got_out, got_grads = _replayed(program, inputs, params)
+    want_out, want_grads = _eager(fn, inputs, params)
+    for g, w in zip(got_out + got_grads, want_out + want_grads):
+        assert _bits(g) == _bits(w)
+
+
+def _step_body(source):
+    """The step function's own code (the last function of the source)."""
+    return source[source.rindex("\ndef ") + 1:] if "\ndef " in source else source
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", ["rnn-tanh", "rnn-relu", "lstm", "gru"])
+def test_compiled_unroll_is_a_loop_calling_the_cell_and_equals_eager_bit_for_bit(kind, dtype):
+    step, params = _language_model(kind, dtype=dtype)
+    program = tg.trace(step, *_tokens(0))
+    body = _step_body(program.source)
+    cell = "rnn_cell" if kind.startswith("rnn") else f"{kind}_cell"
+    assert f"def {cell}_forward(" in program.source and f"def {cell}_backward" in program.source
+    assert "for t in range(1, 4):" in body and "for t in range(2, 0, -1):" in body    # forward; backward
+    assert f"{cell}_forward(ix[:, t], h, " in body and "cross_entropy_forward(" in body
+    assert "_tanh_factors(" not in body and "expm1" not in body    # no primitive of a composition inline
+    assert program.source.count(f"def {cell}_forward(") == 1
+    for seed in (1, 2):
+        _assert_same_bits(program, step, list(_tokens(seed)), params)
+    assert program.fallbacks == 0
+
+
+@pytest.mark.parametrize("kind", ["rnn-tanh", "lstm", "gru"])
+def test_a_programs_length_does_not_grow_with_the_sequence(kind):
+    step, params = _language_model(kind)
+    lengths = []
+    for steps in (4, 9, 40):       # from 4 steps on: the last, the loop between, the first
+        program = tg.trace(step, *_tokens(0, steps=steps))
+        lengths.append(len(program.source.splitlines()))
+        _assert_same_bits(program, step, list(_tokens(1, steps=steps)), params)
+    assert lengths[0] == lengths[1] == lengths[2], lengths
+
+
+def test_cells_called_step_by_step_are_one_call_each():
+    # per_step(): a node per step, each a compiled cell with two outputs (h, c) hanging off one node
+    step, params = _language_model("lstm")
+    with per_step():
+        program = tg.trace(step, *_tokens(0))
+        for seed in (1, 2):
+            _assert_same_bits(program, step, list(_tokens(seed)), params)
+    body = _step_body(program.source)
+    assert "for t in" not in body and body.count("lstm_cell_forward(") + body.count("lstm_cell2_forward(") == 4
+    assert "tanh" not in body and "_sigmoid" not in body
+
+
+def test_composites_of_a_users_function_with_indexing_and_shared_inputs():
+    # terms that scatter into an input (x[:, 1:]) and an input given twice: added as the engine adds them
+    W = Parameter(np.linspace(-1, 1, 12).reshape(3, 4))
+
+    @tg.composite
+    def mix(a, b):
+        return F.tanh(a[:, 1:] @ W[1:] + b[:, :1] * a[:, :1])
+
+    def step(x):
+        y = mix(x, x) + mix(x * 2.0, x)
+        return (y * y).sum()
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 3)), requires_grad=True)
+    program = tg.trace(step, x)
+    assert "mix_forward(" in _step_body(program.source) and "_Scatter" in program.source
+    for seed in (1, 2):
+        value = Tensor(np.random.default_rng(seed).standard_normal((2, 3)), requires_grad=True)
+        _assert_same_bits(program, step, [value], [W])
+
+
+def test_guards_inside_a_composite_fall_back_to_eager():
+    V = Parameter(np.eye(3))
+    classes = np.array([0, 2])
+
+    def loss(z):
+        return F.cross_entropy(z @ V, classes)
+    program = tg.trace(loss, np.ones((2, 3)))
+    assert "cross_entropy_forward(" in program.source and "raise GuardFailed" in program.source
+    huge = np.array([[1.5e308, -1.5e308, 0.0], [1.0, 2.0, 3.0]])   # the composite's short path would overflow
+    _assert_matches_eager(program, loss, [huge], [V])
+    assert program.fallbacks == 1
+
+
+def test_a_changed_cell_traces_again():
+    cell = nn.RNNCell(D, H, rng=1)
+    xs = np.random.default_rng(0).standard_normal((BATCH, STEPS, D))
+
+    def step(xs):
+        hs, _ = nn.unroll(cell, xs)
+        return hs.sum()
+    program = tg.trace(step, xs)
+    first = program.source
+    cell.nonlinearity = "relu"                       # a module attribute the compiled step depends on
+    _assert_same_bits(program, step, [xs], cell.parameters())
+    assert program.retraces == 1 and program.source != first
+    cell.Wh = Parameter(np.full((H, H), 0.1))        # a replaced parameter
+    _assert_same_bits(program, step, [xs], cell.parameters())
+    assert program.retraces == 2
+
+
+@pytest.mark.parametrize("kind", ["rnn-tanh", "gru"])
+def test_saved_module_with_compositions_runs_standalone(tmp_path, kind):
+    step, params = _language_model(kind, dtype=np.float32)
+    program = tg.trace(step, *_tokens(0))
+    path = program.save(tmp_path / "step_module.py")
+    text = Path(path).read_text()
+    assert "tinygrad_rnn" not in text and "def _tanh_factors(" in text and "_forward(" in text
+    x, y = _tokens(4)
+    signature = [a.arg for a in ast.parse(_step_body(program.source)).body[0].args.args]
+    in_order = program._latest.params       # the parameters in the order of the function's arguments
+    arrays = dict(zip(signature, [x, y] + [p.data for p in in_order]))
+    np.savez(tmp_path / "inputs.npz", **arrays)
+    subprocess.run([sys.executable, "-c", _RUN_SAVED, str(path), str(tmp_path / "inputs.npz"),
+                    str(tmp_path / "out.npz"), "step"], check=True, timeout=60)
+    saved = np.load(tmp_path / "out.npz")
+    want_out, want_grads = _eager(step, [x, y], in_order)
+    for i, want in enumerate(want_out):
+        assert _bits(saved[f"arr_{i}"]) == _bits(want)
+    for name, want in zip(signature[2:], want_grads):
+        assert _bits(saved[f"grad_{name}"]) == _bits(want)

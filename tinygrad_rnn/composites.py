@@ -33,8 +33,8 @@ array constant.
 
 ``with expanded():`` runs every composite as its plain composition, node by
 node (for learning, pictures of every primitive, and checking).  While a step
-is traced (``tracing.trace``) composites run plainly as well, so that the
-traced program is made of primitives.
+is traced (``tracing.trace``), each composite is one call of its written
+forward and backward functions in the program (``trace_composites``).
 """
 import contextlib
 import functools
@@ -127,11 +127,14 @@ class Composite:
         return f"<composite {self.name}>"
 
     def __call__(self, *args, **kwargs):
-        if _expanded or engine._tracer is not None:
+        tracer = engine._tracer
+        if _expanded or tracer is not None and not tracer.whole_step:
             return self.fn(*args, **kwargs)
         owner = None
         if args and _is_owner(args[0]):
             owner, args = args[0], args[1:]
+        if tracer is not None:      # a traced step: one call of the written programs (trace_composites)
+            return tracer.composite(self, owner, args, kwargs)
         program, tensors = self.program_for(owner, args, kwargs)
         if program is None:
             return self._plain(owner, args, kwargs)

@@ -387,11 +387,14 @@ def _read_data(t):
 class _Recorder:
     """Receives every operation from the engine while ``fn`` runs."""
 
+    whole_step = False   # True while a whole step is traced: compiled compositions are one event each
+
     def __init__(self):
         self.events = []       # ("op", tensor, op, parents, attrs) / ("derived", ...) / ("decide", ...) / ("copy", ...)
         self.step = None       # the time step the next operations belong to (set by nn.unroll)
         self.labels = {}       # id(tensor) -> name given by the code that made it (h, c, x)
         self.steps = {}        # id(tensor) -> its time step
+        self.probes = []       # what compiled compositions read from outside, checked on later calls
 
     def _seen(self, t):
         self.steps[id(t)] = self.step
@@ -414,6 +417,16 @@ class _Recorder:
 
     def label(self, t, name):
         self.labels.setdefault(id(t), name)
+
+    def composite(self, composite, owner, args, kwargs):
+        """A compiled composition called while a whole step is traced: run and recorded as one event."""
+        from .trace_composites import record_composite
+        return record_composite(self, composite, owner, args, kwargs)
+
+    def unroll(self, unroll_compiled, cell, xs, state, time_axis):
+        """``nn.unroll`` of a compiled step: one event for the sequence, or None to run it step by step."""
+        from .trace_composites import record_unroll
+        return record_unroll(self, unroll_compiled, cell, xs, state, time_axis)
 
     def value_error(self, how):
         return TraceError(f"{how} on a tensor while tracing: a traced program cannot replay Python code "
@@ -542,13 +555,21 @@ class _Writer:
 
     # ------------------------------------------------------------------ the run
     def write(self):
+        from .trace_composites import Unsupported
+        try:
+            return self._write(whole_step=True)
+        except Unsupported:     # a compiled part the writer cannot express as calls: written in primitives
+            return self._write(whole_step=False)
+
+    def _write(self, whole_step):
         recorder = _Recorder()
+        recorder.whole_step = whole_step
         start = next(engine._creation_counter)   # tensors made from here on were made by fn
         stashed = {}
         watch = _Watch(self.fn)
         with _Recording(recorder), watch:
             out = self.fn(*self.inputs)
-        self.probes = watch.probes
+        self.probes = watch.probes + recorder.probes
         single = not isinstance(out, (tuple, list))
         outs = (out,) if single else tuple(out)
         for o in outs:
@@ -564,7 +585,7 @@ class _Writer:
                              f"element (reduce it, e.g. .sum(), or pass backward=False)")
         leaves = {id(t): t for t in self.inputs if t.requires_grad}
         for event in recorder.events:
-            if event[0] == "op":
+            if event[0] in ("op", "composite", "unroll"):
                 leaves.update((id(p), p) for p in event[3] if p.requires_grad and p.is_leaf)
         eager_grads = {}
         if backward:
@@ -658,6 +679,7 @@ class _Writer:
         self.helpers = []
         self.constants = {}
         self.params = []
+        self.composite_functions, self.composite_sources, self.saved_of = {}, [], {}
         root = outs[0]
         given = getattr(self.fn, "__name__", "step")
         self.function_name = self._reserve("step" if given == "<lambda>" else given)
@@ -693,6 +715,9 @@ class _Writer:
                     raise _Mismatch()
                 raise TraceError("trace: internal check failed: the written program does not give the "
                                  "engine's results")
+        if self.composite_sources:      # the compositions' functions it calls, written once, above it
+            from .trace_composites import functions_called
+            source = functions_called(self, source) + source
         return _Variant(inputs=list(self.inputs), params=self.params, probes=getattr(self, "probes", []),
                         param_signature=_signature(self.params),
                         grad_targets=grad_targets, source=source, function=function, single=single,
@@ -835,6 +860,9 @@ class _Writer:
             _, new, source = event
             src = self._name_of(source)
             self._emit(f"{self._new_var(new, 'copy')} = np.array({src})")
+        else:                    # a compiled composition, or an unrolled sequence of one (trace_composites)
+            from .trace_composites import write_forward
+            write_forward(self, event)
 
     def _forward_code(self, name, op, args, parents, attrs, t):
         a = args[0] if args else None
@@ -931,7 +959,7 @@ class _Writer:
 
     def _backward(self, root):
         """Write the engine's backward: same order, same formulas, same accumulation."""
-        records = {id(e[1]): e for e in self.events if e[0] == "op"}
+        records = {id(e[1]): e for e in self.events if e[0] in ("op", "composite", "unroll", "output")}
         # the engine's topological order: everything reachable through parents needing grad, newest first
         found = {id(root): root}
         stack = [root]
@@ -961,6 +989,10 @@ class _Writer:
                     final[key] = g
                 continue
             owned.discard(key)
+            if event[0] != "op":
+                from .trace_composites import write_backward
+                write_backward(self, grads, owned, event, g)
+                continue
             _, t, op, parents, attrs, _ = event
             for i, piece in self._backward_pieces(op, g, parents, attrs, t):
                 parent = parents[i]
@@ -1167,7 +1199,9 @@ class _Writer:
                 out[i] = head + body
                 self._alias(part, stack_name)
                 self.fresh.discard(part)
-        return [piece for line in out if line is not None for piece in line.split("\n")]
+        # the lines made here are split into statements; a loop stays one statement
+        return [piece for i, line in enumerate(out) if line is not None
+                for piece in (line.split("\n") if line != lines[i] else [line])]
 
     def _reuse_buffers(self, lines, keep):
         """Write an elementwise result into the buffer of an input that dies on that line (``out=``).
@@ -1222,7 +1256,7 @@ class _Writer:
         outs = ", ".join(returned) + ("," if len(output_names) == 1 else "")
         grads = ", ".join(f"{name!r}: {g}" for name, g in grad_names)
         source = "\n".join([f"def {name}({', '.join(arg_names + params)}):",
-                            f'    """{self.doc}"""'] + ["    " + line for line in body] +
+                            f'    """{self.doc}"""'] + ["    " + line.replace("\n", "\n    ") for line in body] +
                            [f"    return ({outs}), {{{grads}}}", ""])
         namespace = {k: v for k, v in self.ns.items()
                      if k == "np" or k == "GuardFailed" or k in self.constants or callable(v)}

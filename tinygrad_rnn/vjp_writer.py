@@ -217,7 +217,7 @@ class _VjpWriter(_Writer):
     def _definition_order(self, forward_lines):
         order = {n: i for i, n in enumerate(self.arg_names + self.param_args)}
         for i, line in enumerate(forward_lines):
-            for n in _names(line, ast.Store):
+            for n in sorted(_names(line, ast.Store), key=line.index):   # as written: the same order every run
                 order.setdefault(n, len(order) + i)
         return lambda n: order.get(n, len(order))
 

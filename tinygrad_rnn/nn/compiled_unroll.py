@@ -77,8 +77,10 @@ def _add(grads, owned, holder, terms):
 
 def unroll_compiled(cell, xs, state, time_axis):
     """``(hs, last_state)`` as ``nn.unroll`` returns them, from one node; None when the cell does not qualify."""
-    if _per_step or composites.is_expanded() or engine._tracer is not None:
+    if _per_step or composites.is_expanded():
         return None
+    if engine._tracer is not None:   # a traced step writes the sequence as a loop over t (trace_composites)
+        return engine._tracer.unroll(unroll_compiled, cell, xs, state, time_axis)
     steps = xs.shape[time_axis]
     at = [(slice(None), t) if time_axis == 1 else t for t in range(steps)]
     x0 = Tensor(xs.data[at[0]], requires_grad=xs.requires_grad)   # an example for the signature only
@@ -121,6 +123,7 @@ def unroll_compiled(cell, xs, state, time_axis):
     last = states[-1]
     parents = (xs, *state0, *params)
     op = UnrollOp(composite.name, cell, time_axis, len(params))
+    op.programs = programs     # each step's program, for a traced step's loop
     if engine._grad_enabled and program0.compiled.differentiable:
         made = Tensor._make_many([hs, *last], parents,
                                  _backward(programs, saved, states, xs, state0, params, at), op)
