@@ -24,6 +24,7 @@ STYLE = {  # system -> (colour, line style, marker)
     "tg_rnncell_expanded": ("tab:orange", "--", "D"),
     "tg_rnncell_traced": ("tab:purple", "-.", "s"),
     "tg_custom_traced": ("tab:brown", "-.", "D"),
+    "tg_rnncell_traced_loop": ("tab:pink", "-.", "o"),
     "torch_loop": ("tab:red", ":", "^"),
     "torch_rnn": ("tab:green", ":", "v"),
 }
@@ -169,7 +170,7 @@ def markdown(results):
 
 # issue 6's targets: (figure, limit, how to read it from the results for one system)
 TG_KEYS = ("tg_rnncell", "tg_custom", "tg_custom_composite", "tg_rnncell_expanded", "tg_rnncell_traced",
-           "tg_custom_traced")
+           "tg_custom_traced", "tg_rnncell_traced_loop")
 TRACED_KEYS = ("tg_rnncell_traced", "tg_custom_traced")
 # the traced programs' targets (issue 7): ratios to the numpy baseline, float32
 TRACED_TARGETS = (("W1", 1.5), ("W2", 1.1), ("W3", 1.0), ("W4", 1.2))

@@ -467,13 +467,13 @@ def print_summary(out, keys):
     for dtype, per_w in out["timing_by_dtype"].items():
         print(f"\nsummary, {dtype}: median time per step / numpy baseline's (same run)")
         present = [k for k in keys if any(k in r for r in per_w.values())]
-        print("  " + f"{'workload':<9}" + "".join(f"{k:>21}" for k in present))
+        print("  " + f"{'workload':<9}" + "".join(f"{k:>24}" for k in present))
         for name, res in per_w.items():
-            cells = "".join(f"{_ratio(res, k):>21}" for k in present)
+            cells = "".join(f"{_ratio(res, k):>24}" for k in present)
             print(f"  {name:<9}{cells}")
         mem = out["memory"].get(dtype)
         if mem:
-            cells = "".join(f"{_mem_ratio(mem, k):>21}" for k in present)
+            cells = "".join(f"{_mem_ratio(mem, k):>24}" for k in present)
             print(f"  {'W4 mem':<9}{cells}   (tracemalloc peak of one step / baseline's)")
 
 

@@ -19,8 +19,11 @@ Systems (``key``):
                   tg_rnncell inside ``tinygrad_rnn.expanded()``: every composition node by node
   tg_rnncell_traced, tg_custom_traced
                   the two as traced programs (``tinygrad_rnn.trace(..., rewrite=True)``): the step
-                  written out as numpy code once (compositions as their primitives), then run
-                  without building a graph
+                  written out as numpy code once (compositions as their primitives, products of
+                  every time step with a weight made as one), then run without building a graph
+  tg_rnncell_traced_loop
+                  tg_rnncell traced without rewrite: the compiled unroll written as a loop over t
+                  calling the cell's functions (bit for bit the eager numbers)
   torch_loop      PyTorch eager, the same cell as a Python loop of torch ops
   torch_rnn       torch.nn.RNN (one fused recurrent kernel)
 """
@@ -179,6 +182,12 @@ class TinygradCustomCellTraced(_Traced, TinygradCustomCell):
     label = "tg_custom as a traced program (tinygrad_rnn.trace)"
 
 
+class TinygradRNNCellTracedLoop(_Traced, TinygradRNNCell):
+    key = "tg_rnncell_traced_loop"
+    label = "tg_rnncell traced without rewrite: the compiled unroll as a loop (bit for bit)"
+    rewrite = False
+
+
 class TorchLoop:
     key = "torch_loop"
     label = "PyTorch eager, the same cell as a Python loop of torch ops"
@@ -256,7 +265,7 @@ class TorchFused:
 
 
 ALL = [NumpyBaseline, TinygradRNNCell, TinygradCustomCell, TinygradCustomCellComposite, TinygradRNNCellExpanded,
-       TinygradRNNCellTraced, TinygradCustomCellTraced, TorchLoop, TorchFused]
+       TinygradRNNCellTraced, TinygradRNNCellTracedLoop, TinygradCustomCellTraced, TorchLoop, TorchFused]
 BY_KEY = {c.key: c for c in ALL}
 TORCH_SYSTEMS = {TorchLoop.key, TorchFused.key}
 

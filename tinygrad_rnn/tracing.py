@@ -40,6 +40,7 @@ graph hands its gradient on into it, and under ``no_grad()`` a call computes
 values only.
 """
 import ast
+import contextlib
 import dis
 import inspect
 import itertools
@@ -167,7 +168,11 @@ class Program:
         # every input a leaf of its own, even one given twice or one that is the result of a graph: the
         # trace never reaches into the caller's graph (a call hands the input's gradient on to it)
         tensors = [Tensor(v, requires_grad=isinstance(v, Tensor) and v.requires_grad) for v in values]
-        variant = _Writer(self.fn, tensors, self.backward, self.names, self.rewrite).write()
+        # rewrite=True trades the last bit for speed: the compositions are written as their primitives,
+        # so that the products of every time step with a weight can be made as one
+        from .composites import expanded
+        with expanded() if self.rewrite else contextlib.nullcontext():
+            variant = _Writer(self.fn, tensors, self.backward, self.names, self.rewrite).write()
         self._variants[_signature(values)] = variant
         return variant
 
