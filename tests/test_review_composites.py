@@ -113,7 +113,7 @@ def test_lstm_unroll_with_one_tensor_as_h0_and_c0_gives_the_plain_gradient_bit_f
         xs, z = Tensor(xsd, requires_grad=True), Tensor(zd, requires_grad=True)
         leaves = [xs, z] + cell.parameters()
 
-        def loss():
+        def loss(ctx=ctx, xs=xs, z=z):
             with ctx():
                 hs, (_, c) = nn.unroll(cell, xs, (z, z))
             return _wsum(hs) + _wsum(c) + _wsum(z) * 0.7
@@ -288,7 +288,7 @@ def test_compiled_unroll_equals_per_step_and_expanded_bit_for_bit(cls, batch_fir
             state = [h, Tensor(cd, requires_grad=h0)] if cls is nn.LSTMCell else h
             leaves += state if isinstance(state, list) else [state]
 
-        def loss():
+        def loss(ctx=ctx, xs=xs, state=state):
             with ctx():
                 hs, last = nn.unroll(cell, xs, state, batch_first=batch_first)
             ops.append(hs._op)
