@@ -37,6 +37,7 @@ is traced (``tracing.trace``), each composite is one call of its written
 forward and backward functions in the program (``trace_composites``).
 """
 import contextlib
+import dis
 import functools
 import types
 import weakref
@@ -154,7 +155,9 @@ class Composite:
         program = programs.get(key)
         if program is None or (program is not _PLAIN and not program.still_valid(owner)):
             program = programs[key] = self._write(owner, args, kwargs, tensors, key)
-        return (None, None) if program is _PLAIN else (program, tensors)
+        if program is _PLAIN or _aliased(tensors, program.param_ids):
+            return None, None
+        return program, tensors
 
     def _plain(self, owner, args, kwargs):
         return self.fn(*args, **kwargs) if owner is None else self.fn(owner, *args, **kwargs)
@@ -199,6 +202,7 @@ class _Program:
         self.name = composite.name
         self.op = CompositeOp(composite.name, call, len(compiled.params))
         self.params = compiled.params
+        self.param_ids = {id(p) for p in self.params}
         fn = composite.fn
         self.paths = [_find(p, owner, fn, composite.name) for p in self.params]
         self.reads = _reads(fn)
@@ -323,6 +327,17 @@ class CompositeOp(str):
 
 
 # ---------------------------------------------------------------------- signatures
+def _aliased(tensors, param_ids):
+    """Whether one tensor is two of the arguments, or an argument and a parameter the program reads.
+
+    The program was written with a leaf of its own for each: the gradient terms of such a tensor would be
+    added argument by argument, not in the order of the plain graph, and the sum could differ in the last
+    bit.  Such a call runs plainly.
+    """
+    ids = {id(t) for t in tensors}
+    return len(ids) < len(tensors) or not ids.isdisjoint(param_ids)
+
+
 def _is_owner(x):
     """A Module (or any object with parameters) that a method is bound to."""
     return hasattr(x, "named_parameters") and not isinstance(x, Tensor)
@@ -354,6 +369,9 @@ def _add_to_signature(x, key, tensors):
     elif isinstance(x, (tuple, list)):
         key.append((type(x), len(x)))
         return all(_add_to_signature(y, key, tensors) for y in x)
+    elif isinstance(x, float):
+        # by its bits: -0.0 == 0.0 (yet 1 / -0.0 is -inf), and nan != nan would write a program per call
+        key.append((type(x), x.hex()))
     elif isinstance(x, _STATIC):
         key.append((type(x), x))
     else:
@@ -444,7 +462,7 @@ def _find(p, owner, fn, name):
                 roots.append((("cell", var), cell.cell_contents))
             except ValueError:
                 pass
-        for var in code.co_names:
+        for var in _global_names(code):
             if var in fn.__globals__:
                 roots.append((("global", var), fn.__globals__[var]))
     for root, value in roots:
@@ -504,7 +522,23 @@ def _reads(fn):
         except ValueError:
             pass
     globals_ = fn.__globals__
-    for var in code.co_names:
+    for var in _global_names(code):
         if var in globals_:
             out.append((functools.partial(globals_.get, var), globals_[var]))
     return out
+
+
+def _global_names(code):
+    """The global names that ``code`` (and the lambdas and comprehensions in it) loads.
+
+    Not ``co_names``: that also holds every attribute name (``self.W`` lists ``W``), which would take an
+    unrelated global of the same name for something the function reads.
+    """
+    names = set()
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+            names.add(ins.argval)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return sorted(names)
