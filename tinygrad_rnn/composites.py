@@ -26,10 +26,11 @@ and it writes itself again for the new situation on the next call.  Values
 that it reads around the Tensor operations (``.data``, numpy on tensor values)
 would be frozen into the program: the first call checks the program on other
 input values and raises ``TraceError`` when it does not reproduce the plain run.
-A numpy array read from a global or closure variable is refused at the first
-call too (pass it as an argument): its contents could change without notice;
-a module that holds arrays runs its compositions plainly when they use an
-array constant.
+What it reads from outside its arguments (globals and closure variables, also
+those of the functions it calls from its own module; the attributes of the
+modules it reads, private ones too) is checked on every call: the same object,
+or for a numpy array or a number the same value.  ``.data`` read by the
+user's code and random draws are refused while it is written.
 
 ``with expanded():`` runs every composite as its plain composition, node by
 node (for learning, pictures of every primitive, and checking).  While a step
@@ -39,6 +40,7 @@ forward and backward functions in the program (``trace_composites``).
 import contextlib
 import dis
 import functools
+import inspect
 import types
 import weakref
 
@@ -46,7 +48,7 @@ import numpy as np
 
 from . import tensor as engine
 from .tensor import Tensor
-from .tracing import GuardFailed, TraceError
+from .tracing import GuardFailed, TraceError, _probe, _still_holds
 from .vjp_writer import NotCompiled, write_vjp
 
 __all__ = ["composite", "expanded", "is_expanded", "Composite", "CompositeOp"]
@@ -206,6 +208,7 @@ class _Program:
         fn = composite.fn
         self.paths = [_find(p, owner, fn, composite.name) for p in self.params]
         self.reads = _reads(fn)
+        self.probes = compiled.probes      # module attributes (private ones too) it read while written
         self.generation = _generation[0]
         self.outside_arrays(owner)
 
@@ -217,21 +220,14 @@ class _Program:
         for p, path in zip(self.params, self.paths):
             if _resolve(path, owner, self.composite.fn) is not p:
                 return False
-        return all(get() is value for get, value in self.reads)
+        return all(map(_still_holds, self.reads)) and all(map(_still_holds, self.probes))
 
     def outside_arrays(self, owner):
-        """Refuse a numpy array read from outside the arguments: its contents are not guarded.
-
-        A global or closure variable holding an array is refused (TraceError); a
-        module with array attributes runs plainly when the program holds an array
-        constant (it may be one of them, copied).
-        """
-        for _, value in self.reads:
-            if isinstance(value, np.ndarray):
-                raise TraceError(f"composite {self.name}: reads a numpy array of shape {value.shape} from outside "
-                                 f"its arguments (a global or closure variable); its values would be frozen into "
-                                 f"the compiled program. Pass it as an argument (a Tensor).")
-        if owner is None or not any(isinstance(v, np.ndarray) for v in vars(owner).values()):
+        """A module's arrays are checked by value on every call (the probes noted while the program was
+        written); written inside another recording, where none are noted, a composition that uses an
+        array constant of a module that holds arrays runs plainly instead."""
+        if self.compiled.watched or owner is None or \
+                not any(isinstance(v, np.ndarray) for v in vars(owner).values()):
             return
         made = {id(t) for e in self.compiled.recorder.events if e[0] == "derived" for t in e[1]}
         for event in self.compiled.recorder.events:
@@ -510,21 +506,33 @@ def _resolve(path, owner, fn):
     return value
 
 
-def _reads(fn):
-    """(getter, value now) for each global and closure variable ``fn`` reads: they must stay the same objects."""
+def _reads(fn, depth=3, seen=None):
+    """A check (``tracing._probe``) for each global and closure variable ``fn`` reads: the same object
+    (an array: the same values, a number: an equal one) must be there on later calls.
+
+    Functions it calls from its own module, and compositions it calls, are followed (``depth`` levels):
+    a global that a helper reads decides the numbers as much as one that ``fn`` reads.
+    """
     code = getattr(fn, "__code__", None)
-    if code is None:
+    seen = set() if seen is None else seen
+    if code is None or id(fn) in seen:
         return []
+    seen.add(id(fn))
     out = []
     for _, cell in zip(code.co_freevars, fn.__closure__ or ()):
         try:
-            out.append((lambda c=cell: c.cell_contents, cell.cell_contents))
+            out.append(_probe(cell, None, cell.cell_contents))
         except ValueError:
             pass
     globals_ = fn.__globals__
     for var in _global_names(code):
         if var in globals_:
-            out.append((functools.partial(globals_.get, var), globals_[var]))
+            value = globals_[var]
+            out.append(_probe(globals_, var, value))
+            inner = value.fn if isinstance(value, Composite) else value
+            if depth and inspect.isfunction(inner) and (isinstance(value, Composite) or
+                                                        inner.__module__ == fn.__module__):
+                out += _reads(inner, depth - 1, seen)
     return out
 
 

@@ -17,14 +17,15 @@ Every forward line and every backward's terms are checked against the eager
 engine on the example inputs before the programs are handed out.
 """
 import ast
+import contextlib
 import itertools
 
 import numpy as np
 
 from . import tensor as engine
 from .tensor import Tensor
-from .tracing import (GuardFailed, TraceError, _Recorder, _Recording, _ScatterCode, _same, _with_frees,
-                      _without_dead, _Writer)
+from .tracing import (_SLOT_DATA, GuardFailed, TraceError, _Recorder, _Recording, _ScatterCode, _same, _Watch,
+                      _with_frees, _without_dead, _Writer)
 
 __all__ = ["write_vjp", "Compiled"]
 
@@ -50,8 +51,12 @@ def write_vjp(fn, inputs, name, arg_names, shown=None):
     """
     recorder = _Recorder()
     start = next(engine._creation_counter)
-    with _Recording(recorder):
+    # what the composition reads from outside (module attributes, closure cells, globals) becomes checks
+    # on later calls; .data read by the user's code and random draws are refused (as trace does)
+    watch = _Watch(shown or fn) if Tensor.__dict__["data"] is _SLOT_DATA else contextlib.nullcontext()
+    with watch, _Recording(recorder):
         out = fn(*inputs)
+    probes = list(getattr(watch, "probes", []))
     single = isinstance(out, Tensor)
     outs = (out,) if single else tuple(out) if isinstance(out, (tuple, list)) else None
     if outs is None or not outs or not all(isinstance(o, Tensor) for o in outs):
@@ -74,7 +79,8 @@ def write_vjp(fn, inputs, name, arg_names, shown=None):
     return Compiled(name=name, single=single, n_outputs=len(outs), differentiable=any(differentiable),
                     params=written.params, forward=written.forward, backwards=written.backwards,
                     source=forward_source + "\n" + "\n".join(backward_sources),
-                    helpers=written.helpers, constants=written.constants, recorder=recorder)
+                    helpers=written.helpers, constants=written.constants, recorder=recorder, probes=probes,
+                    watched=isinstance(watch, _Watch))
 
 
 class _VjpWriter(_Writer):
