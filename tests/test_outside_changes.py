@@ -254,3 +254,20 @@ def test_a_nan_logit_gives_nan_gradients_for_its_row_only(loss):
     loss(x).backward()
     assert np.isnan(x.grad[0]).all()                       # as PyTorch: the whole row
     assert np.isfinite(x.grad[1]).all()
+
+
+def test_a_traced_step_sees_a_settings_dict_changed_in_place():
+    from tinygrad_rnn import nn
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            self.W = nn.Parameter(np.ones((2, 2)))
+            self.cfg = {"scale": 2.0}
+
+        def forward(self, x):
+            return ((x @ self.W) * self.cfg["scale"]).sum()
+    m = Scaled()
+    program = tg.trace(m, np.ones((1, 2)), backward=False)
+    assert float(program(np.ones((1, 2)))) == 8.0
+    m.cfg["scale"] = 3.0                          # in place: the same dict, another entry
+    assert float(program(np.ones((1, 2)))) == 12.0

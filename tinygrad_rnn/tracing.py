@@ -233,6 +233,8 @@ def _probe(source, key, value):
         return (source, key, "eq", value)
     if isinstance(value, np.ndarray):
         return (source, key, "array", value.copy())
+    if isinstance(value, dict) and all(_simple(k) and _simple(v) for k, v in value.items()):
+        return (source, key, "dict", (value, dict(value)))   # settings: the same dict, with equal entries
     parts = ()
     if isinstance(value, (list, tuple, dict)):   # a container's tensors and modules, one level down
         items = value.values() if isinstance(value, dict) else value
@@ -251,6 +253,9 @@ def _still_holds(probe):
     if kind == "array":
         return isinstance(value, np.ndarray) and value.shape == want.shape and value.dtype == want.dtype \
             and np.array_equal(value, want, equal_nan=want.dtype.kind in "fc")
+    if kind == "dict":
+        obj, entries = want
+        return value is obj and value == entries
     obj, parts = want
     if value is not obj:
         return False
@@ -286,6 +291,10 @@ class _Watch:
 
     def _roots(self):
         fn = getattr(self.fn, "__func__", self.fn)
+        owner = getattr(self.fn, "__self__", None)
+        if owner is None and hasattr(self.fn, "named_parameters"):   # a Module traced as fn: its forward
+            owner, fn = self.fn, getattr(type(self.fn).forward, "__func__", type(self.fn).forward)
+            fn = getattr(fn, "fn", fn)                                  # a composite forward: its function
         found = []
         code = getattr(fn, "__code__", None)
         if code is not None:
@@ -296,7 +305,6 @@ class _Watch:
                     pass
             names = set(code.co_names)
             found += [(fn.__globals__, n, fn.__globals__[n]) for n in sorted(names) if n in fn.__globals__]
-        owner = getattr(self.fn, "__self__", None)
         if owner is not None:
             found.append(({"self": owner}, "self", owner))
         return found
