@@ -334,3 +334,13 @@ def test_a_compiled_unroll_kept_with_retain_graph_gives_the_same_gradients_twice
     loss.backward()
     for a, b in zip(first, [xs.grad] + [p.grad for p in cell.parameters()]):
         _same(b, a * 2, "the second backward adds the same gradients again")
+
+
+def test_a_module_is_freed_after_its_compiled_step_ran():
+    import gc
+    cell = nn.LSTMCell(3, 4, rng=0)
+    hs, _ = nn.unroll(cell, Tensor(np.ones((2, 3, 3))))
+    ref = weakref.ref(cell)
+    del cell, hs
+    gc.collect()
+    assert ref() is None                          # the programs are kept per module, weakly
