@@ -339,8 +339,8 @@ def test_a_compiled_unroll_kept_with_retain_graph_gives_the_same_gradients_twice
 def test_a_module_is_freed_after_its_compiled_step_ran():
     import gc
     cell = nn.LSTMCell(3, 4, rng=0)
-    hs, _ = nn.unroll(cell, Tensor(np.ones((2, 3, 3))))
+    hs, last = nn.unroll(cell, Tensor(np.ones((2, 3, 3))))
     ref = weakref.ref(cell)
-    del cell, hs
+    del cell, hs, last                            # the graph (which holds the cell) goes too
     gc.collect()
     assert ref() is None                          # the programs are kept per module, weakly
