@@ -2,19 +2,29 @@
 
     python tools/mutate.py                      # every mutant, the engine tests, 120 s each
     python tools/mutate.py --sample 40 --seed 1 # a random sample of the mutants
+    python tools/mutate.py --sample 100 --all-backward --jobs 2 --timeout 150
+                                                # every backward mutant and 100 others, two at a time
+    python tools/mutate.py --mutant tinygrad_rnn/tensor.py:120:17   # chosen mutants (file:line:col)
     python tools/mutate.py --list               # the mutants only
 
 A mutant is one token changed: an arithmetic or comparison operator swapped
 (+ -, * /, < <=, == !=, ...), ``+=`` made ``=``, a small constant changed
 (0 -> 1, 1 -> 2, 2 -> 3), ``True``/``False`` or ``and``/``or`` swapped, ``is`` and
 ``is not`` swapped.  Each is written into a copy of the package and the tests
-run against it (``-x``, with a timeout); a mutant is killed when they fail.
+run against it (``-x``, with a timeout), each mutant in a fresh process from its
+own copy (no bytecode copied or written, a fresh hypothesis database); a
+plugin stops the run when the tests import the package from anywhere else, and
+the unmutated copy must pass first.  A mutant is killed when the tests fail.
 Mutants on lines of backward formulas (functions named ``*backward*``,
-``*_grad*``, ``_accumulate``, ``_Scatter``, and ``lambda g`` lines) are counted
-apart.  An on-demand tool: not part of CI (a full run takes a long time).
+``*_grad*`` but not the recording switches, ``_accumulate``, ``_Scatter``,
+``_unbroadcast``, and ``lambda g`` lines) are counted
+apart.  Survivors judged equivalent (no input can tell them from the
+original) are listed in ``EQUIVALENT`` with the reason, and the score is taken
+over the others.  An on-demand tool: not part of CI (a full run takes a long time).
 """
 import argparse
 import ast
+import concurrent.futures
 import io
 import os
 import random
@@ -26,19 +36,39 @@ import tokenize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = ("tinygrad_rnn/tensor.py", "tinygrad_rnn/functional.py")
-TESTS = ("tests/test_backward_basics.py", "tests/test_engine_blind_spots.py", "tests/test_outside_changes.py",
-         "tests/test_functional.py", "tests/test_ops_gradients.py", "tests/test_bad_inputs.py")
+# quick, exact tests first: with -x a killed mutant stops at its first failure
+TESTS = ("tests/test_engine_blind_spots.py", "tests/test_backward_basics.py", "tests/test_bad_inputs.py",
+         "tests/test_outside_changes.py", "tests/test_functional.py", "tests/test_ops_gradients.py")
 SWAPS = {"+": "-", "-": "+", "*": "/", "/": "*", "**": "*", "@": "*", "<": "<=", "<=": "<", ">": ">=",
          ">=": ">", "==": "!=", "!=": "==", "+=": "=", "-=": "+=", "&": "|", "|": "&",
          "and": "or", "or": "and", "True": "False", "False": "True", "0": "1", "1": "2", "2": "3"}
+
+
+# (file, source line stripped, old, new, occurrence of `old` in the line) -> why no input tells it apart
+EQUIVALENT = {
+}
+WRONG_PACKAGE = 86        # exit status of the guard plugin: the tests imported the package from elsewhere
+GUARD = """import os, sys
+try:
+    import tinygrad_rnn
+except Exception:          # the mutant breaks the import itself: killed
+    os._exit(1)
+if not os.path.abspath(tinygrad_rnn.__file__).startswith(os.environ["MUTANT_ROOT"] + os.sep):
+    sys.stderr.write("tests import tinygrad_rnn from " + tinygrad_rnn.__file__ + "\\n")
+    os._exit(%d)
+""" % WRONG_PACKAGE
+
+
+NOT_BACKWARD = ("no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled", "retain_grad")
 
 
 def _backward_lines(source):
     """Line numbers inside backward formulas."""
     lines = set()
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and (
-                "backward" in node.name or "_grad" in node.name or node.name in ("_accumulate", "_Scatter")):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name not in NOT_BACKWARD and (
+                "backward" in node.name or "_grad" in node.name
+                or node.name in ("_accumulate", "_Scatter", "_unbroadcast")):
             lines.update(range(node.lineno, node.end_lineno + 1))
     for i, line in enumerate(source.splitlines(), 1):
         if "lambda g" in line:
@@ -58,6 +88,14 @@ def mutants(path):
     return out
 
 
+def key(mutant):
+    """What names a mutant across edits elsewhere in the file: its line's text and its place in it."""
+    path, line, col, old, new, _ = mutant
+    text = open(os.path.join(ROOT, path)).read().splitlines()[line - 1]
+    nth = sum(m[1] == line and m[3] == old and m[2] < col for m in mutants(path))
+    return (path, text.strip(), old, new, nth)
+
+
 def apply(source, line, col, old, new):
     lines = source.splitlines(keepends=True)
     text = lines[line - 1]
@@ -67,53 +105,88 @@ def apply(source, line, col, old, new):
 
 
 def run_one(mutant, tests, timeout):
-    path, line, col, old, new, _ = mutant
+    """'killed', 'survived' or 'timeout' (the mutant hangs the tests: counted as killed); ``mutant``
+    None runs the unmutated copy."""
     with tempfile.TemporaryDirectory() as tmp:
-        shutil.copytree(os.path.join(ROOT, "tinygrad_rnn"), os.path.join(tmp, "tinygrad_rnn"))
-        target = os.path.join(tmp, path)
-        with open(target) as f:
-            source = f.read()
-        with open(target, "w") as f:
-            f.write(apply(source, line, col, old, new))
-        env = dict(os.environ, PYTHONPATH=tmp, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-        cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-               *[os.path.join(ROOT, t) for t in tests]]
+        tmp = os.path.realpath(tmp)
+        shutil.copytree(os.path.join(ROOT, "tinygrad_rnn"), os.path.join(tmp, "tinygrad_rnn"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        if mutant is not None:
+            path, line, col, old, new, _ = mutant
+            target = os.path.join(tmp, path)
+            with open(target) as f:
+                source = f.read()
+            with open(target, "w") as f:
+                f.write(apply(source, line, col, old, new))
+        with open(os.path.join(tmp, "_mutation_guard.py"), "w") as f:
+            f.write(GUARD)
+        env = dict(os.environ, PYTHONPATH=tmp, MUTANT_ROOT=tmp, PYTHONDONTWRITEBYTECODE="1",
+                   OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+        cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "_mutation_guard",
+               "-o", "addopts=", *[os.path.join(ROOT, t) for t in tests]]
         try:   # run from the copy: `python -m pytest` puts the working directory first on sys.path
             done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return "timeout"          # counted as killed: the mutant hangs the tests
-        return "survived" if done.returncode == 0 else "killed"
+            return "timeout"
+        if done.returncode == WRONG_PACKAGE:
+            sys.exit(done.stderr.decode(errors="replace") + "the tests did not run the mutated copy")
+        if done.returncode in (0, 1, 2):      # passed; a test failed; a collection error (the import broke)
+            return "survived" if done.returncode == 0 else "killed"
+        sys.exit(f"pytest exited with status {done.returncode}:\n" + done.stdout.decode(errors="replace")[-3000:])
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sample", type=int, default=None, help="run a random sample of this many mutants")
+    p.add_argument("--all-backward", action="store_true",
+                   help="run every backward-formula mutant; --sample then draws from the others only")
+    p.add_argument("--mutant", action="append", default=[], help="FILE:LINE:COL, run this mutant (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant (default 120)")
+    p.add_argument("--jobs", type=int, default=1, help="mutants run at once (default 1)")
     p.add_argument("--tests", default=",".join(TESTS), help="comma-separated test files")
     p.add_argument("--list", action="store_true", help="print the mutants and stop")
     args = p.parse_args(argv)
     everything = [m for f in FILES for m in mutants(f)]
-    chosen = everything if args.sample is None else random.Random(args.seed).sample(
-        everything, min(args.sample, len(everything)))
+    if args.mutant:
+        chosen = [m for m in everything if f"{m[0]}:{m[1]}:{m[2]}" in args.mutant]
+        if len(chosen) != len(args.mutant):
+            sys.exit("no such mutant: " + ", ".join(set(args.mutant) - {f"{m[0]}:{m[1]}:{m[2]}" for m in chosen}))
+    else:
+        pool = [m for m in everything if not (args.all_backward and m[5])]
+        chosen = pool if args.sample is None else random.Random(args.seed).sample(pool, min(args.sample, len(pool)))
+        if args.all_backward:
+            chosen = [m for m in everything if m[5]] + chosen
     if args.list:
         for m in chosen:
             print(f"{m[0]}:{m[1]}:{m[2]} {m[3]!r} -> {m[4]!r}{' (backward)' if m[5] else ''}")
         return 0
+    tests = args.tests.split(",")
+    if run_one(None, tests, args.timeout * 2) != "survived":
+        sys.exit("the tests do not pass on the unmutated package")
     results = []
-    for i, m in enumerate(chosen, 1):
-        outcome = run_one(m, args.tests.split(","), args.timeout)
-        results.append((m, outcome))
-        print(f"[{i}/{len(chosen)}] {m[0]}:{m[1]} {m[3]!r} -> {m[4]!r}: {outcome}", flush=True)
-    killed = sum(o != "survived" for _, o in results)
-    back = [(m, o) for m, o in results if m[5]]
-    print(f"\n{len(chosen)} of {len(everything)} mutants run: {killed} killed "
-          f"({100 * killed / max(len(results), 1):.1f}%); backward formulas: "
-          f"{sum(o != 'survived' for _, o in back)} of {len(back)} killed")
-    for m, o in results:
-        if o == "survived":
-            source_line = open(os.path.join(ROOT, m[0])).read().splitlines()[m[1] - 1].strip()
-            print(f"survived: {m[0]}:{m[1]} {m[3]!r} -> {m[4]!r}   {source_line}")
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as ex:
+        futures = {ex.submit(run_one, m, tests, args.timeout): m for m in chosen}
+        for i, fut in enumerate(concurrent.futures.as_completed(futures), 1):
+            m, outcome = futures[fut], fut.result()
+            results.append((m, outcome))
+            print(f"[{i}/{len(chosen)}] {m[0]}:{m[1]}:{m[2]} {m[3]!r} -> {m[4]!r}"
+                  f"{' (backward)' if m[5] else ''}: {outcome}", flush=True)
+    survived = [m for m, o in results if o == "survived"]
+    equivalent = [m for m in survived if key(m) in EQUIVALENT]
+    timeouts = sum(o == "timeout" for _, o in results)
+    killed = len(results) - len(survived)
+    counted = len(results) - len(equivalent)
+    back = [(m, o) for m, o in results if m[5] and key(m) not in EQUIVALENT]
+    print(f"\n{len(chosen)} of {len(everything)} mutants run: {killed} killed ({timeouts} of them by a timeout), "
+          f"{len(survived)} survived, {len(equivalent)} of those judged equivalent")
+    print(f"score over non-equivalent mutants: {killed} of {counted} ({100 * killed / max(counted, 1):.1f}%); "
+          f"backward formulas: {sum(o != 'survived' for _, o in back)} of {len(back)} killed")
+    for m in survived:
+        source_line = open(os.path.join(ROOT, m[0])).read().splitlines()[m[1] - 1].strip()
+        why = EQUIVALENT.get(key(m))
+        print(f"{'equivalent' if why else 'survived'}: {m[0]}:{m[1]}:{m[2]} {m[3]!r} -> {m[4]!r}   {source_line}"
+              + (f"   ({why})" if why else ""))
     return 0
 
 
