@@ -3,6 +3,10 @@
 Each test pins one: a mutant that changes it makes the test fail.  Gradients are
 float64 and compared with exact values derived by hand (tolerance 0 unless stated).
 """
+import subprocess
+import sys
+import warnings
+
 import numpy as np
 import pytest
 
@@ -131,3 +135,53 @@ def test_cross_entropy_gradient_with_respect_to_a_probability_target():
     F.cross_entropy(Tensor(logits), target).backward()
     logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     np.testing.assert_allclose(target.grad, -logp / 2, rtol=1e-14)
+
+
+def test_the_power_gradient_at_exponent_zero_raises_no_numpy_warning():
+    # d/da a**b at b == 0 is 0 by definition: a ** (b - 1) is not evaluated there (0 ** -1 would warn)
+    a = Tensor(np.array([0.0, 0.0, 2.0]), requires_grad=True)
+    b = Tensor(np.array([0.0, 1.0, 0.0]), requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (a ** b).sum().backward()
+    np.testing.assert_array_equal(a.grad, [0.0, 1.0, 0.0])
+
+
+def test_the_first_tensor_of_a_process_is_writable_again_after_backward():
+    # the graph lets go of every leaf it saved, the one created first (creation number 0) included
+    code = ("import numpy as np, tinygrad_rnn as tg\n"
+            "x = tg.Tensor(np.array([1.0, 2.0]), requires_grad=True)\n"
+            "(x * x).sum().backward()\n"
+            "x.data[0] = 5.0\n"
+            "print(x.grad.tolist(), x.data.tolist())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[2.0,", "4.0]", "[5.0,", "2.0]"]
+
+
+def test_a_float64_gradient_into_a_float32_tensor_is_cast_before_it_flows_on():
+    # float32 x times a float64 array gives float64; the gradient reaching the float32 intermediate
+    # exp(x) is cast to float32 there, and exp's backward is float32 arithmetic, as numpy does it
+    rng = np.random.default_rng(0)
+    x32 = rng.standard_normal(200).astype(np.float32)
+    c = rng.standard_normal(200)
+    x = Tensor(x32, requires_grad=True)
+    y = x.exp()
+    (y * c).sum().backward()
+    expected = c.astype(np.float32) * np.exp(x32)
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad, expected)
+    x.grad = None                                   # the same through a broadcast (the summing path)
+    y = x.exp()
+    (y * c[None, :].repeat(3, axis=0)).sum().backward()
+    np.testing.assert_array_equal(x.grad, (3 * c).astype(np.float32) * np.exp(x32))
+
+
+def test_intermediates_stay_read_only_after_backward():
+    # as docs/engine.md says: backward makes the leaves it saved writable again, not the results in between
+    x = Tensor(np.array([0.5, 1.0]), requires_grad=True)
+    y = x.exp()
+    (y * 2.0).sum().backward()
+    x.data[0] = 3.0
+    with pytest.raises(ValueError, match="read-only"):
+        y.data[0] = 3.0

@@ -46,6 +46,19 @@ SWAPS = {"+": "-", "-": "+", "*": "/", "/": "*", "**": "*", "@": "*", "<": "<=",
 
 # (file, source line stripped, old, new, occurrence of `old` in the line) -> why no input tells it apart
 EQUIVALENT = {
+    ("tinygrad_rnn/tensor.py", "g = g.sum(axis=axes, keepdims=True)", "True", "False", 0):
+        "_unbroadcast: the reshape to `shape` that follows puts back the summed axes as 1s; same values",
+    ("tinygrad_rnn/tensor.py", "elif axis is None and not keepdims:", "and", "or", 0):
+        "_sum_backward: reached only when axis is None or keepdims; with keepdims g already has the "
+        "shape (1,) * ndim, so the extra reshape changes nothing",
+    ("tinygrad_rnn/tensor.py", "elif key in owned and backward is None and g.dtype == node.data.dtype:",
+     "==", "!=", 0):
+        "backward: an owned gradient always has the leaf's dtype (every path into `owned` casts), so the "
+        "mutant copies it instead of handing it over: same values, one copy more",
+    ("tinygrad_rnn/tensor.py", "if pg is None or not parent.requires_grad:", "or", "and", 0):
+        "backward: a gradient for an input that needs none is put among the waiting ones but never read "
+        "(_topological_order visits only inputs that require grad); no operation returns None for an "
+        "input that requires grad",
 }
 WRONG_PACKAGE = 86        # exit status of the guard plugin: the tests imported the package from elsewhere
 GUARD = """import os, sys
