@@ -12,6 +12,7 @@ import pytest
 
 from tinygrad_rnn import Tensor, where
 from tinygrad_rnn import functional as F
+from tinygrad_rnn.composites import composite, expanded
 
 
 def test_overlapping_slices_of_one_tensor_add_their_gradients():
@@ -185,3 +186,44 @@ def test_intermediates_stay_read_only_after_backward():
     x.data[0] = 3.0
     with pytest.raises(ValueError, match="read-only"):
         y.data[0] = 3.0
+
+
+def test_len_and_truth_value():
+    assert len(Tensor(np.zeros((3, 2)))) == 3
+    with pytest.raises(TypeError, match="0-d Tensor"):
+        len(Tensor(1.0))
+    assert bool(Tensor(2.0)) is True and bool(Tensor([0.0])) is False
+    with pytest.raises(ValueError, match="Tensor with 2 elements is ambiguous"):
+        bool(Tensor([1.0, 2.0]))
+
+
+def test_transpose_of_one_and_zero_dimensions():
+    x = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    for axes in [(), (0,), (-1,)]:
+        y = x.transpose(*axes)
+        np.testing.assert_array_equal(y.data, [1.0, 2.0, 3.0])
+    (y * np.array([1.0, 2.0, 3.0])).sum().backward()
+    np.testing.assert_array_equal(x.grad, [1.0, 2.0, 3.0])
+    assert Tensor(5.0).transpose().data == 5.0
+
+
+def test_compiled_terms_of_another_dtype_add_as_the_plain_graph_adds_them():
+    # x (float32) gets three float64 terms from inside one compiled composition; each is cast to
+    # float32 before it is added, as the node-by-node graph does: the same bits either way
+    @composite
+    def f(x, w):
+        return x * w + x * x
+
+    rng = np.random.default_rng(0)
+    x32, w = rng.standard_normal(200).astype(np.float32), rng.standard_normal(200)
+
+    def gradient():
+        x = Tensor(x32, requires_grad=True)
+        f(x, Tensor(w)).sum().backward()
+        return x.grad
+    first, compiled = gradient(), gradient()      # the first call writes the program, the second runs it
+    with expanded():
+        plain = gradient()
+    assert compiled.dtype == plain.dtype == np.float32
+    np.testing.assert_array_equal(first, plain)
+    np.testing.assert_array_equal(compiled, plain)
