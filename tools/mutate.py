@@ -9,10 +9,9 @@
 
 A mutant is one token changed: an arithmetic or comparison operator swapped
 (+ -, * /, < <=, == !=, ...), ``+=`` made ``=``, a small constant changed
-(0 -> 1, 1 -> 2, 2 -> 3), ``True``/``False`` or ``and``/``or`` swapped, ``is`` and
-``is not`` swapped.  Each is written into a copy of the package and the tests
-run against it (``-x``, with a timeout), each mutant in a fresh process from its
-own copy (no bytecode copied or written, a fresh hypothesis database); a
+(0 -> 1, 1 -> 2, 2 -> 3), ``True``/``False``, ``and``/``or`` or ``&``/``|`` swapped.
+Each is written into a copy of the package and the tests run against it
+(``-x``, with a timeout), each mutant in a fresh process from its own copy (no bytecode copied or written, a fresh hypothesis database); a
 plugin stops the run when the tests import the package from anywhere else, and
 the unmutated copy must pass first.  A mutant is killed when the tests fail.
 Mutants on lines of backward formulas (functions named ``*backward*``,
@@ -64,18 +63,23 @@ EQUIVALENT = {
         "after the leaf, so at least 1: a version of 1 is never above it either",
 }
 WRONG_PACKAGE = 86        # exit status of the guard plugin: the tests imported the package from elsewhere
-GUARD = """import os, sys
+GUARD = f"""import os, sys
 try:
     import tinygrad_rnn
 except Exception:          # the mutant breaks the import itself: killed
     os._exit(1)
 if not os.path.abspath(tinygrad_rnn.__file__).startswith(os.environ["MUTANT_ROOT"] + os.sep):
     sys.stderr.write("tests import tinygrad_rnn from " + tinygrad_rnn.__file__ + "\\n")
-    os._exit(%d)
-""" % WRONG_PACKAGE
+    os._exit({WRONG_PACKAGE})
+"""
 
 
 NOT_BACKWARD = ("no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled", "retain_grad")
+
+
+def _read(path):
+    with open(os.path.join(ROOT, path)) as f:
+        return f.read()
 
 
 def _backward_lines(source):
@@ -94,7 +98,7 @@ def _backward_lines(source):
 
 def mutants(path):
     """(path, line, col, old, new, in_backward) for every token of ``path`` that has a swap."""
-    source = open(os.path.join(ROOT, path)).read()
+    source = _read(path)
     backward = _backward_lines(source)
     out = []
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -107,7 +111,7 @@ def mutants(path):
 def key(mutant):
     """What names a mutant across edits elsewhere in the file: its line's text and its place in it."""
     path, line, col, old, new, _ = mutant
-    text = open(os.path.join(ROOT, path)).read().splitlines()[line - 1]
+    text = _read(path).splitlines()[line - 1]
     nth = sum(m[1] == line and m[3] == old and m[2] < col for m in mutants(path))
     return (path, text.split("  #")[0].strip(), old, new, nth)      # without a trailing comment
 
@@ -199,7 +203,7 @@ def main(argv=None):
     print(f"score over non-equivalent mutants: {killed} of {counted} ({100 * killed / max(counted, 1):.1f}%); "
           f"backward formulas: {sum(o != 'survived' for _, o in back)} of {len(back)} killed")
     for m in survived:
-        source_line = open(os.path.join(ROOT, m[0])).read().splitlines()[m[1] - 1].strip()
+        source_line = _read(m[0]).splitlines()[m[1] - 1].strip()
         why = EQUIVALENT.get(key(m))
         print(f"{'equivalent' if why else 'survived'}: {m[0]}:{m[1]}:{m[2]} {m[3]!r} -> {m[4]!r}   {source_line}"
               + (f"   ({why})" if why else ""))
