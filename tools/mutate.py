@@ -11,9 +11,10 @@ A mutant is one token changed: an arithmetic or comparison operator swapped
 (+ -, * /, < <=, == !=, ...), ``+=`` made ``=``, a small constant changed
 (0 -> 1, 1 -> 2, 2 -> 3), ``True``/``False``, ``and``/``or`` or ``&``/``|`` swapped.
 Each is written into a copy of the package and the tests run against it
-(``-x``, with a timeout), each mutant in a fresh process from its own copy (no bytecode copied or written, a fresh hypothesis database); a
-plugin stops the run when the tests import the package from anywhere else, and
-the unmutated copy must pass first.  A mutant is killed when the tests fail.
+(``-x``, with a timeout), each mutant in a fresh process from its own copy (no
+bytecode copied or written, a fresh hypothesis database); a plugin stops the
+run when the tests import the package from anywhere else, and the unmutated
+copy must pass first.  A mutant is killed when the tests fail.
 Mutants on lines of backward formulas (functions named ``*backward*``,
 ``*_grad*`` but not the recording switches, ``_accumulate``, ``_Scatter``,
 ``_unbroadcast``, and ``lambda g`` lines) are counted
