@@ -227,3 +227,15 @@ def test_compiled_terms_of_another_dtype_add_as_the_plain_graph_adds_them():
     assert compiled.dtype == plain.dtype == np.float32
     np.testing.assert_array_equal(first, plain)
     np.testing.assert_array_equal(compiled, plain)
+
+
+@pytest.mark.parametrize("fn", [F.log_softmax, F.softmax])
+def test_a_minus_inf_logit_leaves_the_others_bit_for_bit(fn):
+    # exp(-inf) adds exactly 0 to the sum: the row with -inf appended must give the same bits elsewhere
+    # (the -inf sends the row down the careful path of the shift, the other row the usual x - max)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((50, 4)) * 3.0
+    with_inf = np.concatenate([x, np.full((50, 1), -np.inf)], axis=1)
+    plain, careful = fn(Tensor(x)).data, fn(Tensor(with_inf)).data
+    np.testing.assert_array_equal(careful[:, :4], plain)
+    assert (careful[:, 4] == (-np.inf if fn is F.log_softmax else 0.0)).all()
