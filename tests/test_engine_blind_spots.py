@@ -239,3 +239,13 @@ def test_a_minus_inf_logit_leaves_the_others_bit_for_bit(fn):
     plain, careful = fn(Tensor(x)).data, fn(Tensor(with_inf)).data
     np.testing.assert_array_equal(careful[:, :4], plain)
     assert (careful[:, 4] == (-np.inf if fn is F.log_softmax else 0.0)).all()
+
+
+@pytest.mark.parametrize("reduce", ["max", "min", "sum", "mean"])
+def test_reductions_with_their_default_arguments_match_numpy(reduce):
+    a = np.arange(24.0).reshape(2, 3, 4) ** 1.5
+    for kwargs in [{}, {"axis": 1}, {"axis": -1}, {"axis": (0, 2)}]:
+        got = getattr(Tensor(a), reduce)(**kwargs).data
+        want = getattr(a, reduce)(**kwargs)
+        assert got.shape == want.shape, (reduce, kwargs)
+        np.testing.assert_allclose(got, want, rtol=1e-15)

@@ -59,6 +59,8 @@ EQUIVALENT = {
         "backward: a gradient for an input that needs none is put among the waiting ones but never read "
         "(_topological_order visits only inputs that require grad); no operation returns None for an "
         "input that requires grad",
+    ("tinygrad_rnn/tensor.py", "t._version = 0", "0", "1", 0):
+        "an operation's result: the same as for a leaf below (a node that records it is made after it)",
     ("tinygrad_rnn/tensor.py", "self._version = 0", "0", "1", 0):
         "a leaf's version is only compared with the creation number of a node that records it, made "
         "after the leaf, so at least 1: a version of 1 is never above it either",
