@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tinygrad_rnn import Tensor, where
+from tinygrad_rnn import Tensor, stack, where
 from tinygrad_rnn import functional as F
 from tinygrad_rnn.composites import composite, expanded
 
@@ -249,3 +249,27 @@ def test_reductions_with_their_default_arguments_match_numpy(reduce):
         want = getattr(a, reduce)(**kwargs)
         assert got.shape == want.shape, (reduce, kwargs)
         np.testing.assert_allclose(got, want, rtol=1e-15)
+
+
+def test_stack_joins_along_a_new_first_axis_by_default():
+    a, b = np.arange(6.0).reshape(2, 3), -np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(stack([Tensor(a), Tensor(b)]).data, np.stack([a, b]))
+
+
+def test_sigmoid_and_softplus_are_the_documented_formulas_bit_for_bit():
+    # sigmoid: 1 / (1 + exp(-x)) for x >= 0, exp(x) / (1 + exp(x)) below; softplus: max(x, 0) + log1p(exp(-|x|))
+    x = np.concatenate([np.linspace(-3.0, 3.0, 601), [0.0, -0.0, 1e-300, -1e-300]])
+    with np.errstate(over="ignore"):
+        want = np.where(x >= 0, 1.0 / (1.0 + np.exp(-x)), np.exp(x) / (1.0 + np.exp(x)))
+    np.testing.assert_array_equal(F.sigmoid(Tensor(x)).data, want)
+    np.testing.assert_array_equal(F.softplus(Tensor(x)).data, np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x))))
+
+
+def test_log_softmax_lifts_a_value_whose_difference_to_the_maximum_would_overflow():
+    # max - (-max) overflows; the value is lifted to the largest float below the maximum: finite
+    big = np.finfo(np.float64).max
+    x = Tensor(np.array([big, -big]), requires_grad=True)
+    y = F.log_softmax(x)
+    np.testing.assert_array_equal(y.data, [0.0, -big])
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [-1.0, 1.0])     # 1 - 2 * softmax, softmax = [1, 0]

@@ -67,6 +67,13 @@ EQUIVALENT = {
     ("tinygrad_rnn/tensor.py", "if a.ndim > 2 and b.ndim == 2:", "2", "3", 1):
         "_folded_matmul: a stack of matrices times one matrix as one product is a speed path; without "
         "it numpy's a @ b computes the same product (a 4-d stack still takes the path)",
+    ("tinygrad_rnn/functional.py", "e = (x * flip).exp()", "*", "/", 0):
+        "sigmoid: flip is -1 or +1, and x / flip is x * flip exactly (values and gradient)",
+    ("tinygrad_rnn/functional.py",
+     "return bool(np.isfinite(top).all() and d.min() >= np.maximum(top.max(), 0) - np.finfo(d.dtype).max)",
+     "0", "1", 0):
+        "_no_overflow: max(m, 1) - max float and max(m, 0) - max float differ only for m < 1, where both "
+        "round to -max float (floats near it are 2**971 apart)",
 }
 WRONG_PACKAGE = 86        # exit status of the guard plugin: the tests imported the package from elsewhere
 GUARD = f"""import os, sys
