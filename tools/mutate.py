@@ -77,6 +77,16 @@ EQUIVALENT = {
     ("tinygrad_rnn/tensor.py", "node = Tensor._make(np.empty(0), parents, backward, op, attrs)", "0", "1", 0):
         "_make_many: the hidden node's array is a placeholder that no backward reads; only its shape "
         "in a graph picture changes",
+    ("tinygrad_rnn/tensor.py",
+     "return all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts)",
+     "or", "and", 1):
+        "_is_basic_index: an index with ... is then scattered by np.add.at instead of +=; both give the "
+        "same sums for an index that repeats no element",
+    ("tinygrad_rnn/tensor.py", "if a.ndim > 2 and b.ndim == 2:", ">", ">=", 0):
+        "_folded_matmul: a 2-d a then takes the folded path, where reshaping it to rows changes nothing",
+    ("tinygrad_rnn/tensor.py",
+     't._parents, t._backward, t._op, t._retain_grad, t._seq = (), None, "const", False, -1', "False", "True", 0):
+        "_constant: a constant never requires grad, so backward never reaches it to keep a gradient",
 }
 WRONG_PACKAGE = 86        # exit status of the guard plugin: the tests imported the package from elsewhere
 GUARD = f"""import os, sys
