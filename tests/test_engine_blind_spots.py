@@ -273,3 +273,14 @@ def test_log_softmax_lifts_a_value_whose_difference_to_the_maximum_would_overflo
     np.testing.assert_array_equal(y.data, [0.0, -big])
     y.sum().backward()
     np.testing.assert_array_equal(x.grad, [-1.0, 1.0])     # 1 - 2 * softmax, softmax = [1, 0]
+
+
+def test_shapes_with_a_zero_size_are_accepted_and_negative_ones_refused():
+    x = Tensor(np.ones((1, 3)), requires_grad=True)
+    y = x.broadcast_to((0, 3))
+    assert y.shape == (0, 3)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, np.zeros((1, 3)))
+    assert Tensor(np.zeros((0, 3))).sum_to((0, 1)).shape == (0, 1)
+    with pytest.raises(ValueError, match="negative size"):
+        x.broadcast_to((-1, 3))
