@@ -284,3 +284,15 @@ def test_shapes_with_a_zero_size_are_accepted_and_negative_ones_refused():
     assert Tensor(np.zeros((0, 3))).sum_to((0, 1)).shape == (0, 1)
     with pytest.raises(ValueError, match="negative size"):
         x.broadcast_to((-1, 3))
+
+
+def test_cross_entropy_with_a_minus_inf_logit_and_no_target_mass_there():
+    # an impossible class (logit -inf) with target 0 adds 0 * log 0 = 0, not NaN
+    logits = Tensor(np.array([[0.0, -np.inf, 1.0]]), requires_grad=True)
+    target = np.array([[0.3, 0.0, 0.7]])
+    loss = F.cross_entropy(logits, target)
+    logp = np.array([0.0, 1.0]) - np.log(1.0 + np.e)
+    np.testing.assert_allclose(loss.data, -(0.3 * logp[0] + 0.7 * logp[1]), rtol=1e-15)
+    loss.backward()
+    softmax = np.exp(logp)
+    np.testing.assert_allclose(logits.grad, [[softmax[0] - 0.3, 0.0, softmax[1] - 0.7]], rtol=1e-14, atol=1e-16)
