@@ -296,3 +296,11 @@ def test_cross_entropy_with_a_minus_inf_logit_and_no_target_mass_there():
     loss.backward()
     softmax = np.exp(logp)
     np.testing.assert_allclose(logits.grad, [[softmax[0] - 0.3, 0.0, softmax[1] - 0.7]], rtol=1e-14, atol=1e-16)
+
+
+def test_matmul_of_two_stacks_of_matrices_matches_numpy():
+    # a stack times a stack, batch 2: the folded path is for one matrix on the right only
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 4, 5))
+    np.testing.assert_allclose((Tensor(a) @ Tensor(b)).data, a @ b, rtol=1e-14)
+    np.testing.assert_allclose((Tensor(a) @ Tensor(b[0])).data, a @ b[0], rtol=1e-14)

@@ -64,9 +64,6 @@ EQUIVALENT = {
     ("tinygrad_rnn/tensor.py", "self._version = 0", "0", "1", 0):
         "a leaf's version is only compared with the creation number of a node that records it, made "
         "after the leaf, so at least 1: a version of 1 is never above it either",
-    ("tinygrad_rnn/tensor.py", "if a.ndim > 2 and b.ndim == 2:", "2", "3", 1):
-        "_folded_matmul: a stack of matrices times one matrix as one product is a speed path; without "
-        "it numpy's a @ b computes the same product (a 4-d stack still takes the path)",
     ("tinygrad_rnn/functional.py", "e = (x * flip).exp()", "*", "/", 0):
         "sigmoid: flip is -1 or +1, and x / flip is x * flip exactly (values and gradient)",
     ("tinygrad_rnn/functional.py",
