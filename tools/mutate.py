@@ -21,6 +21,12 @@ Mutants on lines of backward formulas (functions named ``*backward*``,
 apart.  Survivors judged equivalent (no input can tell them from the
 original) are listed in ``EQUIVALENT`` with the reason, and the score is taken
 over the others.  An on-demand tool: not part of CI (a full run takes a long time).
+
+Measured (``--all-backward --sample 100 --seed 1``: all 140 backward-formula mutants and 100 of
+the 257 others): 240 run, 205 killed at first, 35 survived; 13 of those are listed as equivalent,
+and the other 22 are killed by tests added to tests/test_engine_blind_spots.py: 227 of 227
+non-equivalent mutants killed, backward formulas 136 of 136.  The hypothesis tests draw new
+examples each run (the dev profile), so a mutant only a rare example catches may survive a run.
 """
 import argparse
 import ast
