@@ -130,7 +130,8 @@ def markdown(results):
             lines.append(f"| {name} | {dtype} | " + " | ".join(cells) + " |")
     lines.append("")
     if results.get("memory"):
-        lines += ["Peak memory of one W4 training step (the second step of a built system, after a warm-up; ratio to numpy):", "",
+        lines += ["Peak memory of one W4 training step (the second step of a built system, after a warm-up; "
+                  "ratio to numpy):", "",
                   "| dtype | system | tracemalloc peak | resident-set growth |", "|---|---|---|---|"]
         for dtype, mem in results["memory"].items():
             for k, v in mem.items():

@@ -3,11 +3,16 @@
 Each test pins one: a mutant that changes it makes the test fail.  Gradients are
 float64 and compared with exact values derived by hand (tolerance 0 unless stated).
 """
+import subprocess
+import sys
+import warnings
+
 import numpy as np
 import pytest
 
-from tinygrad_rnn import Tensor, where
+from tinygrad_rnn import Tensor, stack, where
 from tinygrad_rnn import functional as F
+from tinygrad_rnn.composites import composite, expanded
 
 
 def test_overlapping_slices_of_one_tensor_add_their_gradients():
@@ -131,3 +136,171 @@ def test_cross_entropy_gradient_with_respect_to_a_probability_target():
     F.cross_entropy(Tensor(logits), target).backward()
     logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     np.testing.assert_allclose(target.grad, -logp / 2, rtol=1e-14)
+
+
+def test_the_power_gradient_at_exponent_zero_raises_no_numpy_warning():
+    # d/da a**b at b == 0 is 0 by definition: a ** (b - 1) is not evaluated there (0 ** -1 would warn)
+    a = Tensor(np.array([0.0, 0.0, 2.0]), requires_grad=True)
+    b = Tensor(np.array([0.0, 1.0, 0.0]), requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (a ** b).sum().backward()
+    np.testing.assert_array_equal(a.grad, [0.0, 1.0, 0.0])
+
+
+def test_the_first_tensor_of_a_process_is_writable_again_after_backward():
+    # the graph lets go of every leaf it saved, the one created first (creation number 0) included
+    code = ("import numpy as np, tinygrad_rnn as tg\n"
+            "x = tg.Tensor(np.array([1.0, 2.0]), requires_grad=True)\n"
+            "(x * x).sum().backward()\n"
+            "x.data[0] = 5.0\n"
+            "print(x.grad.tolist(), x.data.tolist())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[2.0,", "4.0]", "[5.0,", "2.0]"]
+
+
+def test_a_float64_gradient_into_a_float32_tensor_is_cast_before_it_flows_on():
+    # float32 x times a float64 array gives float64; the gradient reaching the float32 intermediate
+    # exp(x) is cast to float32 there, and exp's backward is float32 arithmetic, as numpy does it
+    rng = np.random.default_rng(0)
+    x32 = rng.standard_normal(200).astype(np.float32)
+    c = rng.standard_normal(200)
+    x = Tensor(x32, requires_grad=True)
+    y = x.exp()
+    (y * c).sum().backward()
+    expected = c.astype(np.float32) * np.exp(x32)
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad, expected)
+    x.grad = None                                   # the same through a broadcast (the summing path)
+    y = x.exp()
+    (y * c[None, :].repeat(3, axis=0)).sum().backward()
+    np.testing.assert_array_equal(x.grad, (3 * c).astype(np.float32) * np.exp(x32))
+
+
+def test_intermediates_stay_read_only_after_backward():
+    # as docs/engine.md says: backward makes the leaves it saved writable again, not the results in between
+    x = Tensor(np.array([0.5, 1.0]), requires_grad=True)
+    y = x.exp()
+    (y * 2.0).sum().backward()
+    x.data[0] = 3.0
+    with pytest.raises(ValueError, match="read-only"):
+        y.data[0] = 3.0
+
+
+def test_len_and_truth_value():
+    assert len(Tensor(np.zeros((3, 2)))) == 3
+    with pytest.raises(TypeError, match="0-d Tensor"):
+        len(Tensor(1.0))
+    assert bool(Tensor(2.0)) is True and bool(Tensor([0.0])) is False
+    with pytest.raises(ValueError, match="Tensor with 2 elements is ambiguous"):
+        bool(Tensor([1.0, 2.0]))
+
+
+def test_transpose_of_one_and_zero_dimensions():
+    x = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    for axes in [(), (0,), (-1,)]:
+        y = x.transpose(*axes)
+        np.testing.assert_array_equal(y.data, [1.0, 2.0, 3.0])
+    (y * np.array([1.0, 2.0, 3.0])).sum().backward()
+    np.testing.assert_array_equal(x.grad, [1.0, 2.0, 3.0])
+    assert Tensor(5.0).transpose().data == 5.0
+
+
+def test_compiled_terms_of_another_dtype_add_as_the_plain_graph_adds_them():
+    # x (float32) gets three float64 terms from inside one compiled composition; each is cast to
+    # float32 before it is added, as the node-by-node graph does: the same bits either way
+    @composite
+    def f(x, w):
+        return x * w + x * x
+
+    rng = np.random.default_rng(0)
+    x32, w = rng.standard_normal(200).astype(np.float32), rng.standard_normal(200)
+
+    def gradient():
+        x = Tensor(x32, requires_grad=True)
+        f(x, Tensor(w)).sum().backward()
+        return x.grad
+    first, compiled = gradient(), gradient()      # the first call writes the program, the second runs it
+    with expanded():
+        plain = gradient()
+    assert compiled.dtype == plain.dtype == np.float32
+    np.testing.assert_array_equal(first, plain)
+    np.testing.assert_array_equal(compiled, plain)
+
+
+@pytest.mark.parametrize("fn", [F.log_softmax, F.softmax])
+def test_a_minus_inf_logit_leaves_the_others_bit_for_bit(fn):
+    # exp(-inf) adds exactly 0 to the sum: the row with -inf appended must give the same bits elsewhere
+    # (the -inf sends the row down the careful path of the shift, the other row the usual x - max)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((50, 4)) * 3.0
+    with_inf = np.concatenate([x, np.full((50, 1), -np.inf)], axis=1)
+    plain, careful = fn(Tensor(x)).data, fn(Tensor(with_inf)).data
+    np.testing.assert_array_equal(careful[:, :4], plain)
+    assert (careful[:, 4] == (-np.inf if fn is F.log_softmax else 0.0)).all()
+
+
+@pytest.mark.parametrize("reduce", ["max", "min", "sum", "mean"])
+def test_reductions_with_their_default_arguments_match_numpy(reduce):
+    a = np.arange(24.0).reshape(2, 3, 4) ** 1.5
+    for kwargs in [{}, {"axis": 1}, {"axis": -1}, {"axis": (0, 2)}]:
+        got = getattr(Tensor(a), reduce)(**kwargs).data
+        want = getattr(a, reduce)(**kwargs)
+        assert got.shape == want.shape, (reduce, kwargs)
+        np.testing.assert_allclose(got, want, rtol=1e-15)
+
+
+def test_stack_joins_along_a_new_first_axis_by_default():
+    a, b = np.arange(6.0).reshape(2, 3), -np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(stack([Tensor(a), Tensor(b)]).data, np.stack([a, b]))
+
+
+def test_sigmoid_and_softplus_are_the_documented_formulas_bit_for_bit():
+    # sigmoid: 1 / (1 + exp(-x)) for x >= 0, exp(x) / (1 + exp(x)) below; softplus: max(x, 0) + log1p(exp(-|x|))
+    x = np.concatenate([np.linspace(-3.0, 3.0, 601), [0.0, -0.0, 1e-300, -1e-300]])
+    with np.errstate(over="ignore"):
+        want = np.where(x >= 0, 1.0 / (1.0 + np.exp(-x)), np.exp(x) / (1.0 + np.exp(x)))
+    np.testing.assert_array_equal(F.sigmoid(Tensor(x)).data, want)
+    np.testing.assert_array_equal(F.softplus(Tensor(x)).data, np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x))))
+
+
+def test_log_softmax_lifts_a_value_whose_difference_to_the_maximum_would_overflow():
+    # max - (-max) overflows; the value is lifted to the largest float below the maximum: finite
+    big = np.finfo(np.float64).max
+    x = Tensor(np.array([big, -big]), requires_grad=True)
+    y = F.log_softmax(x)
+    np.testing.assert_array_equal(y.data, [0.0, -big])
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [-1.0, 1.0])     # 1 - 2 * softmax, softmax = [1, 0]
+
+
+def test_shapes_with_a_zero_size_are_accepted_and_negative_ones_refused():
+    x = Tensor(np.ones((1, 3)), requires_grad=True)
+    y = x.broadcast_to((0, 3))
+    assert y.shape == (0, 3)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, np.zeros((1, 3)))
+    assert Tensor(np.zeros((0, 3))).sum_to((0, 1)).shape == (0, 1)
+    with pytest.raises(ValueError, match="negative size"):
+        x.broadcast_to((-1, 3))
+
+
+def test_cross_entropy_with_a_minus_inf_logit_and_no_target_mass_there():
+    # an impossible class (logit -inf) with target 0 adds 0 * log 0 = 0, not NaN
+    logits = Tensor(np.array([[0.0, -np.inf, 1.0]]), requires_grad=True)
+    target = np.array([[0.3, 0.0, 0.7]])
+    loss = F.cross_entropy(logits, target)
+    logp = np.array([0.0, 1.0]) - np.log(1.0 + np.e)
+    np.testing.assert_allclose(loss.data, -(0.3 * logp[0] + 0.7 * logp[1]), rtol=1e-15)
+    loss.backward()
+    softmax = np.exp(logp)
+    np.testing.assert_allclose(logits.grad, [[softmax[0] - 0.3, 0.0, softmax[1] - 0.7]], rtol=1e-14, atol=1e-16)
+
+
+def test_matmul_of_two_stacks_of_matrices_matches_numpy():
+    # a stack times a stack, batch 2: the folded path is for one matrix on the right only
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 4, 5))
+    np.testing.assert_allclose((Tensor(a) @ Tensor(b)).data, a @ b, rtol=1e-14)
+    np.testing.assert_allclose((Tensor(a) @ Tensor(b[0])).data, a @ b[0], rtol=1e-14)
