@@ -22,7 +22,6 @@ trace recomputes or guards rather than freezes.
 """
 import contextlib
 import itertools
-import math
 import operator
 import types
 
@@ -128,8 +127,17 @@ def _check_axis(axis, shape, op):
 
 
 def _rows(a):
-    """``a`` as a matrix of its last axis (``reshape(-1, n)``, which fails when n is 0)."""
-    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
+    """``a`` as a matrix of its last axis (``reshape(-1, n)`` fails when n is 0: the rows are counted then).
+
+    No module but numpy is used: a traced program's saved module copies this function.
+    """
+    n = a.shape[-1]
+    if n:
+        return a.reshape(-1, n)
+    rows = 1
+    for k in a.shape[:-1]:
+        rows *= k
+    return a.reshape(rows, 0)
 
 
 def _folded_matmul(a, b):
@@ -153,6 +161,94 @@ def _power(a, e, mask, out, m):
     if m is np:
         return np.power(a, e, where=mask, out=np.ones_like(out))
     return m.where(mask, a, 1) ** e
+
+
+# ---------------------------------------------------------------------- every primitive's derivative
+# Module-level, each written once: the operations below call them, and a traced program calls the same
+# ones (on arrays).  A ``_grad`` function gives one input's gradient, a ``_backward`` function all of them.
+def _sub_grad_b(g, shape, m=np):
+    """The subtrahend's gradient: reduced before it is negated (cheaper when it was broadcast)."""
+    return -_sum_to(g, shape, m)
+
+
+def _mul_grad(g, other, m=np):
+    """Either factor's gradient: ``g`` times the other factor."""
+    return g * other
+
+
+def _div_grad_a(g, b, m=np):
+    return g / b
+
+
+def _div_grad_b(g, b, out, m=np):
+    return -g * out / b
+
+
+def _neg_backward(g, m=np):
+    return -g
+
+
+def _matmul_grad_a(g, b, m=np):
+    """The first factor's gradient when both are matrices (the common case; else ``_matmul_backward``)."""
+    return g @ b.T
+
+
+def _matmul_grad_b(g, a, m=np):
+    return a.T @ g
+
+
+def _exp_backward(g, out, m=np):
+    return g * out
+
+
+def _expm1_backward(g, x, m=np):
+    return g * m.exp(x)
+
+
+def _log_backward(g, x, m=np):
+    return g / x
+
+
+def _sqrt_backward(g, out, m=np):
+    return g / (2 * out)
+
+
+def _abs_backward(g, x, m=np):
+    """The gradient at 0 is 0, as numpy.sign (x is an array: the sign is a constant)."""
+    return g * np.sign(x)
+
+
+def _where_grad_a(g, mask, m=np):
+    return m.where(mask, g, 0)
+
+
+def _where_grad_b(g, mask, m=np):
+    return m.where(mask, 0, g)
+
+
+def _reshape_backward(g, shape, m=np):
+    return g.reshape(shape)
+
+
+def _transpose_backward(g, inverse, m=np):
+    return g.transpose(inverse)
+
+
+def _broadcast_to_backward(g, shape, m=np):
+    return _sum_to(g, shape, m)
+
+
+def _sum_to_backward(g, shape, m=np):
+    return m.broadcast_to(g, shape)
+
+
+def _concat_backward(g, splits, axis, m=np):
+    return tuple(m.split(g, splits, axis=axis))
+
+
+def _stack_backward(g, axis, m=np):
+    """One slice of ``g`` along ``axis`` (the stacked axis, counted from the front) per input."""
+    return tuple(m.moveaxis(g, axis, 0))
 
 
 # ---------------------------------------------------------------------- the longer forward and backward formulas
@@ -509,9 +605,8 @@ class Tensor:
         """``self - other``, broadcasting."""
         other = self._lift(other)
         out = self._broadcast("sub", np.subtract, other)
-        # reduce before negating: cheaper when ``other`` was broadcast
         return Tensor._make(out, (self, other), lambda g, m=np: (
-            g, -_sum_to(g, other.shape, m) if other.requires_grad else None), "sub")
+            g, _sub_grad_b(g, other.shape, m) if other.requires_grad else None), "sub")
 
     def __mul__(self, other):
         """``self * other``, elementwise, broadcasting."""
@@ -520,7 +615,8 @@ class Tensor:
         out = self._broadcast("mul", np.multiply, other)
 
         def backward(g, a=a, b=b, m=np):     # the saved operands as defaults (see _sum_to)
-            return (g * b if self.requires_grad else None, g * a if other.requires_grad else None)
+            return (_mul_grad(g, b, m) if self.requires_grad else None,
+                    _mul_grad(g, a, m) if other.requires_grad else None)
         return Tensor._make(out, (self, other), backward, "mul")
 
     def __truediv__(self, other):
@@ -530,7 +626,8 @@ class Tensor:
         out = self._broadcast("div", np.divide, other)
 
         def backward(g, b=b, out=out, m=np):
-            return (g / b if self.requires_grad else None, -g * out / b if other.requires_grad else None)
+            return (_div_grad_a(g, b, m) if self.requires_grad else None,
+                    _div_grad_b(g, b, out, m) if other.requires_grad else None)
         return Tensor._make(out, (self, other), backward, "div")
 
     def __pow__(self, other):
@@ -545,7 +642,7 @@ class Tensor:
 
     def __neg__(self):
         """``-self``."""
-        return Tensor._make(-self.data, (self,), lambda g, m=np: (-g,), "neg")
+        return Tensor._make(-self.data, (self,), lambda g, m=np: (_neg_backward(g, m),), "neg")
 
     def __radd__(self, other):
         """``other + self`` for a number or array ``other``."""
@@ -580,8 +677,9 @@ class Tensor:
                              f"(inner dimensions {a.shape[-1]} and {b.shape[-2 if b.ndim > 1 else 0]})") from None
 
         def backward(g, a=a, b=b, m=np):
-            if a.ndim == 2 and b.ndim == 2:  # the common case, written out plainly
-                return (g @ b.T if self.requires_grad else None, a.T @ g if other.requires_grad else None)
+            if a.ndim == 2 and b.ndim == 2:
+                return (_matmul_grad_a(g, b, m) if self.requires_grad else None,
+                        _matmul_grad_b(g, a, m) if other.requires_grad else None)
             return _matmul_backward(g, a, b, self.requires_grad, other.requires_grad, m)
         return Tensor._make(out, (self, other), backward, "matmul")
 
@@ -622,27 +720,27 @@ class Tensor:
     def exp(self):
         """e to the power of each element."""
         out = np.exp(self.data)
-        return Tensor._make(out, (self,), lambda g, out=out, m=np: (g * out,), "exp")
+        return Tensor._make(out, (self,), lambda g, out=out, m=np: (_exp_backward(g, out, m),), "exp")
 
     def expm1(self):
         """exp(x) - 1, exact for small x (the stable tanh is built on it)."""
         x = self.data
-        return Tensor._make(np.expm1(x), (self,), lambda g, x=x, m=np: (g * m.exp(x),), "expm1")
+        return Tensor._make(np.expm1(x), (self,), lambda g, x=x, m=np: (_expm1_backward(g, x, m),), "expm1")
 
     def log(self):
         """The natural logarithm of each element."""
         x = self.data
-        return Tensor._make(np.log(x), (self,), lambda g, x=x, m=np: (g / x,), "log")
+        return Tensor._make(np.log(x), (self,), lambda g, x=x, m=np: (_log_backward(g, x, m),), "log")
 
     def sqrt(self):
         """The square root of each element."""
         out = np.sqrt(self.data)
-        return Tensor._make(out, (self,), lambda g, out=out, m=np: (g / (2 * out),), "sqrt")
+        return Tensor._make(out, (self,), lambda g, out=out, m=np: (_sqrt_backward(g, out, m),), "sqrt")
 
     def abs(self):
         """The absolute value of each element; the gradient at 0 is 0 (as numpy.sign)."""
         x = self.data
-        return Tensor._make(np.abs(x), (self,), lambda g, m=np: (g * np.sign(x),), "abs")
+        return Tensor._make(np.abs(x), (self,), lambda g, m=np: (_abs_backward(g, x, m),), "abs")
 
     def clip(self, lo=None, hi=None):
         """Limit values to [lo, hi]; the gradient passes where lo <= x <= hi (as torch.clamp)."""
@@ -710,7 +808,8 @@ class Tensor:
         if not _broadcast_source(old, shape):
             raise ValueError(f"broadcast_to: shape {old} cannot be broadcast to {shape}")
         out = np.broadcast_to(self.data, shape)
-        return Tensor._make(out, (self,), lambda g, m=np: (_sum_to(g, old, m),), "broadcast_to", (shape,))
+        return Tensor._make(out, (self,), lambda g, m=np: (_broadcast_to_backward(g, old, m),), "broadcast_to",
+                            (shape,))
 
     def sum_to(self, shape):
         """Sum down to ``shape``, a shape that broadcasts to this one: the adjoint of broadcasting.
@@ -721,7 +820,7 @@ class Tensor:
             raise ValueError(f"sum_to: shape {shape} does not broadcast to {old}, so {old} cannot be summed "
                              f"to it")
         out = _unbroadcast(self.data, shape)
-        return Tensor._make(out, (self,), lambda g, m=np: (m.broadcast_to(g, old),), "sum_to", (shape,))
+        return Tensor._make(out, (self,), lambda g, m=np: (_sum_to_backward(g, old, m),), "sum_to", (shape,))
 
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False):
@@ -757,7 +856,7 @@ class Tensor:
         except ValueError:
             raise ValueError(f"reshape: cannot reshape shape {old} ({self.size} elements) "
                              f"into shape {shape}") from None
-        return Tensor._make(out, (self,), lambda g, m=np: (g.reshape(old),), "reshape", (shape,))
+        return Tensor._make(out, (self,), lambda g, m=np: (_reshape_backward(g, old, m),), "reshape", (shape,))
 
     def transpose(self, *axes):
         """The axes permuted: reversed when none are given, else as ``numpy.transpose(axes)``."""
@@ -768,7 +867,7 @@ class Tensor:
             raise ValueError(f"transpose: axes {axes} are not a permutation for shape {self.shape}")
         inverse = tuple(int(i) for i in np.argsort([a % self.ndim for a in axes]))
         out = self.data.transpose(axes)
-        return Tensor._make(out, (self,), lambda g, m=np: (g.transpose(inverse),), "transpose",
+        return Tensor._make(out, (self,), lambda g, m=np: (_transpose_backward(g, inverse, m),), "transpose",
                             (tuple(axes), inverse))
 
     T = property(lambda self: self.transpose())
@@ -1053,7 +1152,7 @@ def concat(tensors, axis=0):
     except (ValueError, np.exceptions.AxisError) as e:
         raise ValueError(f"concat along axis {axis}: shapes {[t.shape for t in tensors]} do not fit: {e}") from None
     splits = np.cumsum([t.shape[axis] for t in tensors])[:-1]
-    return Tensor._make(out, tuple(tensors), lambda g, m=np: tuple(m.split(g, splits, axis=axis)), "concat",
+    return Tensor._make(out, tuple(tensors), lambda g, m=np: _concat_backward(g, splits, axis, m), "concat",
                         (axis, [int(i) for i in splits]))
 
 
@@ -1065,7 +1164,7 @@ def stack(tensors, axis=0):
     except (ValueError, np.exceptions.AxisError) as e:
         raise ValueError(f"stack along axis {axis}: shapes {[t.shape for t in tensors]}: {e}") from None
     ax = axis % out.ndim
-    return Tensor._make(out, tuple(tensors), lambda g, m=np: tuple(m.moveaxis(g, ax, 0)), "stack", (axis, ax))
+    return Tensor._make(out, tuple(tensors), lambda g, m=np: _stack_backward(g, ax, m), "stack", (axis, ax))
 
 
 def where(cond, a, b):
@@ -1083,8 +1182,8 @@ def where(cond, a, b):
         raise ValueError(f"where: shapes {mask.shape}, {a.shape} and {b.shape} cannot be broadcast together") from None
 
     def backward(g, m=np):
-        return (m.where(mask, g, 0) if a.requires_grad else None,
-                m.where(mask, 0, g) if b.requires_grad else None)
+        return (_where_grad_a(g, mask, m) if a.requires_grad else None,
+                _where_grad_b(g, mask, m) if b.requires_grad else None)
     return Tensor._make(out, (a, b, cond), backward, "where")
 
 

@@ -463,12 +463,18 @@ _BINARY_UFUNC = {"maximum": "np.maximum", "minimum": "np.minimum"}
 # elementwise operations as ufuncs, for writing a result into the buffer of an input that dies there
 _UFUNC = {"add": "np.add", "sub": "np.subtract", "mul": "np.multiply", "div": "np.divide", "pow": "np.power",
           "neg": "np.negative", **_UNARY, **_BINARY_UFUNC}
-# operations whose gradients the engine computes with a helper of its own, called here as they are there
-_GRAD_HELPERS = {"sin": engine._sin_backward, "cos": engine._cos_backward, "log1p": engine._log1p_backward,
-                 "maximum": engine._maximum_backward, "minimum": engine._minimum_backward}
-# the gradient of a one-input operation, as the engine's backward computes it (a: input, out: result)
-_ONE_INPUT_GRADS = {"exp": "{g} * {out}", "expm1": "{g} * np.exp({a})", "log": "{g} / {a}",
-                    "sqrt": "{g} / (2 * {out})", "abs": "{g} * np.sign({a})"}
+# the engine's gradient of each one-input operation, and the value it reads: the input, the result or none
+_ONE_INPUT = {"neg": (engine._neg_backward, None), "exp": (engine._exp_backward, "out"),
+              "expm1": (engine._expm1_backward, "a"), "log": (engine._log_backward, "a"),
+              "sqrt": (engine._sqrt_backward, "out"), "abs": (engine._abs_backward, "a"),
+              "sin": (engine._sin_backward, "a"), "cos": (engine._cos_backward, "a"),
+              "log1p": (engine._log1p_backward, "a")}
+# operations whose engine function gives every input's gradient at once: (function, name, its arguments
+# after g from the attributes; None: the inputs)
+_SEVERAL = {"maximum": (engine._maximum_backward, "maximum_grads", None),
+            "minimum": (engine._minimum_backward, "minimum_grads", None),
+            "concat": (engine._concat_backward, "pieces", lambda attrs: (attrs[1], attrs[0])),
+            "stack": (engine._stack_backward, "pieces", lambda attrs: (attrs[1],))}
 # operations whose result is a new array (not a view of an input): its buffer may be reused
 _FRESH = set(_UFUNC) | {"matmul", "where", "stack", "concat"}
 _VIEWS = {"index", "reshape", "transpose", "detach"}
@@ -1044,78 +1050,68 @@ class _Writer:
         return f"{self._use(_unbroadcast)}({piece}, {want!r})"
 
     def _backward_pieces(self, op, g, parents, attrs, t):
-        """(parent index, code) for each input's gradient, as the engine's backward for ``op`` makes it."""
+        """(parent index, code) for each input's gradient: a call of the engine's own function for ``op``."""
         v = [self._name_of(p, parents) for p in parents]
         out = self.var[id(t)]
-        need = [p.requires_grad for p in parents]
         a, b = v[0], v[1] if len(v) > 1 else None
+        need = [p.requires_grad for p in parents]
+
+        def call(fn, *args, i=0):     # the code of input i's gradient, written only when it is wanted
+            return self._call(fn, *args) if need[i] else None
         if op == "add":
             return [(0, g), (1, g)]
         if op == "sub":
-            second = f"-{g}" if parents[1].shape == t.shape else \
-                f"-{self._unbroadcast_code(g, t.shape, parents[1].shape)}"
-            return [(0, g), (1, second)]
+            return [(0, g), (1, call(engine._sub_grad_b, g, parents[1].shape, i=1))]
         if op == "mul":
-            return [(0, f"{g} * {b}"), (1, f"{g} * {a}")]
+            return [(0, call(engine._mul_grad, g, b)), (1, call(engine._mul_grad, g, a, i=1))]
         if op == "div":
-            return [(0, f"{g} / {b}"), (1, f"-{g} * {out} / {b}")]
+            return [(0, call(engine._div_grad_a, g, b)), (1, call(engine._div_grad_b, g, b, out, i=1))]
         if op == "pow":
-            return [(0, f"{self._use(engine._pow_grad_base)}({g}, {a}, {b}, {out})"),
-                    (1, f"{self._use(engine._pow_grad_exponent)}({g}, {a}, {out})")]
-        if op == "neg":
-            return [(0, f"-{g}")]
+            return [(0, call(engine._pow_grad_base, g, a, b, out)),
+                    (1, call(engine._pow_grad_exponent, g, a, out, i=1))]
         if op == "matmul":
-            if parents[0].ndim == 2 and parents[1].ndim == 2:
-                return [(0, f"{g} @ {b}.T"), (1, f"{a}.T @ {g}")]
-            if parents[0].ndim > 2 and parents[1].ndim == 2:   # as _matmul_backward does it, written out
-                k, n = parents[0].shape[-1], parents[1].shape[-1]
-                m = int(np.prod(parents[0].shape[:-1]))
-                return [(0, f"({g}.reshape({m}, {n}) @ {b}.T).reshape({parents[0].shape!r})"),
-                        (1, f"{a}.reshape({m}, {k}).T @ {g}.reshape({m}, {n})")]
+            if parents[0].ndim == 2 and parents[1].ndim == 2:   # the engine's backward picks the same way
+                return [(0, call(engine._matmul_grad_a, g, b)), (1, call(engine._matmul_grad_b, g, a, i=1))]
             both = self._reserve("mm_grads")
-            self._emit(f"{both} = {self._use(engine._matmul_backward)}({g}, {a}, {b}, {need[0]}, {need[1]})",
-                       "backward")
+            self._emit(f"{both} = {self._call(engine._matmul_backward, g, a, b, *need)}", "backward")
             return [(0, f"{both}[0]"), (1, f"{both}[1]")]
-        if op in _ONE_INPUT_GRADS:
-            return [(0, _ONE_INPUT_GRADS[op].format(g=g, a=a, out=out))]
+        if op in _ONE_INPUT:
+            fn, saved = _ONE_INPUT[op]
+            return [(0, call(fn, g, *{"a": [a], "out": [out], None: []}[saved]))]
         if op == "clip":
             has_lo, has_hi = attrs
             bounds = iter(v[1:])
             lo = next(bounds) if has_lo else "None"
             hi = next(bounds) if has_hi else "None"
-            return [(0, f"{self._use(engine._clip_backward)}({g}, {a}, {lo}, {hi})")]
+            return [(0, f"{self._use(engine._clip_backward)}({g}, {a}, {lo}, {hi})")]   # lo, hi: names
         if op == "sum":
             axis, keepdims = attrs
-            return [(0, f"{self._use(engine._sum_backward)}({g}, {axis!r}, {keepdims!r}, {parents[0].shape!r})")]
+            return [(0, call(engine._sum_backward, g, axis, keepdims, parents[0].shape))]
         if op == "max":
-            return [(0, f"{self._use(engine._max_backward)}({g}, {a}, {attrs[0]!r})")]
+            return [(0, call(engine._max_backward, g, a, attrs[0]))]
         if op == "reshape":
-            return [(0, f"{g}.reshape({parents[0].shape!r})")]
+            return [(0, call(engine._reshape_backward, g, parents[0].shape))]
         if op == "transpose":
-            return [(0, f"{g}.transpose({attrs[1]!r})")]
+            return [(0, call(engine._transpose_backward, g, attrs[1]))]
+        if op == "broadcast_to":
+            return [(0, call(engine._broadcast_to_backward, g, parents[0].shape))]
+        if op == "sum_to":
+            return [(0, call(engine._sum_to_backward, g, parents[0].shape))]
+        if op == "where":
+            return [(0, call(engine._where_grad_a, g, v[2])), (1, call(engine._where_grad_b, g, v[2], i=1))]
         if op == "index":
             given, basic = attrs
             return [(0, _ScatterCode(self._index_source(given, parents[1:], v[1:]), g, basic))]
-        if op == "concat":
-            axis, splits = attrs
-            pieces = self._reserve("pieces")
-            self._emit(f"{pieces} = np.split({g}, {splits!r}, axis={axis!r})", "backward")
-            return [(i, f"{pieces}[{i}]") for i in range(len(parents))]
-        if op == "stack":   # the engine's np.moveaxis(g, axis, 0)[i] is the slice g[:, ..., i]
-            return [(i, f"{g}[{':, ' * attrs[1]}{i}]") for i in range(len(parents))]
-        if op == "where":
-            return [(0, f"np.where({v[2]}, {g}, 0)"), (1, f"np.where({v[2]}, 0, {g})")]
-        if op in ("maximum", "minimum"):
-            both = self._reserve(f"{op}_grads")
-            self._emit(f"{both} = {self._use(_GRAD_HELPERS[op])}({g}, {a}, {b})", "backward")
-            return [(0, f"{both}[0]"), (1, f"{both}[1]")]
-        if op in _GRAD_HELPERS:
-            return [(0, f"{self._use(_GRAD_HELPERS[op])}({g}, {a})")]
-        if op == "broadcast_to":
-            return [(0, f"{self._use(_unbroadcast)}({g}, {parents[0].shape!r})")]
-        if op == "sum_to":
-            return [(0, f"np.broadcast_to({g}, {parents[0].shape!r})")]
+        if op in _SEVERAL:     # one function gives every input's gradient: named once, then taken apart
+            fn, base, extra = _SEVERAL[op]
+            both = self._reserve(base)
+            self._emit(f"{both} = {self._call(fn, g, *(v if extra is None else extra(attrs)))}", "backward")
+            return [(i, f"{both}[{i}]") for i in range(len(parents))]
         raise TraceError(f"trace: the backward of {op!r} cannot be traced")
+
+    def _call(self, fn, g, *args):
+        """The code of a call of the engine's function ``fn`` on ``g`` (a name) and ``args`` (names; else values)."""
+        return f"{self._use(fn)}({', '.join([g] + [x if isinstance(x, str) else repr(x) for x in args])})"
 
     # ------------------------------------------------------------------ the function
     def _replays(self, function, outs, grad_names, eager_grads, agrees):

@@ -1,0 +1,83 @@
+"""Each primitive's derivative is written once, in a module-level function of tensor.py.
+
+The engine's backward closures only call those functions, and the tracer writes a
+call of the same functions into a program instead of a formula of its own.
+"""
+import ast
+import inspect
+import re
+
+import numpy as np
+
+import tinygrad_rnn
+from tinygrad_rnn import Tensor, tensor, tracing
+
+TENSOR_TREE = ast.parse(inspect.getsource(tensor))
+
+
+def _engine_names(node):
+    """The names ``engine.X`` that the code under ``node`` reads."""
+    return {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)
+            and isinstance(n.value, ast.Name) and n.value.id == "engine"}
+
+
+def _backwards_in_engine():
+    """Every backward closure of an operation in tensor.py: the lambdas and ``def backward`` inside functions."""
+    found = []
+    for fn in ast.walk(TENSOR_TREE):
+        if isinstance(fn, (ast.FunctionDef, ast.Lambda)) and fn is not TENSOR_TREE:
+            for node in ast.walk(fn):
+                if node is fn:
+                    continue
+                if isinstance(node, ast.Lambda) and node.args.args and node.args.args[0].arg in ("g", "g2"):
+                    found.append(node)
+                elif isinstance(node, ast.FunctionDef) and node.name == "backward":
+                    found.append(node)
+    return found
+
+
+def test_the_tracer_has_no_derivative_templates():
+    for gone in ("_ONE_INPUT_GRADS", "_GRAD_HELPERS"):
+        assert not hasattr(tracing, gone)
+    pieces = ast.parse(inspect.getsource(tracing._Writer._backward_pieces).replace("\n    ", "\n")[4:])
+    # the text of every f-string is punctuation around names: no operator, no numpy function of its own
+    errors = {id(n) for r in ast.walk(pieces) if isinstance(r, ast.Raise) for n in ast.walk(r)}
+    texts = [part.value for node in ast.walk(pieces) if isinstance(node, ast.JoinedStr) and id(node) not in errors
+             for part in node.values if isinstance(part, ast.Constant)]
+    assert texts, "the writer should still build code from f-strings"
+    for text in texts:
+        assert re.fullmatch(r"[\s,()\[\]=0-9]*", text), f"a formula in the tracer's backward: {text!r}"
+
+
+def test_the_tracer_names_only_functions_the_engine_calls():
+    named = _engine_names(ast.parse(inspect.getsource(tracing)))
+    derivatives = {n for n in named if re.fullmatch(r"_\w+_(backward|grad(_\w+)?)", n)}
+    assert {"_mul_grad", "_matmul_grad_a", "_exp_backward", "_where_grad_b"} <= derivatives
+    called_by_engine = {n.id for b in _backwards_in_engine() for n in ast.walk(b) if isinstance(n, ast.Name)}
+    for name in derivatives:
+        assert inspect.isfunction(getattr(tensor, name)), name
+        # the engine's own backward reaches it (directly, or through the general matmul)
+        assert name in called_by_engine, f"tracing calls {name}, which no backward of the engine calls"
+
+
+def test_the_engine_backwards_do_no_arithmetic_of_their_own():
+    closures = _backwards_in_engine()
+    assert len(closures) > 25
+    for closure in closures:
+        body = closure.body if isinstance(closure, ast.Lambda) else closure
+        ops = [n for n in ast.walk(body) if isinstance(n, (ast.BinOp, ast.UnaryOp)) and
+               not isinstance(n.op, ast.Not)]
+        assert not ops, f"a derivative written inline in tensor.py, line {closure.lineno}"
+
+
+def test_a_traced_program_calls_the_engine_derivatives():
+    w = Tensor(np.linspace(0.5, 1.5, 6).reshape(2, 3), requires_grad=True, name="w")
+
+    def f(x):
+        y = (x @ w).exp() * 2.0 - (x @ w).sqrt() / 3.0
+        return (-y.abs() * 0.01).log1p().sum() + (w @ w.T).sum()
+
+    program = tinygrad_rnn.trace(f, np.ones((4, 2)))
+    for name in ("_matmul_grad_a", "_matmul_grad_b", "_exp_backward", "_mul_grad", "_sub_grad_b",
+                 "_div_grad_a", "_sqrt_backward", "_transpose_backward", "_neg_backward", "_abs_backward", "_log1p_backward"):
+        assert f"{name}(" in program.source, name
