@@ -46,18 +46,62 @@ def test_the_tracer_has_no_derivative_templates():
              for part in node.values if isinstance(part, ast.Constant)]
     assert texts, "the writer should still build code from f-strings"
     for text in texts:
-        assert re.fullmatch(r"[\s,()\[\]=0-9]*", text), f"a formula in the tracer's backward: {text!r}"
+        assert re.fullmatch(r"[\s,()\[\]=0-9]*(_grads)?", text), f"a formula in the tracer's backward: {text!r}"
 
 
-def test_the_tracer_names_only_functions_the_engine_calls():
+def _derivatives_called(node):
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and DERIVATIVE.fullmatch(n.id)}
+
+
+def _closures_by_op():
+    """{op name: the derivative functions its backward closure calls}, for every ``Tensor._make`` in tensor.py."""
+    found = {}
+    for fn in ast.walk(TENSOR_TREE):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        local = {d.name: d for d in ast.walk(fn) if isinstance(d, ast.FunctionDef) and d is not fn}
+        for call in ast.walk(fn):
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "_make"
+                    and len(call.args) >= 4 and isinstance(call.args[3], ast.Constant)):
+                backward = call.args[2]
+                if isinstance(backward, ast.Name) and backward.id in local:
+                    backward = local[backward.id]
+                found.setdefault(call.args[3].value, set()).update(_derivatives_called(backward))
+    return found
+
+
+DERIVATIVE = re.compile(r"_\w+_(backward|grad(_\w+)?)")
+
+
+def test_the_tracer_names_no_derivative_itself():
+    """It takes them from the engine's table, as the engine's closures do."""
     named = _engine_names(ast.parse(inspect.getsource(tracing)))
-    derivatives = {n for n in named if re.fullmatch(r"_\w+_(backward|grad(_\w+)?)", n)}
-    assert {"_mul_grad", "_matmul_grad_a", "_exp_backward", "_where_grad_b"} <= derivatives
-    called_by_engine = {n.id for b in _backwards_in_engine() for n in ast.walk(b) if isinstance(n, ast.Name)}
-    for name in derivatives:
-        assert inspect.isfunction(getattr(tensor, name)), name
-        # the engine's own backward reaches it (directly, or through the general matmul)
-        assert name in called_by_engine, f"tracing calls {name}, which no backward of the engine calls"
+    assert not {n for n in named if DERIVATIVE.fullmatch(n)}
+
+
+def test_the_table_holds_the_functions_that_each_operation_calls():
+    closures = _closures_by_op()
+    table = tensor._PRIMITIVES
+    differentiable = {op for op, called in closures.items() if called}
+    assert differentiable - set(table) == set(), "an operation whose derivative is not in the table"
+    for name, prim in table.items():
+        listed = {fn.__name__ for fn, _ in prim.grads if fn is not None}
+        if prim.several:
+            listed.add(prim.several[0].__name__)
+        assert closures[name] == listed, name
+        assert prim.forward is None or callable(prim.forward), name
+    # what a backward saves for the graph path is what the table says
+    for name, prim in table.items():
+        assert (name in tensor._OPERANDS) == bool(prim.saved), name
+
+
+def test_every_table_entry_is_traced_by_its_table_functions():
+    """Each primitive with a table entry writes its backward lines from it (no operation is left out)."""
+    for name, prim in tensor._PRIMITIVES.items():
+        for fn, reads in prim.grads + ((prim.several,) if prim.several else ()):
+            if fn is not None:
+                assert inspect.isfunction(fn) and fn.__module__ == tensor.__name__, name
+                assert set(reads) <= {"a", "b", "mask", "out", "shape_a", "shape_b", "attr0", "attr1", "lo", "hi"}
 
 
 def test_the_engine_backwards_do_no_arithmetic_of_their_own():

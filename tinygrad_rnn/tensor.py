@@ -353,6 +353,64 @@ def _minimum_backward(g, a, b, m=np):
     return _choice_backward(g, (a < b) | (a_nan & ~b_nan), (a == b) | (a_nan & b_nan), m)
 
 
+# ---------------------------------------------------------------------- the table of primitives
+class _Primitive:
+    """One primitive operation: its numpy forward and, for each input, the function of its gradient.
+
+    ``grads[i]`` is ``(function, reads)``: the function is called as ``function(g, *values, m)``
+    with the values named in ``reads`` (``a``, ``b``: the inputs; ``mask``: a ``where``'s condition;
+    ``out``: the result; ``shape_a``, ``shape_b``: the inputs' shapes; ``attr0``, ``attr1``: the
+    operation's other arguments; ``lo``, ``hi``: a ``clip``'s bounds); a function of None passes ``g``
+    on as it is.  ``several``, instead, gives every input's gradient in one call.  ``saved`` names
+    the values that the Tensor's backward keeps, in its parameters' order: on the graph path they
+    are handed to it as Tensors.  ``symbol`` is the operator that writes the forward (``a * b``).
+    """
+    __slots__ = ("name", "forward", "grads", "several", "saved", "symbol")
+
+    def __init__(self, name, forward=None, grads=(), several=None, saved=(), symbol=None):
+        self.name, self.forward, self.grads, self.several = name, forward, grads, several
+        self.saved, self.symbol = saved, symbol
+
+
+def _table(*primitives):
+    return {p.name: p for p in primitives}
+
+
+_PRIMITIVES = _table(
+    _Primitive("add", np.add, ((None, ()), (None, ())), symbol="+"),
+    _Primitive("sub", np.subtract, ((None, ()), (_sub_grad_b, ("shape_b",))), symbol="-"),
+    _Primitive("mul", np.multiply, ((_mul_grad, ("b",)), (_mul_grad, ("a",))), saved=("a", "b"), symbol="*"),
+    _Primitive("div", np.divide, ((_div_grad_a, ("b",)), (_div_grad_b, ("b", "out"))), saved=("b", "out"),
+               symbol="/"),
+    _Primitive("pow", np.power, ((_pow_grad_base, ("a", "b", "out")), (_pow_grad_exponent, ("a", "out"))),
+               saved=("a", "b", "out"), symbol="**"),
+    _Primitive("neg", np.negative, ((_neg_backward, ()),), symbol="-"),
+    # two matrices: one function per input; other shapes: _matmul_backward gives both
+    _Primitive("matmul", _folded_matmul, ((_matmul_grad_a, ("b",)), (_matmul_grad_b, ("a",))),
+               several=(_matmul_backward, ("a", "b")), saved=("a", "b"), symbol="@"),
+    _Primitive("exp", np.exp, ((_exp_backward, ("out",)),), saved=("out",)),
+    _Primitive("expm1", np.expm1, ((_expm1_backward, ("a",)),), saved=("a",)),
+    _Primitive("log", np.log, ((_log_backward, ("a",)),), saved=("a",)),
+    _Primitive("sqrt", np.sqrt, ((_sqrt_backward, ("out",)),), saved=("out",)),
+    _Primitive("abs", np.abs, ((_abs_backward, ("a",)),)),         # the sign is a constant: nothing saved
+    _Primitive("sin", np.sin, ((_sin_backward, ("a",)),), saved=("a",)),
+    _Primitive("cos", np.cos, ((_cos_backward, ("a",)),), saved=("a",)),
+    _Primitive("log1p", np.log1p, ((_log1p_backward, ("a",)),), saved=("a",)),
+    _Primitive("maximum", np.maximum, several=(_maximum_backward, ("a", "b"))),
+    _Primitive("minimum", np.minimum, several=(_minimum_backward, ("a", "b"))),
+    _Primitive("where", np.where, ((_where_grad_a, ("mask",)), (_where_grad_b, ("mask",)))),
+    _Primitive("clip", _clip, ((_clip_backward, ("a", "lo", "hi")),)),
+    _Primitive("sum", None, ((_sum_backward, ("attr0", "attr1", "shape_a")),)),
+    _Primitive("max", _max, ((_max_backward, ("a", "attr0")),)),
+    _Primitive("reshape", None, ((_reshape_backward, ("shape_a",)),)),
+    _Primitive("transpose", None, ((_transpose_backward, ("attr1",)),)),
+    _Primitive("broadcast_to", np.broadcast_to, ((_broadcast_to_backward, ("shape_a",)),)),
+    _Primitive("sum_to", _unbroadcast, ((_sum_to_backward, ("shape_a",)),)),
+    _Primitive("concat", np.concatenate, several=(_concat_backward, ("attr1", "attr0"))),
+    _Primitive("stack", np.stack, several=(_stack_backward, ("attr1",))),
+)
+
+
 def _broadcast_source(source, target):
     """Whether numpy broadcasting takes ``source`` to ``target`` (so summing takes ``target`` back)."""
     if len(source) > len(target):
@@ -1280,13 +1338,9 @@ def _graph_seed(out, grad, who):
 
 
 # which Tensors a backward receives, on the graph path, for the operands it saved (in its parameters' order)
-_OPERANDS = {
-    "mul": lambda n: n._parents[:2], "div": lambda n: (n._parents[1], n),
-    "pow": lambda n: (n._parents[0], n._parents[1], n), "matmul": lambda n: n._parents[:2],
-    "exp": lambda n: (n,), "sqrt": lambda n: (n,), "expm1": lambda n: n._parents[:1],
-    "log": lambda n: n._parents[:1], "sin": lambda n: n._parents[:1], "cos": lambda n: n._parents[:1],
-    "log1p": lambda n: n._parents[:1],
-}
+_SAVED_TENSOR = {"a": lambda n: n._parents[0], "b": lambda n: n._parents[1], "out": lambda n: n}
+_OPERANDS = {p.name: (lambda n, get=tuple(_SAVED_TENSOR[k] for k in p.saved): tuple(f(n) for f in get))
+             for p in _PRIMITIVES.values() if p.saved}
 _NO_OPERANDS = lambda n: ()  # noqa: E731
 
 

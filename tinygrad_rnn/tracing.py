@@ -456,25 +456,17 @@ _SHORT = {"matmul": "mm", "index": "ix", "reshape": "rs", "transpose": "tr", "de
           "greater_equal": "ge", "equal": "eq", "not_equal": "ne"}
 _COMPARE = {"less": "<", "less_equal": "<=", "greater": ">", "greater_equal": ">=", "equal": "==",
             "not_equal": "!="}
-_BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
-_UNARY = {"exp": "np.exp", "expm1": "np.expm1", "log": "np.log", "sqrt": "np.sqrt", "abs": "np.abs"}
-_UNARY.update(sin="np.sin", cos="np.cos", log1p="np.log1p")
-_BINARY_UFUNC = {"maximum": "np.maximum", "minimum": "np.minimum"}
-# elementwise operations as ufuncs, for writing a result into the buffer of an input that dies there
-_UFUNC = {"add": "np.add", "sub": "np.subtract", "mul": "np.multiply", "div": "np.divide", "pow": "np.power",
-          "neg": "np.negative", **_UNARY, **_BINARY_UFUNC}
-# the engine's gradient of each one-input operation, and the value it reads: the input, the result or none
-_ONE_INPUT = {"neg": (engine._neg_backward, None), "exp": (engine._exp_backward, "out"),
-              "expm1": (engine._expm1_backward, "a"), "log": (engine._log_backward, "a"),
-              "sqrt": (engine._sqrt_backward, "out"), "abs": (engine._abs_backward, "a"),
-              "sin": (engine._sin_backward, "a"), "cos": (engine._cos_backward, "a"),
-              "log1p": (engine._log1p_backward, "a")}
-# operations whose engine function gives every input's gradient at once: (function, name, its arguments
-# after g from the attributes; None: the inputs)
-_SEVERAL = {"maximum": (engine._maximum_backward, "maximum_grads", None),
-            "minimum": (engine._minimum_backward, "minimum_grads", None),
-            "concat": (engine._concat_backward, "pieces", lambda attrs: (attrs[1], attrs[0])),
-            "stack": (engine._stack_backward, "pieces", lambda attrs: (attrs[1],))}
+# how the engine's primitives (its table, engine._PRIMITIVES) are written: the elementwise ones as their
+# ufuncs (also for writing a result into the buffer of an input that dies there), binary ones with their
+# operator, neg as a prefix, the others as a call
+_PRIMITIVES = engine._PRIMITIVES
+_UFUNC = {n: f"np.{p.forward.__name__}" for n, p in _PRIMITIVES.items() if isinstance(p.forward, np.ufunc)}
+_BINARY = {n: p.symbol for n, p in _PRIMITIVES.items() if n in _UFUNC and p.symbol and len(p.grads) == 2}
+_PREFIX = {n: p.symbol for n, p in _PRIMITIVES.items() if n in _UFUNC and p.symbol and len(p.grads) == 1}
+_UNARY = {n: _UFUNC[n] for n, p in _PRIMITIVES.items() if n in _UFUNC and not p.symbol and len(p.grads) == 1}
+_BINARY_UFUNC = {n: _UFUNC[n] for n, p in _PRIMITIVES.items() if n in _UFUNC and p.several}
+# the name of the tuple of gradients that one call gives (``several``)
+_GRADS_NAME = {"matmul": "mm_grads", "concat": "pieces", "stack": "pieces"}
 # operations whose result is a new array (not a view of an input): its buffer may be reused
 _FRESH = set(_UFUNC) | {"matmul", "where", "stack", "concat"}
 _VIEWS = {"index", "reshape", "transpose", "detach"}
@@ -876,8 +868,8 @@ class _Writer:
             return f"{name} = {a} {_BINARY[op]} {args[1]}"
         if op in _COMPARE:
             return f"{name} = np.asarray({a} {_COMPARE[op]} {args[1]})"
-        if op == "neg":
-            return f"{name} = -{a}"
+        if op in _PREFIX:
+            return f"{name} = {_PREFIX[op]}{a}"
         if op in _UNARY:
             return f"{name} = {_UNARY[op]}({a})"
         if op == "matmul":
@@ -1050,64 +1042,30 @@ class _Writer:
         return f"{self._use(_unbroadcast)}({piece}, {want!r})"
 
     def _backward_pieces(self, op, g, parents, attrs, t):
-        """(parent index, code) for each input's gradient: a call of the engine's own function for ``op``."""
+        """(parent index, code) for each input's gradient: calls of the functions of ``op``'s table entry."""
         v = [self._name_of(p, parents) for p in parents]
-        out = self.var[id(t)]
-        a, b = v[0], v[1] if len(v) > 1 else None
-        need = [p.requires_grad for p in parents]
-
-        def call(fn, *args, i=0):     # the code of input i's gradient, written only when it is wanted
-            return self._call(fn, *args) if need[i] else None
-        if op == "add":
-            return [(0, g), (1, g)]
-        if op == "sub":
-            return [(0, g), (1, call(engine._sub_grad_b, g, parents[1].shape, i=1))]
-        if op == "mul":
-            return [(0, call(engine._mul_grad, g, b)), (1, call(engine._mul_grad, g, a, i=1))]
-        if op == "div":
-            return [(0, call(engine._div_grad_a, g, b)), (1, call(engine._div_grad_b, g, b, out, i=1))]
-        if op == "pow":
-            return [(0, call(engine._pow_grad_base, g, a, b, out)),
-                    (1, call(engine._pow_grad_exponent, g, a, out, i=1))]
-        if op == "matmul":
-            if parents[0].ndim == 2 and parents[1].ndim == 2:   # the engine's backward picks the same way
-                return [(0, call(engine._matmul_grad_a, g, b)), (1, call(engine._matmul_grad_b, g, a, i=1))]
-            both = self._reserve("mm_grads")
-            self._emit(f"{both} = {self._call(engine._matmul_backward, g, a, b, *need)}", "backward")
-            return [(0, f"{both}[0]"), (1, f"{both}[1]")]
-        if op in _ONE_INPUT:
-            fn, saved = _ONE_INPUT[op]
-            return [(0, call(fn, g, *{"a": [a], "out": [out], None: []}[saved]))]
-        if op == "clip":
-            has_lo, has_hi = attrs
-            bounds = iter(v[1:])
-            lo = next(bounds) if has_lo else "None"
-            hi = next(bounds) if has_hi else "None"
-            return [(0, f"{self._use(engine._clip_backward)}({g}, {a}, {lo}, {hi})")]   # lo, hi: names
-        if op == "sum":
-            axis, keepdims = attrs
-            return [(0, call(engine._sum_backward, g, axis, keepdims, parents[0].shape))]
-        if op == "max":
-            return [(0, call(engine._max_backward, g, a, attrs[0]))]
-        if op == "reshape":
-            return [(0, call(engine._reshape_backward, g, parents[0].shape))]
-        if op == "transpose":
-            return [(0, call(engine._transpose_backward, g, attrs[1]))]
-        if op == "broadcast_to":
-            return [(0, call(engine._broadcast_to_backward, g, parents[0].shape))]
-        if op == "sum_to":
-            return [(0, call(engine._sum_to_backward, g, parents[0].shape))]
-        if op == "where":
-            return [(0, call(engine._where_grad_a, g, v[2])), (1, call(engine._where_grad_b, g, v[2], i=1))]
         if op == "index":
             given, basic = attrs
             return [(0, _ScatterCode(self._index_source(given, parents[1:], v[1:]), g, basic))]
-        if op in _SEVERAL:     # one function gives every input's gradient: named once, then taken apart
-            fn, base, extra = _SEVERAL[op]
-            both = self._reserve(base)
-            self._emit(f"{both} = {self._call(fn, g, *(v if extra is None else extra(attrs)))}", "backward")
+        prim = _PRIMITIVES.get(op)
+        if prim is None:
+            raise TraceError(f"trace: the backward of {op!r} cannot be traced")
+        bounds = iter(v[1:])
+        values = {"a": v[0], "b": v[1] if len(v) > 1 else None, "mask": v[2] if len(v) > 2 else None,
+                  "out": self.var[id(t)], "shape_a": parents[0].shape,
+                  "shape_b": parents[1].shape if len(parents) > 1 else None}
+        if op == "clip":     # the bounds given are inputs after x; a missing one is None
+            values.update(lo=next(bounds) if attrs[0] else "None", hi=next(bounds) if attrs[1] else "None")
+        values.update(zip(("attr0", "attr1"), attrs or ()))
+        # two matrices: one function per input, as the engine's backward picks; other matmuls: one call
+        if prim.several and (op != "matmul" or not (parents[0].ndim == 2 and parents[1].ndim == 2)):
+            fn, reads = prim.several
+            extra = [p.requires_grad for p in parents] if op == "matmul" else []
+            both = self._reserve(_GRADS_NAME.get(op, f"{op}_grads"))
+            self._emit(f"{both} = {self._call(fn, g, *(values[r] for r in reads), *extra)}", "backward")
             return [(i, f"{both}[{i}]") for i in range(len(parents))]
-        raise TraceError(f"trace: the backward of {op!r} cannot be traced")
+        return [(i, g if fn is None else self._call(fn, g, *(values[r] for r in reads)))
+                for i, (fn, reads) in enumerate(prim.grads) if parents[i].requires_grad]
 
     def _call(self, fn, g, *args):
         """The code of a call of the engine's function ``fn`` on ``g`` (a name) and ``args`` (names; else values)."""
