@@ -1021,7 +1021,7 @@ class _Writer:
                 grads[pkey] = dname
             return
         if value.shape != shape:
-            piece = self._unbroadcast_code(piece, np.shape(value), shape)
+            piece = f"{self._use(_unbroadcast)}({piece}, {shape!r})"   # as the engine's _accumulate
         if np.result_type(value) != dtype:
             piece = f"({piece}).astype(np.{dtype.name})"
         if pkey not in grads:
@@ -1034,12 +1034,6 @@ class _Writer:
             self._emit(f"{dname} = " + (f"np.asarray({total})" if shape == () else total), "backward")
             owned.add(pkey)
         grads[pkey] = dname
-
-    def _unbroadcast_code(self, piece, have, want):
-        extra = len(have) - len(want)
-        if extra and len(want) and all(n == have[extra + i] for i, n in enumerate(want)):
-            return f"{_paren(piece)}.sum(axis={tuple(range(extra))!r})"      # sum over leading axes only
-        return f"{self._use(_unbroadcast)}({piece}, {want!r})"
 
     def _backward_pieces(self, op, g, parents, attrs, t):
         """(parent index, code) for each input's gradient: calls of the functions of ``op``'s table entry."""
@@ -1236,11 +1230,6 @@ def _slice_source(s):
         return "" if v is None else repr(int(v))
     text = f"{part(s.start)}:{part(s.stop)}"
     return text if s.step is None else f"{text}:{part(s.step)}"
-
-
-def _paren(expr):
-    """``expr`` ready to take ``.method()``: a plain name stays as it is."""
-    return expr if re.fullmatch(r"[A-Za-z_][\w.]*(\[\d+\])?", expr) else f"({expr})"
 
 
 def _axis_kw(axis, keepdims):
