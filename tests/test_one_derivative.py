@@ -114,14 +114,48 @@ def test_the_engine_backwards_do_no_arithmetic_of_their_own():
         assert not ops, f"a derivative written inline in tensor.py, line {closure.lineno}"
 
 
-def test_a_traced_program_calls_the_engine_derivatives():
+def _program(f, *inputs):
+    return tinygrad_rnn.trace(f, *inputs).source.split("# backward")[1]
+
+
+def test_a_traced_program_writes_the_engine_derivatives():
     w = Tensor(np.linspace(0.5, 1.5, 6).reshape(2, 3), requires_grad=True, name="w")
 
     def f(x):
         y = (x @ w).exp() * 2.0 - (x @ w).sqrt() / 3.0
         return (-y.abs() * 0.01).log1p().sum() + (w @ w.T).sum()
 
-    program = tinygrad_rnn.trace(f, np.ones((4, 2)))
-    for name in ("_matmul_grad_a", "_matmul_grad_b", "_exp_backward", "_mul_grad", "_sub_grad_b",
-                 "_div_grad_a", "_sqrt_backward", "_transpose_backward", "_neg_backward", "_abs_backward", "_log1p_backward"):
-        assert f"{name}(" in program.source, name
+    backward = _program(f, np.ones((4, 2)))
+    # one-expression derivatives are written as their expressions, the others are called
+    for line in ("dmm2 = dsqrt / (2 * sqrt)", "dmm = dexp * exp", "dabs = -dneg", "dsub = dabs * np.sign(sub)",
+                 "dw = dmm3 @ tr.T", "dmul2 = dlog1p / (1 + mul2)"):
+        assert line in backward, line
+    assert "_sub_grad_b(dsub, (4, 3))" in backward and "_sum_backward(dadd, None, False, (2, 2))" in backward
+
+
+def test_the_written_line_is_the_table_function_not_a_copy(monkeypatch):
+    """Change the table's function (to one that gives the same bits): the program follows it."""
+    def sin_backward_times_one(g, x, m=np):
+        return g * m.cos(x) * 1.0
+    entry = tensor._PRIMITIVES["sin"]
+    monkeypatch.setattr(entry, "grads", ((sin_backward_times_one, ("a",)),))
+    backward = _program(lambda t: t.sin().sum(), Tensor(np.linspace(-3, 3, 5), requires_grad=True))
+    assert "dt = dsin * np.cos(t) * 1.0" in backward
+
+    def called(g, x, m=np):
+        c = m.cos(x)
+        return g * c
+    monkeypatch.setattr(entry, "grads", ((called, ("a",)),))
+    backward = _program(lambda t: t.sin().sum(), Tensor(np.linspace(-3, 3, 5), requires_grad=True))
+    assert "dt = called(dsin, t)" in backward
+
+
+def test_an_expression_keeps_its_order_inside_a_longer_line():
+    """An expression whose last operation is + or - is parenthesised, so that ``x + (a - b)`` stays so."""
+    def difference(g, a, m=np):
+        return g - a
+
+    def product(g, a, m=np):
+        return -g * m.exp(a)
+    assert tracing._Writer._call(None, difference, "dy", "x") == "(dy - x)"
+    assert tracing._Writer._call(None, product, "dy", "x") == "-dy * np.exp(x)"

@@ -40,12 +40,14 @@ graph hands its gradient on into it, and under ``no_grad()`` a call computes
 values only.
 """
 import ast
+import copy
 import dis
 import inspect
 import itertools
 import keyword
 import re
 import sys
+import textwrap
 
 import numpy as np
 
@@ -1062,8 +1064,23 @@ class _Writer:
                 for i, (fn, reads) in enumerate(prim.grads) if parents[i].requires_grad]
 
     def _call(self, fn, g, *args):
-        """The code of a call of the engine's function ``fn`` on ``g`` (a name) and ``args`` (names; else values)."""
-        return f"{self._use(fn)}({', '.join([g] + [x if isinstance(x, str) else repr(x) for x in args])})"
+        """The code of the engine's function ``fn`` on ``g`` (a name) and ``args`` (names; else values).
+
+        A function that only returns an expression of its arguments and numpy is written as that
+        expression, its parameters replaced by the arguments (``_mul_grad(dh, w)`` is ``dh * w``): the
+        same operations in the same order, without a call per line.  Any other is called.
+        """
+        texts = [g] + [x if isinstance(x, str) else repr(x) for x in args]
+        body = _expression_of(fn)
+        if body is None:
+            return f"{self._use(fn)}({', '.join(texts)})"
+        params, expr = body
+        given = dict(zip(params, texts), m="np")
+        code = ast.unparse(_Substitute({k: ast.parse(v, mode="eval").body for k, v in given.items()}).visit(expr))
+        # an expression with an operator weaker than * keeps its own order inside a longer line
+        loose = isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Add, ast.Sub)) or \
+            isinstance(expr, (ast.Compare, ast.BoolOp, ast.IfExp, ast.Lambda))
+        return f"({code})" if loose else code
 
     # ------------------------------------------------------------------ the function
     def _replays(self, function, outs, grad_names, eager_grads, agrees):
@@ -1210,6 +1227,42 @@ class _Writer:
                      if k == "np" or k == "GuardFailed" or k in self.constants or callable(v)}
         exec(compile(source, f"<traced {name}>", "exec"), namespace)
         return source, namespace[name]
+
+
+def _expression_of(fn):
+    """(parameter names, a fresh copy of the returned expression) when ``fn``'s body is one ``return``
+    of an expression that reads only its parameters and numpy (``np``); else None."""
+    if fn not in _BODIES:
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
+        except (OSError, TypeError, SyntaxError):   # no source to read: it is called
+            tree = None
+        _BODIES[fn] = tree if isinstance(tree, ast.FunctionDef) else None
+    tree = _BODIES[fn]
+    if tree is None:
+        return None
+    body = tree.body[1:] if isinstance(tree.body[0], ast.Expr) and isinstance(tree.body[0].value, ast.Constant) \
+        else tree.body
+    if len(body) != 1 or not isinstance(body[0], ast.Return) or body[0].value is None:
+        return None
+    params = [a.arg for a in tree.args.args]
+    names = {n.id for n in ast.walk(body[0].value) if isinstance(n, ast.Name)}
+    if not names <= set(params) | {"np"}:
+        return None
+    return params, copy.deepcopy(body[0].value)
+
+
+_BODIES = {}
+
+
+class _Substitute(ast.NodeTransformer):
+    """Replace each name that is a key of ``values`` by the expression it maps to."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def visit_Name(self, node):
+        return copy.deepcopy(self.values[node.id]) if node.id in self.values else node
 
 
 class _ScatterCode:
