@@ -248,7 +248,7 @@ def _concat_backward(g, splits, axis, m=np):
 
 def _stack_backward(g, axis, m=np):
     """One slice of ``g`` along ``axis`` (the stacked axis, counted from the front) per input."""
-    return tuple(m.moveaxis(g, axis, 0))
+    return tuple(g) if axis == 0 and m is np else tuple(m.moveaxis(g, axis, 0))   # the first: no moveaxis
 
 
 # ---------------------------------------------------------------------- the longer forward and backward formulas
