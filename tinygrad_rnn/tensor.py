@@ -22,7 +22,6 @@ trace recomputes or guards rather than freezes.
 """
 import contextlib
 import itertools
-import math
 import operator
 import types
 
@@ -128,8 +127,17 @@ def _check_axis(axis, shape, op):
 
 
 def _rows(a):
-    """``a`` as a matrix of its last axis (``reshape(-1, n)``, which fails when n is 0)."""
-    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
+    """``a`` as a matrix of its last axis (``reshape(-1, n)`` fails when n is 0: the rows are counted then).
+
+    No module but numpy is used: a traced program's saved module copies this function.
+    """
+    n = a.shape[-1]
+    if n:
+        return a.reshape(-1, n)
+    rows = 1
+    for k in a.shape[:-1]:
+        rows *= k
+    return a.reshape(rows, 0)
 
 
 def _folded_matmul(a, b):
@@ -153,6 +161,94 @@ def _power(a, e, mask, out, m):
     if m is np:
         return np.power(a, e, where=mask, out=np.ones_like(out))
     return m.where(mask, a, 1) ** e
+
+
+# ---------------------------------------------------------------------- every primitive's derivative
+# Module-level, each written once: the operations below call them, and a traced program calls the same
+# ones (on arrays).  A ``_grad`` function gives one input's gradient, a ``_backward`` function all of them.
+def _sub_grad_b(g, shape, m=np):
+    """The subtrahend's gradient: reduced before it is negated (cheaper when it was broadcast)."""
+    return -_sum_to(g, shape, m)
+
+
+def _mul_grad(g, other, m=np):
+    """Either factor's gradient: ``g`` times the other factor."""
+    return g * other
+
+
+def _div_grad_a(g, b, m=np):
+    return g / b
+
+
+def _div_grad_b(g, b, out, m=np):
+    return -g * out / b
+
+
+def _neg_backward(g, m=np):
+    return -g
+
+
+def _matmul_grad_a(g, b, m=np):
+    """The first factor's gradient when both are matrices (the common case; else ``_matmul_backward``)."""
+    return g @ b.T
+
+
+def _matmul_grad_b(g, a, m=np):
+    return a.T @ g
+
+
+def _exp_backward(g, out, m=np):
+    return g * out
+
+
+def _expm1_backward(g, x, m=np):
+    return g * m.exp(x)
+
+
+def _log_backward(g, x, m=np):
+    return g / x
+
+
+def _sqrt_backward(g, out, m=np):
+    return g / (2 * out)
+
+
+def _abs_backward(g, x, m=np):
+    """The gradient at 0 is 0, as numpy.sign (x is an array: the sign is a constant)."""
+    return g * np.sign(x)
+
+
+def _where_grad_a(g, mask, m=np):
+    return m.where(mask, g, 0)
+
+
+def _where_grad_b(g, mask, m=np):
+    return m.where(mask, 0, g)
+
+
+def _reshape_backward(g, shape, m=np):
+    return g.reshape(shape)
+
+
+def _transpose_backward(g, inverse, m=np):
+    return g.transpose(inverse)
+
+
+def _broadcast_to_backward(g, shape, m=np):
+    return _sum_to(g, shape, m)
+
+
+def _sum_to_backward(g, shape, m=np):
+    return m.broadcast_to(g, shape)
+
+
+def _concat_backward(g, splits, axis, m=np):
+    return tuple(m.split(g, splits, axis=axis))
+
+
+def _stack_backward(g, axis, m=np):
+    """One slice of ``g`` along ``axis`` (the stacked axis, counted from the front) per input."""
+    return tuple(g) if axis == 0 and m is np else tuple(m.moveaxis(g, axis, 0))   # the first: no moveaxis
 
 
 # ---------------------------------------------------------------------- the longer forward and backward formulas
@@ -255,6 +351,64 @@ def _maximum_backward(g, a, b, m=np):
 def _minimum_backward(g, a, b, m=np):
     a_nan, b_nan = np.isnan(a), np.isnan(b)
     return _choice_backward(g, (a < b) | (a_nan & ~b_nan), (a == b) | (a_nan & b_nan), m)
+
+
+# ---------------------------------------------------------------------- the table of primitives
+class _Primitive:
+    """One primitive operation: its numpy forward and, for each input, the function of its gradient.
+
+    ``grads[i]`` is ``(function, reads)``: the function is called as ``function(g, *values, m)``
+    with the values named in ``reads`` (``a``, ``b``: the inputs; ``mask``: a ``where``'s condition;
+    ``out``: the result; ``shape_a``, ``shape_b``: the inputs' shapes; ``attr0``, ``attr1``: the
+    operation's other arguments; ``lo``, ``hi``: a ``clip``'s bounds); a function of None passes ``g``
+    on as it is.  ``several``, instead, gives every input's gradient in one call.  ``saved`` names
+    the values that the Tensor's backward keeps, in its parameters' order: on the graph path they
+    are handed to it as Tensors.  ``symbol`` is the operator that writes the forward (``a * b``).
+    """
+    __slots__ = ("name", "forward", "grads", "several", "saved", "symbol")
+
+    def __init__(self, name, forward=None, grads=(), several=None, saved=(), symbol=None):
+        self.name, self.forward, self.grads, self.several = name, forward, grads, several
+        self.saved, self.symbol = saved, symbol
+
+
+def _table(*primitives):
+    return {p.name: p for p in primitives}
+
+
+_PRIMITIVES = _table(
+    _Primitive("add", np.add, ((None, ()), (None, ())), symbol="+"),
+    _Primitive("sub", np.subtract, ((None, ()), (_sub_grad_b, ("shape_b",))), symbol="-"),
+    _Primitive("mul", np.multiply, ((_mul_grad, ("b",)), (_mul_grad, ("a",))), saved=("a", "b"), symbol="*"),
+    _Primitive("div", np.divide, ((_div_grad_a, ("b",)), (_div_grad_b, ("b", "out"))), saved=("b", "out"),
+               symbol="/"),
+    _Primitive("pow", np.power, ((_pow_grad_base, ("a", "b", "out")), (_pow_grad_exponent, ("a", "out"))),
+               saved=("a", "b", "out"), symbol="**"),
+    _Primitive("neg", np.negative, ((_neg_backward, ()),), symbol="-"),
+    # two matrices: one function per input; other shapes: _matmul_backward gives both
+    _Primitive("matmul", _folded_matmul, ((_matmul_grad_a, ("b",)), (_matmul_grad_b, ("a",))),
+               several=(_matmul_backward, ("a", "b")), saved=("a", "b"), symbol="@"),
+    _Primitive("exp", np.exp, ((_exp_backward, ("out",)),), saved=("out",)),
+    _Primitive("expm1", np.expm1, ((_expm1_backward, ("a",)),), saved=("a",)),
+    _Primitive("log", np.log, ((_log_backward, ("a",)),), saved=("a",)),
+    _Primitive("sqrt", np.sqrt, ((_sqrt_backward, ("out",)),), saved=("out",)),
+    _Primitive("abs", np.abs, ((_abs_backward, ("a",)),)),         # the sign is a constant: nothing saved
+    _Primitive("sin", np.sin, ((_sin_backward, ("a",)),), saved=("a",)),
+    _Primitive("cos", np.cos, ((_cos_backward, ("a",)),), saved=("a",)),
+    _Primitive("log1p", np.log1p, ((_log1p_backward, ("a",)),), saved=("a",)),
+    _Primitive("maximum", np.maximum, several=(_maximum_backward, ("a", "b"))),
+    _Primitive("minimum", np.minimum, several=(_minimum_backward, ("a", "b"))),
+    _Primitive("where", np.where, ((_where_grad_a, ("mask",)), (_where_grad_b, ("mask",)))),
+    _Primitive("clip", _clip, ((_clip_backward, ("a", "lo", "hi")),)),
+    _Primitive("sum", None, ((_sum_backward, ("attr0", "attr1", "shape_a")),)),
+    _Primitive("max", _max, ((_max_backward, ("a", "attr0")),)),
+    _Primitive("reshape", None, ((_reshape_backward, ("shape_a",)),)),
+    _Primitive("transpose", None, ((_transpose_backward, ("attr1",)),)),
+    _Primitive("broadcast_to", np.broadcast_to, ((_broadcast_to_backward, ("shape_a",)),)),
+    _Primitive("sum_to", _unbroadcast, ((_sum_to_backward, ("shape_a",)),)),
+    _Primitive("concat", np.concatenate, several=(_concat_backward, ("attr1", "attr0"))),
+    _Primitive("stack", np.stack, several=(_stack_backward, ("attr1",))),
+)
 
 
 def _broadcast_source(source, target):
@@ -509,9 +663,8 @@ class Tensor:
         """``self - other``, broadcasting."""
         other = self._lift(other)
         out = self._broadcast("sub", np.subtract, other)
-        # reduce before negating: cheaper when ``other`` was broadcast
         return Tensor._make(out, (self, other), lambda g, m=np: (
-            g, -_sum_to(g, other.shape, m) if other.requires_grad else None), "sub")
+            g, _sub_grad_b(g, other.shape, m) if other.requires_grad else None), "sub")
 
     def __mul__(self, other):
         """``self * other``, elementwise, broadcasting."""
@@ -520,7 +673,8 @@ class Tensor:
         out = self._broadcast("mul", np.multiply, other)
 
         def backward(g, a=a, b=b, m=np):     # the saved operands as defaults (see _sum_to)
-            return (g * b if self.requires_grad else None, g * a if other.requires_grad else None)
+            return (_mul_grad(g, b, m) if self.requires_grad else None,
+                    _mul_grad(g, a, m) if other.requires_grad else None)
         return Tensor._make(out, (self, other), backward, "mul")
 
     def __truediv__(self, other):
@@ -530,7 +684,8 @@ class Tensor:
         out = self._broadcast("div", np.divide, other)
 
         def backward(g, b=b, out=out, m=np):
-            return (g / b if self.requires_grad else None, -g * out / b if other.requires_grad else None)
+            return (_div_grad_a(g, b, m) if self.requires_grad else None,
+                    _div_grad_b(g, b, out, m) if other.requires_grad else None)
         return Tensor._make(out, (self, other), backward, "div")
 
     def __pow__(self, other):
@@ -545,7 +700,7 @@ class Tensor:
 
     def __neg__(self):
         """``-self``."""
-        return Tensor._make(-self.data, (self,), lambda g, m=np: (-g,), "neg")
+        return Tensor._make(-self.data, (self,), lambda g, m=np: (_neg_backward(g, m),), "neg")
 
     def __radd__(self, other):
         """``other + self`` for a number or array ``other``."""
@@ -580,8 +735,9 @@ class Tensor:
                              f"(inner dimensions {a.shape[-1]} and {b.shape[-2 if b.ndim > 1 else 0]})") from None
 
         def backward(g, a=a, b=b, m=np):
-            if a.ndim == 2 and b.ndim == 2:  # the common case, written out plainly
-                return (g @ b.T if self.requires_grad else None, a.T @ g if other.requires_grad else None)
+            if a.ndim == 2 and b.ndim == 2:
+                return (_matmul_grad_a(g, b, m) if self.requires_grad else None,
+                        _matmul_grad_b(g, a, m) if other.requires_grad else None)
             return _matmul_backward(g, a, b, self.requires_grad, other.requires_grad, m)
         return Tensor._make(out, (self, other), backward, "matmul")
 
@@ -622,27 +778,27 @@ class Tensor:
     def exp(self):
         """e to the power of each element."""
         out = np.exp(self.data)
-        return Tensor._make(out, (self,), lambda g, out=out, m=np: (g * out,), "exp")
+        return Tensor._make(out, (self,), lambda g, out=out, m=np: (_exp_backward(g, out, m),), "exp")
 
     def expm1(self):
         """exp(x) - 1, exact for small x (the stable tanh is built on it)."""
         x = self.data
-        return Tensor._make(np.expm1(x), (self,), lambda g, x=x, m=np: (g * m.exp(x),), "expm1")
+        return Tensor._make(np.expm1(x), (self,), lambda g, x=x, m=np: (_expm1_backward(g, x, m),), "expm1")
 
     def log(self):
         """The natural logarithm of each element."""
         x = self.data
-        return Tensor._make(np.log(x), (self,), lambda g, x=x, m=np: (g / x,), "log")
+        return Tensor._make(np.log(x), (self,), lambda g, x=x, m=np: (_log_backward(g, x, m),), "log")
 
     def sqrt(self):
         """The square root of each element."""
         out = np.sqrt(self.data)
-        return Tensor._make(out, (self,), lambda g, out=out, m=np: (g / (2 * out),), "sqrt")
+        return Tensor._make(out, (self,), lambda g, out=out, m=np: (_sqrt_backward(g, out, m),), "sqrt")
 
     def abs(self):
         """The absolute value of each element; the gradient at 0 is 0 (as numpy.sign)."""
         x = self.data
-        return Tensor._make(np.abs(x), (self,), lambda g, m=np: (g * np.sign(x),), "abs")
+        return Tensor._make(np.abs(x), (self,), lambda g, m=np: (_abs_backward(g, x, m),), "abs")
 
     def clip(self, lo=None, hi=None):
         """Limit values to [lo, hi]; the gradient passes where lo <= x <= hi (as torch.clamp)."""
@@ -710,7 +866,8 @@ class Tensor:
         if not _broadcast_source(old, shape):
             raise ValueError(f"broadcast_to: shape {old} cannot be broadcast to {shape}")
         out = np.broadcast_to(self.data, shape)
-        return Tensor._make(out, (self,), lambda g, m=np: (_sum_to(g, old, m),), "broadcast_to", (shape,))
+        return Tensor._make(out, (self,), lambda g, m=np: (_broadcast_to_backward(g, old, m),), "broadcast_to",
+                            (shape,))
 
     def sum_to(self, shape):
         """Sum down to ``shape``, a shape that broadcasts to this one: the adjoint of broadcasting.
@@ -721,7 +878,7 @@ class Tensor:
             raise ValueError(f"sum_to: shape {shape} does not broadcast to {old}, so {old} cannot be summed "
                              f"to it")
         out = _unbroadcast(self.data, shape)
-        return Tensor._make(out, (self,), lambda g, m=np: (m.broadcast_to(g, old),), "sum_to", (shape,))
+        return Tensor._make(out, (self,), lambda g, m=np: (_sum_to_backward(g, old, m),), "sum_to", (shape,))
 
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False):
@@ -757,7 +914,7 @@ class Tensor:
         except ValueError:
             raise ValueError(f"reshape: cannot reshape shape {old} ({self.size} elements) "
                              f"into shape {shape}") from None
-        return Tensor._make(out, (self,), lambda g, m=np: (g.reshape(old),), "reshape", (shape,))
+        return Tensor._make(out, (self,), lambda g, m=np: (_reshape_backward(g, old, m),), "reshape", (shape,))
 
     def transpose(self, *axes):
         """The axes permuted: reversed when none are given, else as ``numpy.transpose(axes)``."""
@@ -768,7 +925,7 @@ class Tensor:
             raise ValueError(f"transpose: axes {axes} are not a permutation for shape {self.shape}")
         inverse = tuple(int(i) for i in np.argsort([a % self.ndim for a in axes]))
         out = self.data.transpose(axes)
-        return Tensor._make(out, (self,), lambda g, m=np: (g.transpose(inverse),), "transpose",
+        return Tensor._make(out, (self,), lambda g, m=np: (_transpose_backward(g, inverse, m),), "transpose",
                             (tuple(axes), inverse))
 
     T = property(lambda self: self.transpose())
@@ -1053,7 +1210,7 @@ def concat(tensors, axis=0):
     except (ValueError, np.exceptions.AxisError) as e:
         raise ValueError(f"concat along axis {axis}: shapes {[t.shape for t in tensors]} do not fit: {e}") from None
     splits = np.cumsum([t.shape[axis] for t in tensors])[:-1]
-    return Tensor._make(out, tuple(tensors), lambda g, m=np: tuple(m.split(g, splits, axis=axis)), "concat",
+    return Tensor._make(out, tuple(tensors), lambda g, m=np: _concat_backward(g, splits, axis, m), "concat",
                         (axis, [int(i) for i in splits]))
 
 
@@ -1065,7 +1222,7 @@ def stack(tensors, axis=0):
     except (ValueError, np.exceptions.AxisError) as e:
         raise ValueError(f"stack along axis {axis}: shapes {[t.shape for t in tensors]}: {e}") from None
     ax = axis % out.ndim
-    return Tensor._make(out, tuple(tensors), lambda g, m=np: tuple(m.moveaxis(g, ax, 0)), "stack", (axis, ax))
+    return Tensor._make(out, tuple(tensors), lambda g, m=np: _stack_backward(g, ax, m), "stack", (axis, ax))
 
 
 def where(cond, a, b):
@@ -1083,8 +1240,8 @@ def where(cond, a, b):
         raise ValueError(f"where: shapes {mask.shape}, {a.shape} and {b.shape} cannot be broadcast together") from None
 
     def backward(g, m=np):
-        return (m.where(mask, g, 0) if a.requires_grad else None,
-                m.where(mask, 0, g) if b.requires_grad else None)
+        return (_where_grad_a(g, mask, m) if a.requires_grad else None,
+                _where_grad_b(g, mask, m) if b.requires_grad else None)
     return Tensor._make(out, (a, b, cond), backward, "where")
 
 
@@ -1181,13 +1338,9 @@ def _graph_seed(out, grad, who):
 
 
 # which Tensors a backward receives, on the graph path, for the operands it saved (in its parameters' order)
-_OPERANDS = {
-    "mul": lambda n: n._parents[:2], "div": lambda n: (n._parents[1], n),
-    "pow": lambda n: (n._parents[0], n._parents[1], n), "matmul": lambda n: n._parents[:2],
-    "exp": lambda n: (n,), "sqrt": lambda n: (n,), "expm1": lambda n: n._parents[:1],
-    "log": lambda n: n._parents[:1], "sin": lambda n: n._parents[:1], "cos": lambda n: n._parents[:1],
-    "log1p": lambda n: n._parents[:1],
-}
+_SAVED_TENSOR = {"a": lambda n: n._parents[0], "b": lambda n: n._parents[1], "out": lambda n: n}
+_OPERANDS = {p.name: (lambda n, get=tuple(_SAVED_TENSOR[k] for k in p.saved): tuple(f(n) for f in get))
+             for p in _PRIMITIVES.values() if p.saved}
 _NO_OPERANDS = lambda n: ()  # noqa: E731
 
 

@@ -41,12 +41,14 @@ values only.
 """
 import ast
 import contextlib
+import copy
 import dis
 import inspect
 import itertools
 import keyword
 import re
 import sys
+import textwrap
 
 import numpy as np
 
@@ -469,19 +471,17 @@ _SHORT = {"matmul": "mm", "index": "ix", "reshape": "rs", "transpose": "tr", "de
           "greater_equal": "ge", "equal": "eq", "not_equal": "ne"}
 _COMPARE = {"less": "<", "less_equal": "<=", "greater": ">", "greater_equal": ">=", "equal": "==",
             "not_equal": "!="}
-_BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
-_UNARY = {"exp": "np.exp", "expm1": "np.expm1", "log": "np.log", "sqrt": "np.sqrt", "abs": "np.abs"}
-_UNARY.update(sin="np.sin", cos="np.cos", log1p="np.log1p")
-_BINARY_UFUNC = {"maximum": "np.maximum", "minimum": "np.minimum"}
-# elementwise operations as ufuncs, for writing a result into the buffer of an input that dies there
-_UFUNC = {"add": "np.add", "sub": "np.subtract", "mul": "np.multiply", "div": "np.divide", "pow": "np.power",
-          "neg": "np.negative", **_UNARY, **_BINARY_UFUNC}
-# operations whose gradients the engine computes with a helper of its own, called here as they are there
-_GRAD_HELPERS = {"sin": engine._sin_backward, "cos": engine._cos_backward, "log1p": engine._log1p_backward,
-                 "maximum": engine._maximum_backward, "minimum": engine._minimum_backward}
-# the gradient of a one-input operation, as the engine's backward computes it (a: input, out: result)
-_ONE_INPUT_GRADS = {"exp": "{g} * {out}", "expm1": "{g} * np.exp({a})", "log": "{g} / {a}",
-                    "sqrt": "{g} / (2 * {out})", "abs": "{g} * np.sign({a})"}
+# how the engine's primitives (its table, engine._PRIMITIVES) are written: the elementwise ones as their
+# ufuncs (also for writing a result into the buffer of an input that dies there), binary ones with their
+# operator, neg as a prefix, the others as a call
+_PRIMITIVES = engine._PRIMITIVES
+_UFUNC = {n: f"np.{p.forward.__name__}" for n, p in _PRIMITIVES.items() if isinstance(p.forward, np.ufunc)}
+_BINARY = {n: p.symbol for n, p in _PRIMITIVES.items() if n in _UFUNC and p.symbol and len(p.grads) == 2}
+_PREFIX = {n: p.symbol for n, p in _PRIMITIVES.items() if n in _UFUNC and p.symbol and len(p.grads) == 1}
+_UNARY = {n: _UFUNC[n] for n, p in _PRIMITIVES.items() if n in _UFUNC and not p.symbol and len(p.grads) == 1}
+_BINARY_UFUNC = {n: _UFUNC[n] for n, p in _PRIMITIVES.items() if n in _UFUNC and p.several}
+# the name of the tuple of gradients that one call gives (``several``)
+_GRADS_NAME = {"matmul": "mm_grads", "concat": "pieces", "stack": "pieces"}
 # operations whose result is a new array (not a view of an input): its buffer may be reused
 _FRESH = set(_UFUNC) | {"matmul", "where", "stack", "concat"}
 _VIEWS = {"index", "reshape", "transpose", "detach"}
@@ -883,8 +883,8 @@ class _Writer:
             return f"{name} = {a} {_BINARY[op]} {args[1]}"
         if op in _COMPARE:
             return f"{name} = np.asarray({a} {_COMPARE[op]} {args[1]})"
-        if op == "neg":
-            return f"{name} = -{a}"
+        if op in _PREFIX:
+            return f"{name} = {_PREFIX[op]}{a}"
         if op in _UNARY:
             return f"{name} = {_UNARY[op]}({a})"
         if op == "matmul":
@@ -1036,7 +1036,7 @@ class _Writer:
                 grads[pkey] = dname
             return
         if value.shape != shape:
-            piece = self._unbroadcast_code(piece, np.shape(value), shape)
+            piece = f"{self._use(_unbroadcast)}({piece}, {shape!r})"   # as the engine's _accumulate
         if np.result_type(value) != dtype:
             piece = f"({piece}).astype(np.{dtype.name})"
         if pkey not in grads:
@@ -1050,85 +1050,50 @@ class _Writer:
             owned.add(pkey)
         grads[pkey] = dname
 
-    def _unbroadcast_code(self, piece, have, want):
-        extra = len(have) - len(want)
-        if extra and len(want) and all(n == have[extra + i] for i, n in enumerate(want)):
-            return f"{_paren(piece)}.sum(axis={tuple(range(extra))!r})"      # sum over leading axes only
-        return f"{self._use(_unbroadcast)}({piece}, {want!r})"
-
     def _backward_pieces(self, op, g, parents, attrs, t):
-        """(parent index, code) for each input's gradient, as the engine's backward for ``op`` makes it."""
+        """(parent index, code) for each input's gradient: calls of the functions of ``op``'s table entry."""
         v = [self._name_of(p, parents) for p in parents]
-        out = self.var[id(t)]
-        need = [p.requires_grad for p in parents]
-        a, b = v[0], v[1] if len(v) > 1 else None
-        if op == "add":
-            return [(0, g), (1, g)]
-        if op == "sub":
-            second = f"-{g}" if parents[1].shape == t.shape else \
-                f"-{self._unbroadcast_code(g, t.shape, parents[1].shape)}"
-            return [(0, g), (1, second)]
-        if op == "mul":
-            return [(0, f"{g} * {b}"), (1, f"{g} * {a}")]
-        if op == "div":
-            return [(0, f"{g} / {b}"), (1, f"-{g} * {out} / {b}")]
-        if op == "pow":
-            return [(0, f"{self._use(engine._pow_grad_base)}({g}, {a}, {b}, {out})"),
-                    (1, f"{self._use(engine._pow_grad_exponent)}({g}, {a}, {out})")]
-        if op == "neg":
-            return [(0, f"-{g}")]
-        if op == "matmul":
-            if parents[0].ndim == 2 and parents[1].ndim == 2:
-                return [(0, f"{g} @ {b}.T"), (1, f"{a}.T @ {g}")]
-            if parents[0].ndim > 2 and parents[1].ndim == 2:   # as _matmul_backward does it, written out
-                k, n = parents[0].shape[-1], parents[1].shape[-1]
-                m = int(np.prod(parents[0].shape[:-1]))
-                return [(0, f"({g}.reshape({m}, {n}) @ {b}.T).reshape({parents[0].shape!r})"),
-                        (1, f"{a}.reshape({m}, {k}).T @ {g}.reshape({m}, {n})")]
-            both = self._reserve("mm_grads")
-            self._emit(f"{both} = {self._use(engine._matmul_backward)}({g}, {a}, {b}, {need[0]}, {need[1]})",
-                       "backward")
-            return [(0, f"{both}[0]"), (1, f"{both}[1]")]
-        if op in _ONE_INPUT_GRADS:
-            return [(0, _ONE_INPUT_GRADS[op].format(g=g, a=a, out=out))]
-        if op == "clip":
-            has_lo, has_hi = attrs
-            bounds = iter(v[1:])
-            lo = next(bounds) if has_lo else "None"
-            hi = next(bounds) if has_hi else "None"
-            return [(0, f"{self._use(engine._clip_backward)}({g}, {a}, {lo}, {hi})")]
-        if op == "sum":
-            axis, keepdims = attrs
-            return [(0, f"{self._use(engine._sum_backward)}({g}, {axis!r}, {keepdims!r}, {parents[0].shape!r})")]
-        if op == "max":
-            return [(0, f"{self._use(engine._max_backward)}({g}, {a}, {attrs[0]!r})")]
-        if op == "reshape":
-            return [(0, f"{g}.reshape({parents[0].shape!r})")]
-        if op == "transpose":
-            return [(0, f"{g}.transpose({attrs[1]!r})")]
         if op == "index":
             given, basic = attrs
             return [(0, _ScatterCode(self._index_source(given, parents[1:], v[1:]), g, basic))]
-        if op == "concat":
-            axis, splits = attrs
-            pieces = self._reserve("pieces")
-            self._emit(f"{pieces} = np.split({g}, {splits!r}, axis={axis!r})", "backward")
-            return [(i, f"{pieces}[{i}]") for i in range(len(parents))]
-        if op == "stack":   # the engine's np.moveaxis(g, axis, 0)[i] is the slice g[:, ..., i]
-            return [(i, f"{g}[{':, ' * attrs[1]}{i}]") for i in range(len(parents))]
-        if op == "where":
-            return [(0, f"np.where({v[2]}, {g}, 0)"), (1, f"np.where({v[2]}, 0, {g})")]
-        if op in ("maximum", "minimum"):
-            both = self._reserve(f"{op}_grads")
-            self._emit(f"{both} = {self._use(_GRAD_HELPERS[op])}({g}, {a}, {b})", "backward")
-            return [(0, f"{both}[0]"), (1, f"{both}[1]")]
-        if op in _GRAD_HELPERS:
-            return [(0, f"{self._use(_GRAD_HELPERS[op])}({g}, {a})")]
-        if op == "broadcast_to":
-            return [(0, f"{self._use(_unbroadcast)}({g}, {parents[0].shape!r})")]
-        if op == "sum_to":
-            return [(0, f"np.broadcast_to({g}, {parents[0].shape!r})")]
-        raise TraceError(f"trace: the backward of {op!r} cannot be traced")
+        prim = _PRIMITIVES.get(op)
+        if prim is None:
+            raise TraceError(f"trace: the backward of {op!r} cannot be traced")
+        bounds = iter(v[1:])
+        values = {"a": v[0], "b": v[1] if len(v) > 1 else None, "mask": v[2] if len(v) > 2 else None,
+                  "out": self.var[id(t)], "shape_a": parents[0].shape,
+                  "shape_b": parents[1].shape if len(parents) > 1 else None}
+        if op == "clip":     # the bounds given are inputs after x; a missing one is None
+            values.update(lo=next(bounds) if attrs[0] else "None", hi=next(bounds) if attrs[1] else "None")
+        values.update(zip(("attr0", "attr1"), attrs or ()))
+        # two matrices: one function per input, as the engine's backward picks; other matmuls: one call
+        if prim.several and (op != "matmul" or not (parents[0].ndim == 2 and parents[1].ndim == 2)):
+            fn, reads = prim.several
+            extra = [p.requires_grad for p in parents] if op == "matmul" else []
+            both = self._reserve(_GRADS_NAME.get(op, f"{op}_grads"))
+            self._emit(f"{both} = {self._call(fn, g, *(values[r] for r in reads), *extra)}", "backward")
+            return [(i, f"{both}[{i}]") for i in range(len(parents))]
+        return [(i, g if fn is None else self._call(fn, g, *(values[r] for r in reads)))
+                for i, (fn, reads) in enumerate(prim.grads) if parents[i].requires_grad]
+
+    def _call(self, fn, g, *args):
+        """The code of the engine's function ``fn`` on ``g`` (a name) and ``args`` (names; else values).
+
+        A function that only returns an expression of its arguments and numpy is written as that
+        expression, its parameters replaced by the arguments (``_mul_grad(dh, w)`` is ``dh * w``): the
+        same operations in the same order, without a call per line.  Any other is called.
+        """
+        texts = [g] + [x if isinstance(x, str) else repr(x) for x in args]
+        body = _expression_of(fn)
+        if body is None:
+            return f"{self._use(fn)}({', '.join(texts)})"
+        params, expr = body
+        given = dict(zip(params, texts), m="np")
+        code = ast.unparse(_Substitute({k: ast.parse(v, mode="eval").body for k, v in given.items()}).visit(expr))
+        # an expression with an operator weaker than * keeps its own order inside a longer line
+        loose = isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Add, ast.Sub)) or \
+            isinstance(expr, (ast.Compare, ast.BoolOp, ast.IfExp, ast.Lambda))
+        return f"({code})" if loose else code
 
     # ------------------------------------------------------------------ the function
     def _replays(self, function, outs, grad_names, eager_grads, agrees):
@@ -1277,6 +1242,42 @@ class _Writer:
         return source, namespace[name]
 
 
+def _expression_of(fn):
+    """(parameter names, a fresh copy of the returned expression) when ``fn``'s body is one ``return``
+    of an expression that reads only its parameters and numpy (``np``); else None."""
+    if fn not in _BODIES:
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
+        except (OSError, TypeError, SyntaxError):   # no source to read: it is called
+            tree = None
+        _BODIES[fn] = tree if isinstance(tree, ast.FunctionDef) else None
+    tree = _BODIES[fn]
+    if tree is None:
+        return None
+    body = tree.body[1:] if isinstance(tree.body[0], ast.Expr) and isinstance(tree.body[0].value, ast.Constant) \
+        else tree.body
+    if len(body) != 1 or not isinstance(body[0], ast.Return) or body[0].value is None:
+        return None
+    params = [a.arg for a in tree.args.args]
+    names = {n.id for n in ast.walk(body[0].value) if isinstance(n, ast.Name)}
+    if not names <= set(params) | {"np"}:
+        return None
+    return params, copy.deepcopy(body[0].value)
+
+
+_BODIES = {}
+
+
+class _Substitute(ast.NodeTransformer):
+    """Replace each name that is a key of ``values`` by the expression it maps to."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def visit_Name(self, node):
+        return copy.deepcopy(self.values[node.id]) if node.id in self.values else node
+
+
 class _ScatterCode:
     """The gradient of an indexing: added into the input's gradient buffer at the index."""
 
@@ -1295,11 +1296,6 @@ def _slice_source(s):
         return "" if v is None else repr(int(v))
     text = f"{part(s.start)}:{part(s.stop)}"
     return text if s.step is None else f"{text}:{part(s.step)}"
-
-
-def _paren(expr):
-    """``expr`` ready to take ``.method()``: a plain name stays as it is."""
-    return expr if re.fullmatch(r"[A-Za-z_][\w.]*(\[\d+\])?", expr) else f"({expr})"
 
 
 def _axis_kw(axis, keepdims):

@@ -1,0 +1,161 @@
+"""Each primitive's derivative is written once, in a module-level function of tensor.py.
+
+The engine's backward closures only call those functions, and the tracer writes a
+call of the same functions into a program instead of a formula of its own.
+"""
+import ast
+import inspect
+import re
+
+import numpy as np
+
+import tinygrad_rnn
+from tinygrad_rnn import Tensor, tensor, tracing
+
+TENSOR_TREE = ast.parse(inspect.getsource(tensor))
+
+
+def _engine_names(node):
+    """The names ``engine.X`` that the code under ``node`` reads."""
+    return {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)
+            and isinstance(n.value, ast.Name) and n.value.id == "engine"}
+
+
+def _backwards_in_engine():
+    """Every backward closure of an operation in tensor.py: the lambdas and ``def backward`` inside functions."""
+    found = []
+    for fn in ast.walk(TENSOR_TREE):
+        if isinstance(fn, (ast.FunctionDef, ast.Lambda)) and fn is not TENSOR_TREE:
+            for node in ast.walk(fn):
+                if node is fn:
+                    continue
+                if isinstance(node, ast.Lambda) and node.args.args and node.args.args[0].arg in ("g", "g2"):
+                    found.append(node)
+                elif isinstance(node, ast.FunctionDef) and node.name == "backward":
+                    found.append(node)
+    return found
+
+
+def test_the_tracer_has_no_derivative_templates():
+    for gone in ("_ONE_INPUT_GRADS", "_GRAD_HELPERS"):
+        assert not hasattr(tracing, gone)
+    pieces = ast.parse(inspect.getsource(tracing._Writer._backward_pieces).replace("\n    ", "\n")[4:])
+    # the text of every f-string is punctuation around names: no operator, no numpy function of its own
+    errors = {id(n) for r in ast.walk(pieces) if isinstance(r, ast.Raise) for n in ast.walk(r)}
+    texts = [part.value for node in ast.walk(pieces) if isinstance(node, ast.JoinedStr) and id(node) not in errors
+             for part in node.values if isinstance(part, ast.Constant)]
+    assert texts, "the writer should still build code from f-strings"
+    for text in texts:
+        assert re.fullmatch(r"[\s,()\[\]=0-9]*(_grads)?", text), f"a formula in the tracer's backward: {text!r}"
+
+
+def _derivatives_called(node):
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and DERIVATIVE.fullmatch(n.id)}
+
+
+def _closures_by_op():
+    """{op name: the derivative functions its backward closure calls}, for every ``Tensor._make`` in tensor.py."""
+    found = {}
+    for fn in ast.walk(TENSOR_TREE):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        local = {d.name: d for d in ast.walk(fn) if isinstance(d, ast.FunctionDef) and d is not fn}
+        for call in ast.walk(fn):
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "_make"
+                    and len(call.args) >= 4 and isinstance(call.args[3], ast.Constant)):
+                backward = call.args[2]
+                if isinstance(backward, ast.Name) and backward.id in local:
+                    backward = local[backward.id]
+                found.setdefault(call.args[3].value, set()).update(_derivatives_called(backward))
+    return found
+
+
+DERIVATIVE = re.compile(r"_\w+_(backward|grad(_\w+)?)")
+
+
+def test_the_tracer_names_no_derivative_itself():
+    """It takes them from the engine's table, as the engine's closures do."""
+    named = _engine_names(ast.parse(inspect.getsource(tracing)))
+    assert not {n for n in named if DERIVATIVE.fullmatch(n)}
+
+
+def test_the_table_holds_the_functions_that_each_operation_calls():
+    closures = _closures_by_op()
+    table = tensor._PRIMITIVES
+    differentiable = {op for op, called in closures.items() if called}
+    assert differentiable - set(table) == set(), "an operation whose derivative is not in the table"
+    for name, prim in table.items():
+        listed = {fn.__name__ for fn, _ in prim.grads if fn is not None}
+        if prim.several:
+            listed.add(prim.several[0].__name__)
+        assert closures[name] == listed, name
+        assert prim.forward is None or callable(prim.forward), name
+    # what a backward saves for the graph path is what the table says
+    for name, prim in table.items():
+        assert (name in tensor._OPERANDS) == bool(prim.saved), name
+
+
+def test_every_table_entry_is_traced_by_its_table_functions():
+    """Each primitive with a table entry writes its backward lines from it (no operation is left out)."""
+    for name, prim in tensor._PRIMITIVES.items():
+        for fn, reads in prim.grads + ((prim.several,) if prim.several else ()):
+            if fn is not None:
+                assert inspect.isfunction(fn) and fn.__module__ == tensor.__name__, name
+                assert set(reads) <= {"a", "b", "mask", "out", "shape_a", "shape_b", "attr0", "attr1", "lo", "hi"}
+
+
+def test_the_engine_backwards_do_no_arithmetic_of_their_own():
+    closures = _backwards_in_engine()
+    assert len(closures) > 25
+    for closure in closures:
+        body = closure.body if isinstance(closure, ast.Lambda) else closure
+        ops = [n for n in ast.walk(body) if isinstance(n, (ast.BinOp, ast.UnaryOp)) and
+               not isinstance(n.op, ast.Not)]
+        assert not ops, f"a derivative written inline in tensor.py, line {closure.lineno}"
+
+
+def _program(f, *inputs):
+    return tinygrad_rnn.trace(f, *inputs).source.split("# backward")[1]
+
+
+def test_a_traced_program_writes_the_engine_derivatives():
+    w = Tensor(np.linspace(0.5, 1.5, 6).reshape(2, 3), requires_grad=True, name="w")
+
+    def f(x):
+        y = (x @ w).exp() * 2.0 - (x @ w).sqrt() / 3.0
+        return (-y.abs() * 0.01).log1p().sum() + (w @ w.T).sum()
+
+    backward = _program(f, np.ones((4, 2)))
+    # one-expression derivatives are written as their expressions, the others are called
+    for line in ("dmm2 = dsqrt / (2 * sqrt)", "dmm = dexp * exp", "dabs = -dneg", "dsub = dabs * np.sign(sub)",
+                 "dw = dmm3 @ tr.T", "dmul2 = dlog1p / (1 + mul2)"):
+        assert line in backward, line
+    assert "_sub_grad_b(dsub, (4, 3))" in backward and "_sum_backward(dadd, None, False, (2, 2))" in backward
+
+
+def test_the_written_line_is_the_table_function_not_a_copy(monkeypatch):
+    """Change the table's function (to one that gives the same bits): the program follows it."""
+    def sin_backward_times_one(g, x, m=np):
+        return g * m.cos(x) * 1.0
+    entry = tensor._PRIMITIVES["sin"]
+    monkeypatch.setattr(entry, "grads", ((sin_backward_times_one, ("a",)),))
+    backward = _program(lambda t: t.sin().sum(), Tensor(np.linspace(-3, 3, 5), requires_grad=True))
+    assert "dt = dsin * np.cos(t) * 1.0" in backward
+
+    def called(g, x, m=np):
+        c = m.cos(x)
+        return g * c
+    monkeypatch.setattr(entry, "grads", ((called, ("a",)),))
+    backward = _program(lambda t: t.sin().sum(), Tensor(np.linspace(-3, 3, 5), requires_grad=True))
+    assert "dt = called(dsin, t)" in backward
+
+
+def test_an_expression_keeps_its_order_inside_a_longer_line():
+    """An expression whose last operation is + or - is parenthesised, so that ``x + (a - b)`` stays so."""
+    def difference(g, a, m=np):
+        return g - a
+
+    def product(g, a, m=np):
+        return -g * m.exp(a)
+    assert tracing._Writer._call(None, difference, "dy", "x") == "(dy - x)"
+    assert tracing._Writer._call(None, product, "dy", "x") == "-dy * np.exp(x)"
