@@ -44,7 +44,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = ("tinygrad_rnn/tensor.py", "tinygrad_rnn/functional.py")
 # quick, exact tests first: with -x a killed mutant stops at its first failure
 TESTS = ("tests/test_engine_blind_spots.py", "tests/test_backward_basics.py", "tests/test_bad_inputs.py",
-         "tests/test_outside_changes.py", "tests/test_functional.py", "tests/test_ops_gradients.py")
+         "tests/test_outside_changes.py", "tests/test_functional.py", "tests/test_ops_gradients.py",
+         "tests/test_composites.py", "tests/test_second_order.py")
 SWAPS = {"+": "-", "-": "+", "*": "/", "/": "*", "**": "*", "@": "*", "<": "<=", "<=": "<", ">": ">=",
          ">=": ">", "==": "!=", "!=": "==", "+=": "=", "-=": "+=", "&": "|", "|": "&",
          "and": "or", "or": "and", "True": "False", "False": "True", "0": "1", "1": "2", "2": "3"}
