@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
+import tinygrad_rnn as tg
 from tinygrad_rnn import Tensor, stack, where
 from tinygrad_rnn import functional as F
 from tinygrad_rnn.composites import composite, expanded
@@ -304,3 +305,51 @@ def test_matmul_of_two_stacks_of_matrices_matches_numpy():
     a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 4, 5))
     np.testing.assert_allclose((Tensor(a) @ Tensor(b)).data, a @ b, rtol=1e-14)
     np.testing.assert_allclose((Tensor(a) @ Tensor(b[0])).data, a @ b[0], rtol=1e-14)
+
+
+def test_create_graph_skips_an_input_that_gets_no_gradient():
+    # a compiled composition whose output does not depend on one of its inputs, differentiated with
+    # create_graph: that input gets no term (None), and nothing fails on the way
+    @tg.composite
+    def f(x, y):
+        return x * x
+    x = tg.Tensor(np.array([1.5, -2.0]), requires_grad=True)
+    y = tg.Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    (gx,) = tg.grad(f(x, y).sum(), [x], create_graph=True)
+    np.testing.assert_array_equal(gx.data, 2 * x.data)
+    (hx,) = tg.grad(gx.sum(), [x])
+    np.testing.assert_array_equal(hx.data, np.full(2, 2.0))
+    with pytest.raises(RuntimeError):
+        tg.grad(f(x, y).sum(), [y], create_graph=True)      # y is not used: an error, as torch
+
+
+def test_create_graph_gives_a_gradient_in_its_inputs_dtype():
+    x = tg.Tensor(np.array([0.5, 2.0], dtype=np.float32), requires_grad=True)
+    y = x * tg.Tensor(np.array([3.0, 4.0]))                   # float64 from here on
+    (gx,) = tg.grad((y * y).sum(), [x], create_graph=True)
+    assert gx.dtype == np.float32
+    np.testing.assert_allclose(gx.data, 2 * x.data.astype(np.float64) * np.array([9.0, 16.0]), rtol=1e-6)
+
+
+def test_terms_of_another_dtype_in_a_list_add_as_the_plain_graph_adds_them():
+    # three terms for a float32 input, added newest first: a float32 one, then two float64 ones, each
+    # cast before it is added (the last one into a buffer the engine already owns)
+    c = Tensor(np.random.default_rng(3).standard_normal(64))
+    d = Tensor(np.random.default_rng(4).standard_normal(64))
+
+    def f(x, c, d):
+        return x * d + x * c + x * 2.0
+    x0 = np.random.default_rng(5).standard_normal(64).astype(np.float32)
+
+    def run(fn):
+        x = Tensor(x0, requires_grad=True)
+        (fn(x, c, d) * Tensor(np.random.default_rng(6).standard_normal(64))).sum().backward()
+        return x.grad
+    with expanded():
+        want = run(f)
+    compiled = composite(f)
+    for _ in range(2):                           # the call that writes it, and one that reuses it
+        got = run(compiled)
+        assert got.dtype == want.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+    assert compiled._programs                     # it did compile
