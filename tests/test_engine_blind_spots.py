@@ -1,4 +1,4 @@
-"""Behaviours that mutation testing of tensor.py and functional.py found unchecked (tools/mutate.py).
+"""Behaviours that mutation testing of tensor.py and functional.py found unchecked (benchmarks/mutate.py).
 
 Each test pins one: a mutant that changes it makes the test fail.  Gradients are
 float64 and compared with exact values derived by hand (tolerance 0 unless stated).

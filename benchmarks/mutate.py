@@ -1,11 +1,11 @@
 """Mutation testing of the engine: how many small wrong edits of tensor.py and functional.py the tests catch.
 
-    python tools/mutate.py                      # every mutant, the engine tests, 120 s each
-    python tools/mutate.py --sample 40 --seed 1 # a random sample of the mutants
-    python tools/mutate.py --sample 100 --all-backward --jobs 2 --timeout 150
+    python benchmarks/mutate.py                      # every mutant, the engine tests, 120 s each
+    python benchmarks/mutate.py --sample 40 --seed 1 # a random sample of the mutants
+    python benchmarks/mutate.py --sample 100 --all-backward --jobs 2 --timeout 150
                                                 # every backward mutant and 100 others, two at a time
-    python tools/mutate.py --mutant tinygrad_rnn/tensor.py:120:17   # chosen mutants (file:line:col)
-    python tools/mutate.py --list               # the mutants only
+    python benchmarks/mutate.py --mutant tinygrad_rnn/tensor.py:120:17   # chosen mutants (file:line:col)
+    python benchmarks/mutate.py --list               # the mutants only
 
 A mutant is one token changed: an arithmetic or comparison operator swapped
 (+ -, * /, < <=, == !=, ...), ``+=`` made ``=``, a small constant changed
