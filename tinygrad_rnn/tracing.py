@@ -973,19 +973,7 @@ class _Writer:
     def _backward(self, root):
         """Write the engine's backward: same order, same formulas, same accumulation."""
         records = {id(e[1]): e for e in self.events if e[0] in ("op", "composite", "unroll", "output")}
-        # the engine's topological order: everything reachable through parents needing grad, newest first
-        found = {id(root): root}
-        stack = [root]
-        while stack:
-            node = stack.pop()
-            event = records.get(id(node))
-            if event is None or not event[5]:      # a leaf, or not part of the graph
-                continue
-            for p in event[3]:
-                if p.requires_grad and id(p) not in found:
-                    found[id(p)] = p
-                    stack.append(p)
-        order = sorted(found.values(), key=lambda t: t._seq, reverse=True)
+        order = _recorded_order(records, [root])
 
         grads = {id(root): "d" + self.var[id(root)]}
         owned = set()
@@ -1276,6 +1264,23 @@ class _Substitute(ast.NodeTransformer):
 
     def visit_Name(self, node):
         return copy.deepcopy(self.values[node.id]) if node.id in self.values else node
+
+
+def _recorded_order(records, roots):
+    """The engine's topological order over recorded events (which a rewrite may have changed): every
+    tensor reachable from ``roots`` through parents needing a gradient, newest first."""
+    found = {id(r): r for r in roots}
+    stack = list(found.values())
+    while stack:
+        node = stack.pop()
+        event = records.get(id(node))
+        if event is None or not event[5]:      # a leaf, or not part of the graph
+            continue
+        for p in event[3]:
+            if p.requires_grad and id(p) not in found:
+                found[id(p)] = p
+                stack.append(p)
+    return sorted(found.values(), key=lambda t: t._seq, reverse=True)
 
 
 class _ScatterCode:

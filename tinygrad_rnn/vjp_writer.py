@@ -24,8 +24,8 @@ import numpy as np
 
 from . import tensor as engine
 from .tensor import Tensor
-from .tracing import (_SLOT_DATA, GuardFailed, TraceError, _Recorder, _Recording, _ScatterCode, _same, _Watch,
-                      _with_frees, _without_dead, _Writer)
+from .tracing import (_SLOT_DATA, GuardFailed, TraceError, _recorded_order, _Recorder, _Recording, _same,
+                      _ScatterCode, _Watch, _with_frees, _without_dead, _Writer)
 
 __all__ = ["write_vjp", "Compiled"]
 
@@ -171,19 +171,8 @@ class _VjpWriter(_Writer):
                 grads[id(o)] = dname
                 self.ns[dname] = seed
         records = {id(e[1]): e for e in self.events if e[0] == "op"}
-        found = {key: o for o, want in zip(self.outs, pattern) if want for key in [id(o)]}
-        stack = list(found.values())
-        while stack:                                  # the engine's order: reachable nodes, newest first
-            node = stack.pop()
-            event = records.get(id(node))
-            if event is None or not event[5]:
-                continue
-            for p in event[3]:
-                if p.requires_grad and id(p) not in found:
-                    found[id(p)] = p
-                    stack.append(p)
         owned = set()
-        for node in sorted(found.values(), key=lambda t: t._seq, reverse=True):
+        for node in _recorded_order(records, [o for o, want in zip(self.outs, pattern) if want]):
             key = id(node)
             g = grads.pop(key, None)
             if g is None:
