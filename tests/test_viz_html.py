@@ -19,16 +19,12 @@ from tinygrad_rnn import viz
 from tinygrad_rnn.cli import main
 from tinygrad_rnn.tensor import _topological_order
 from tinygrad_rnn.viz import to_html
+from test_viz import unrolled as unrolled_states
 
 
 def unrolled(cell, steps=3, seed=1):
     """The loss sum(h_T^2) of ``cell`` over ``steps`` steps, and the states h_t."""
-    rng = np.random.default_rng(seed)
-    xs = Tensor(rng.normal(size=(2, steps, cell.input_size)), name="xs")
-    state, hs = None, []
-    for t in range(steps):
-        state = cell(xs[:, t], state)
-        hs.append(state[0] if isinstance(state, tuple) else state)
+    _, hs = unrolled_states(cell, steps, seed)
     return (hs[-1] * hs[-1]).sum(), hs
 
 
