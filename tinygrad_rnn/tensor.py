@@ -1142,7 +1142,7 @@ def _unlock(t):
     if t._locked is not None:
         t._locked = None
         try:
-            t.data.setflags(write=True)
+            t.data.setflags(True)
         except ValueError:      # a view of an array that is still locked: it stays read-only
             pass
 
