@@ -271,3 +271,80 @@ def test_a_traced_step_sees_a_settings_dict_changed_in_place():
     assert float(program(np.ones((1, 2)))) == 8.0
     m.cfg["scale"] = 3.0                          # in place: the same dict, another entry
     assert float(program(np.ones((1, 2)))) == 12.0
+
+
+# ---------------------------------------------------------------------- 1b. only what backward reads is locked
+# Each operation locks exactly the arrays its backward reads.  The property: any array that a
+# raw write can still reach (an input or the result, after the loss is built) is one that backward
+# does not read, so writing garbage into it leaves every gradient as it was.
+_POS = {"pos": True}
+_LOCK_CASES = {
+    "add": (lambda a, b: a + b, 2), "sub": (lambda a, b: a - b, 2), "mul": (lambda a, b: a * b, 2),
+    "div": (lambda a, b: a / b, 2), "pow": (lambda a, b: a ** b, 2, _POS), "matmul": (lambda a, b: a @ b, 2),
+    "neg": (lambda a: -a, 1), "exp": (lambda a: a.exp(), 1), "expm1": (lambda a: a.expm1(), 1),
+    "log": (lambda a: a.log(), 1, _POS), "sqrt": (lambda a: a.sqrt(), 1, _POS), "abs": (lambda a: a.abs(), 1),
+    "sin": (lambda a: a.sin(), 1), "cos": (lambda a: a.cos(), 1), "log1p": (lambda a: a.log1p(), 1, _POS),
+    "clip": (lambda a, b: a.clip(b, 0.5), 2), "sum": (lambda a: a.sum(axis=0), 1),
+    "mean": (lambda a: a.mean(axis=1), 1), "max": (lambda a: a.max(axis=1), 1), "min": (lambda a: a.min(), 1),
+    "reshape": (lambda a: a.reshape(9), 1), "transpose": (lambda a: a.T, 1),
+    "broadcast_to": (lambda a: a.broadcast_to((2, 3, 3)), 1), "sum_to": (lambda a: a.sum_to((1, 3)), 1),
+    "index": (lambda a, i: a[i], 1, {"extra": lambda: [Tensor(np.array([2, 0, 2]))]}),
+    "slice": (lambda a: a[1:, ::2], 1),
+    "concat": (lambda a, b: tg.concat([a, b], axis=1), 2), "stack": (lambda a, b: tg.stack([a, b], 1), 2),
+    "where": (lambda a, b, c: tg.where(c, a, b), 2, {"extra": lambda: [Tensor(np.eye(3) > 0)]}),
+    "maximum": (lambda a, b: tg.maximum(a, b), 2),
+    "minimum": (lambda a, b: tg.minimum(a, b), 2), "tanh": (lambda a: a.tanh(), 1),
+    "sigmoid": (lambda a: a.sigmoid(), 1), "softmax": (lambda a: F.softmax(a), 1),
+    "log_softmax": (lambda a: F.log_softmax(a), 1), "cross_entropy": (lambda a: F.cross_entropy(a, [0, 2, 1]), 1),
+    "rnn_cell": (lambda a, b: nn.RNNCell(3, 3, rng=0)(a, b), 2),
+}
+
+
+def _lock_inputs(n, pattern, pos):
+    rng = np.random.default_rng(5)
+    data = [rng.uniform(0.5, 2.0, (3, 3)) if pos else rng.standard_normal((3, 3)) for _ in range(n)]
+    return [Tensor(d, requires_grad=bool(pattern >> i & 1)) for i, d in enumerate(data)]
+
+
+@pytest.mark.parametrize("name, pattern", [(name, pattern) for name, (_, n, *_) in sorted(_LOCK_CASES.items())
+                                           for pattern in range(1, 2 ** n)])   # which inputs need a gradient
+def test_a_write_that_is_allowed_never_changes_a_gradient(name, pattern):
+    fn, n, *opts = _LOCK_CASES[name]
+    opts = opts[0] if opts else {}
+
+    def run(write):
+        xs = _lock_inputs(n, pattern, opts.get("pos"))
+        extra = opts.get("extra", list)()    # inputs without gradient: a condition, an index
+        out = fn(*xs, *extra)
+        weights = np.random.default_rng(6).standard_normal(out.shape)
+        loss = (out * weights).sum()          # the weights need no gradient: out stays unread by this product
+        written = []
+        if write:
+            for t in xs + extra + [out]:
+                if not isinstance(t.data, np.ndarray):
+                    continue                  # a 0-d result of a ufunc is an immutable numpy scalar
+                try:
+                    t.data[...] = -7.0        # garbage into every array a raw write can reach
+                    written.append(t)
+                except ValueError as e:
+                    assert "read-only" in str(e)
+        loss.backward()
+        return [x.grad for x in xs], written
+
+    want, _ = run(False)
+    got, written = run(True)
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if g is not None:
+            np.testing.assert_array_equal(g, w, err_msg=f"{name}: a write into {len(written)} arrays changed it")
+
+
+def test_an_input_the_backward_does_not_read_is_not_locked():
+    x = Tensor(np.ones(3), requires_grad=True)
+    c = Tensor(np.full(3, 2.0))
+    y = x * c                      # x's gradient reads c; nothing reads x
+    x.data[...] = 5.0              # allowed: no gradient depends on it
+    with pytest.raises(ValueError, match="read-only"):
+        c.data[...] = 5.0          # c is read by x's gradient
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0, 2.0])

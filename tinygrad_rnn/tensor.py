@@ -32,6 +32,7 @@ __all__ = ["Tensor", "concat", "stack", "where", "maximum", "minimum", "no_grad"
 
 _grad_enabled = True
 _creation_counter = itertools.count()  # creation order is a topological order: inputs exist first
+_last_write = -1  # the creation number of the library's last in-place write (see _writable)
 _tracer = None  # while tracing.trace runs a function, every operation is also reported to it
 
 
@@ -411,6 +412,11 @@ _PRIMITIVES = _table(
 )
 
 
+def _partners(x, y):
+    """What the gradients of a product read: each factor, for the other's gradient (``keeps`` of ``_make``)."""
+    return (y,) if not y.requires_grad else (x,) if not x.requires_grad else (x, y)
+
+
 def _broadcast_source(source, target):
     """Whether numpy broadcasting takes ``source`` to ``target`` (so summing takes ``target`` back)."""
     if len(source) > len(target):
@@ -513,10 +519,13 @@ class Tensor:
 
     # ------------------------------------------------------------------ plumbing
     @staticmethod
-    def _make(data, parents, backward, op, attrs=None):
+    def _make(data, parents, backward, op, attrs=None, keeps=None, keeps_out=False):
         """The result of an operation: linked into the graph when a parent needs a gradient.
 
         ``attrs`` are the operation's other arguments (axis, index, ...), for a trace.
+        ``keeps`` are the inputs whose arrays ``backward`` reads, and ``keeps_out`` whether it
+        reads the result's: they are made read-only while the graph lives (None: every input
+        and the result).
         """
         t = Tensor.__new__(Tensor)
         t.data = data
@@ -538,11 +547,12 @@ class Tensor:
                     t._backward = backward
                     # what backward will read is made read-only while the graph lives: a raw in-place
                     # write (W.data[...] = 0) then fails instead of silently changing the gradient
-                    for q in parents:
+                    for q in parents if keeps is None else keeps:
                         if q._locked is not q.data:
                             _lock(q)
-                    data.setflags(False)
-                    t._locked = data
+                    if keeps is None or keeps_out:
+                        data.setflags(False)
+                        t._locked = data
                     break
         if _tracer is not None:
             _tracer.record(t, op, parents, attrs)
@@ -657,14 +667,14 @@ class Tensor:
         """``self + other``, broadcasting as numpy does; numbers and arrays become constants."""
         other = self._lift(other)
         out = self._broadcast("add", np.add, other)
-        return Tensor._make(out, (self, other), lambda g, m=np: (g, g), "add")
+        return Tensor._make(out, (self, other), lambda g, m=np: (g, g), "add", keeps=())
 
     def __sub__(self, other):
         """``self - other``, broadcasting."""
         other = self._lift(other)
         out = self._broadcast("sub", np.subtract, other)
         return Tensor._make(out, (self, other), lambda g, m=np: (
-            g, _sub_grad_b(g, other.shape, m) if other.requires_grad else None), "sub")
+            g, _sub_grad_b(g, other.shape, m) if other.requires_grad else None), "sub", keeps=())
 
     def __mul__(self, other):
         """``self * other``, elementwise, broadcasting."""
@@ -675,7 +685,7 @@ class Tensor:
         def backward(g, a=a, b=b, m=np):     # the saved operands as defaults (see _sum_to)
             return (_mul_grad(g, b, m) if self.requires_grad else None,
                     _mul_grad(g, a, m) if other.requires_grad else None)
-        return Tensor._make(out, (self, other), backward, "mul")
+        return Tensor._make(out, (self, other), backward, "mul", keeps=_partners(self, other))
 
     def __truediv__(self, other):
         """``self / other``, elementwise, broadcasting."""
@@ -686,7 +696,7 @@ class Tensor:
         def backward(g, b=b, out=out, m=np):
             return (_div_grad_a(g, b, m) if self.requires_grad else None,
                     _div_grad_b(g, b, out, m) if other.requires_grad else None)
-        return Tensor._make(out, (self, other), backward, "div")
+        return Tensor._make(out, (self, other), backward, "div", keeps=(other,), keeps_out=other.requires_grad)
 
     def __pow__(self, other):
         """``self ** other``, elementwise; the exponent may be a tensor that needs a gradient too."""
@@ -700,7 +710,7 @@ class Tensor:
 
     def __neg__(self):
         """``-self``."""
-        return Tensor._make(-self.data, (self,), lambda g, m=np: (_neg_backward(g, m),), "neg")
+        return Tensor._make(-self.data, (self,), lambda g, m=np: (_neg_backward(g, m),), "neg", keeps=())
 
     def __radd__(self, other):
         """``other + self`` for a number or array ``other``."""
@@ -739,7 +749,7 @@ class Tensor:
                 return (_matmul_grad_a(g, b, m) if self.requires_grad else None,
                         _matmul_grad_b(g, a, m) if other.requires_grad else None)
             return _matmul_backward(g, a, b, self.requires_grad, other.requires_grad, m)
-        return Tensor._make(out, (self, other), backward, "matmul")
+        return Tensor._make(out, (self, other), backward, "matmul", keeps=_partners(self, other))
 
     def __rmatmul__(self, other):
         """``other @ self`` for an array ``other``."""
@@ -778,27 +788,31 @@ class Tensor:
     def exp(self):
         """e to the power of each element."""
         out = np.exp(self.data)
-        return Tensor._make(out, (self,), lambda g, out=out, m=np: (_exp_backward(g, out, m),), "exp")
+        return Tensor._make(out, (self,), lambda g, out=out, m=np: (_exp_backward(g, out, m),), "exp", keeps=(),
+                            keeps_out=True)
 
     def expm1(self):
         """exp(x) - 1, exact for small x (the stable tanh is built on it)."""
         x = self.data
-        return Tensor._make(np.expm1(x), (self,), lambda g, x=x, m=np: (_expm1_backward(g, x, m),), "expm1")
+        return Tensor._make(np.expm1(x), (self,), lambda g, x=x, m=np: (_expm1_backward(g, x, m),), "expm1",
+                            keeps=(self,))
 
     def log(self):
         """The natural logarithm of each element."""
         x = self.data
-        return Tensor._make(np.log(x), (self,), lambda g, x=x, m=np: (_log_backward(g, x, m),), "log")
+        return Tensor._make(np.log(x), (self,), lambda g, x=x, m=np: (_log_backward(g, x, m),), "log",
+                            keeps=(self,))
 
     def sqrt(self):
         """The square root of each element."""
         out = np.sqrt(self.data)
-        return Tensor._make(out, (self,), lambda g, out=out, m=np: (_sqrt_backward(g, out, m),), "sqrt")
+        return Tensor._make(out, (self,), lambda g, out=out, m=np: (_sqrt_backward(g, out, m),), "sqrt", keeps=(),
+                            keeps_out=True)
 
     def abs(self):
         """The absolute value of each element; the gradient at 0 is 0 (as numpy.sign)."""
         x = self.data
-        return Tensor._make(np.abs(x), (self,), lambda g, m=np: (_abs_backward(g, x, m),), "abs")
+        return Tensor._make(np.abs(x), (self,), lambda g, m=np: (_abs_backward(g, x, m),), "abs", keeps=(self,))
 
     def clip(self, lo=None, hi=None):
         """Limit values to [lo, hi]; the gradient passes where lo <= x <= hi (as torch.clamp)."""
@@ -816,17 +830,20 @@ class Tensor:
     def sin(self):
         """Sine, elementwise; its gradient is ``g * cos(x)``."""
         x = self.data
-        return Tensor._make(np.sin(x), (self,), lambda g, x=x, m=np: (_sin_backward(g, x, m),), "sin")
+        return Tensor._make(np.sin(x), (self,), lambda g, x=x, m=np: (_sin_backward(g, x, m),), "sin",
+                            keeps=(self,))
 
     def cos(self):
         """Cosine, elementwise; its gradient is ``-g * sin(x)``."""
         x = self.data
-        return Tensor._make(np.cos(x), (self,), lambda g, x=x, m=np: (_cos_backward(g, x, m),), "cos")
+        return Tensor._make(np.cos(x), (self,), lambda g, x=x, m=np: (_cos_backward(g, x, m),), "cos",
+                            keeps=(self,))
 
     def log1p(self):
         """log(1 + x), exact for small x."""
         x = self.data
-        return Tensor._make(np.log1p(x), (self,), lambda g, x=x, m=np: (_log1p_backward(g, x, m),), "log1p")
+        return Tensor._make(np.log1p(x), (self,), lambda g, x=x, m=np: (_log1p_backward(g, x, m),), "log1p",
+                            keeps=(self,))
 
     def min(self, axis=None, keepdims=False):
         """Minimum, as -max(-x): ties share the gradient equally, and a NaN is picked (and gets it)."""
@@ -867,7 +884,7 @@ class Tensor:
             raise ValueError(f"broadcast_to: shape {old} cannot be broadcast to {shape}")
         out = np.broadcast_to(self.data, shape)
         return Tensor._make(out, (self,), lambda g, m=np: (_broadcast_to_backward(g, old, m),), "broadcast_to",
-                            (shape,))
+                            (shape,), keeps=())
 
     def sum_to(self, shape):
         """Sum down to ``shape``, a shape that broadcasts to this one: the adjoint of broadcasting.
@@ -878,7 +895,8 @@ class Tensor:
             raise ValueError(f"sum_to: shape {shape} does not broadcast to {old}, so {old} cannot be summed "
                              f"to it")
         out = _unbroadcast(self.data, shape)
-        return Tensor._make(out, (self,), lambda g, m=np: (_sum_to_backward(g, old, m),), "sum_to", (shape,))
+        return Tensor._make(out, (self,), lambda g, m=np: (_sum_to_backward(g, old, m),), "sum_to", (shape,),
+                            keeps=())
 
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False):
@@ -888,7 +906,7 @@ class Tensor:
         out = np.asarray(self.data.sum(axis=axis, keepdims=keepdims))
 
         return Tensor._make(out, (self,), lambda g, m=np: (_sum_backward(g, axis, keepdims, shape, m),), "sum",
-                            (axis, keepdims))
+                            (axis, keepdims), keeps=())
 
     def mean(self, axis=None, keepdims=False):
         """The mean over ``axis`` (an int, a tuple of ints, or None for all), as ``numpy.mean``."""
@@ -901,7 +919,8 @@ class Tensor:
         x = self.data
         _check_axis(axis, x.shape, "max")
         out = _max(x, axis, keepdims)
-        return Tensor._make(out, (self,), lambda g, m=np: (_max_backward(g, x, axis, m),), "max", (axis, keepdims))
+        return Tensor._make(out, (self,), lambda g, m=np: (_max_backward(g, x, axis, m),), "max", (axis, keepdims),
+                            keeps=(self,))
 
     # ------------------------------------------------------------------ shape
     def reshape(self, *shape):
@@ -914,7 +933,8 @@ class Tensor:
         except ValueError:
             raise ValueError(f"reshape: cannot reshape shape {old} ({self.size} elements) "
                              f"into shape {shape}") from None
-        return Tensor._make(out, (self,), lambda g, m=np: (_reshape_backward(g, old, m),), "reshape", (shape,))
+        return Tensor._make(out, (self,), lambda g, m=np: (_reshape_backward(g, old, m),), "reshape", (shape,),
+                            keeps=())
 
     def transpose(self, *axes):
         """The axes permuted: reversed when none are given, else as ``numpy.transpose(axes)``."""
@@ -926,7 +946,7 @@ class Tensor:
         inverse = tuple(int(i) for i in np.argsort([a % self.ndim for a in axes]))
         out = self.data.transpose(axes)
         return Tensor._make(out, (self,), lambda g, m=np: (_transpose_backward(g, inverse, m),), "transpose",
-                            (tuple(axes), inverse))
+                            (tuple(axes), inverse), keeps=())
 
     T = property(lambda self: self.transpose())
     """The tensor with its axes reversed (the transpose of a matrix)."""
@@ -949,7 +969,9 @@ class Tensor:
 
         def backward(g, m=np):
             return (_Scatter(idx, g, basic) if m is np else _scatter(idx, g, basic, shape),)
-        return Tensor._make(np.asarray(out), (self,) + _index_tensors(given), backward, "index", (given, basic))
+        index_tensors = _index_tensors(given)    # their arrays are the saved index
+        return Tensor._make(np.asarray(out), (self,) + index_tensors, backward, "index", (given, basic),
+                            keeps=index_tensors)
 
     # ------------------------------------------------------------------ backward
     def backward(self, grad=None, retain_graph=None, create_graph=False):
@@ -1038,7 +1060,7 @@ def _backpropagate(roots, seeds, retain_graph, targets):
                 _accumulate(grads, owned, parent, pg)
         if not retain_graph:
             for p in node._parents:    # the graph lets go of what it saved: leaves are writable again
-                if p._backward is None and p._seq >= 0 and p._locked is not None:
+                if p._locked is not None and p._backward is None and p._seq >= 0:
                     _unlock(p)
             node._parents = ()
             node._backward = _graph_freed
@@ -1153,8 +1175,9 @@ def _writable(t):
     The write is stamped on ``t``: backward through a graph made before it raises
     instead of using the new values.
     """
+    global _last_write
     _unlock(t)
-    t._version = next(_creation_counter)
+    t._version = _last_write = next(_creation_counter)
     return t.data
 
 
@@ -1182,9 +1205,11 @@ def _topological_order(root, *more, stop=()):
             continue
         if node._backward is _graph_freed:   # fail before any gradient is accumulated
             _graph_freed(None)
+        if node._seq < _last_write:           # only a node made before the library's last write can see one
+            for p in node._parents:
+                if p._version > node._seq:
+                    _written_since(p, node)
         for p in node._parents:
-            if p._version > node._seq:        # written in place by the library after node was made
-                _written_since(p, node)
             if p.requires_grad and id(p) not in found:
                 found[id(p)] = p
                 stack.append(p)
@@ -1211,7 +1236,7 @@ def concat(tensors, axis=0):
         raise ValueError(f"concat along axis {axis}: shapes {[t.shape for t in tensors]} do not fit: {e}") from None
     splits = np.cumsum([t.shape[axis] for t in tensors])[:-1]
     return Tensor._make(out, tuple(tensors), lambda g, m=np: _concat_backward(g, splits, axis, m), "concat",
-                        (axis, [int(i) for i in splits]))
+                        (axis, [int(i) for i in splits]), keeps=())
 
 
 def stack(tensors, axis=0):
@@ -1222,7 +1247,7 @@ def stack(tensors, axis=0):
     except (ValueError, np.exceptions.AxisError) as e:
         raise ValueError(f"stack along axis {axis}: shapes {[t.shape for t in tensors]}: {e}") from None
     ax = axis % out.ndim
-    return Tensor._make(out, tuple(tensors), lambda g, m=np: _stack_backward(g, ax, m), "stack", (axis, ax))
+    return Tensor._make(out, tuple(tensors), lambda g, m=np: _stack_backward(g, ax, m), "stack", (axis, ax), keeps=())
 
 
 def where(cond, a, b):
@@ -1242,7 +1267,7 @@ def where(cond, a, b):
     def backward(g, m=np):
         return (_where_grad_a(g, mask, m) if a.requires_grad else None,
                 _where_grad_b(g, mask, m) if b.requires_grad else None)
-    return Tensor._make(out, (a, b, cond), backward, "where")
+    return Tensor._make(out, (a, b, cond), backward, "where", keeps=(cond,))
 
 
 def _choice(name, fn, a, b):
