@@ -1038,7 +1038,7 @@ def _backpropagate(roots, seeds, retain_graph, targets):
                 _accumulate(grads, owned, parent, pg)
         if not retain_graph:
             for p in node._parents:    # the graph lets go of what it saved: leaves are writable again
-                if p._backward is None and p._seq >= 0 and p._locked is not None:
+                if p._backward is None and p._op != "const" and p._locked is not None:
                     _unlock(p)
             node._parents = ()
             node._backward = _graph_freed
@@ -1127,7 +1127,9 @@ def _constant(array):
     """A Tensor around ``array`` without copying it (for operands that need no gradient)."""
     t = Tensor.__new__(Tensor)
     t.data, t.grad, t.requires_grad, t.name = array, None, False, None
-    t._parents, t._backward, t._op, t._retain_grad, t._seq = (), None, "const", False, -1
+    # _op "const" is what marks a constant (for the tracer, viz, and the graph's unlocking)
+    t._parents, t._backward, t._op, t._retain_grad = (), None, "const", False
+    t._seq = next(_creation_counter)
     t._version, t._locked = 0, array   # made by the engine (or copied): nothing else writes it
     return t
 
