@@ -41,10 +41,11 @@ class _Writer(_ForwardLines, _BackwardLines):
     backward order of the events' graph (the engine's own by default).
     """
 
-    def __init__(self, fn, inputs, names, recorder, start, events, agrees, order=engine._topological_order,
+    def __init__(self, fn, inputs, names, recorder, start, events, agrees, order=None,
                  builtins=("np", "GuardFailed"), function_name=None):
         self.fn, self.inputs, self.names = fn, inputs, names
-        self.recorder, self.start, self.events, self.agrees, self.order = recorder, start, events, agrees, order
+        self.recorder, self.start, self.events, self.agrees = recorder, start, events, agrees
+        self.order = order or engine._topological_order
         # for writing results into dying buffers: arrays this program made (fresh), which variables may
         # share memory (a view and its base; a derived value and its arguments), the stacks made of parts
         self.fresh, self.aliases, self.stacks = set(), {}, {}
