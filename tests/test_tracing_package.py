@@ -3,6 +3,7 @@
 The programs these parts write are checked against the eager engine, bit for bit,
 in test_tracing.py; here each part is held to what it says it does.
 """
+import re
 import sys
 
 import numpy as np
@@ -149,3 +150,18 @@ def test_a_constant_is_known_by_its_flag_even_when_made_before_tracing():
     np.testing.assert_array_equal(program(np.full(3, 2.0)), 12.0)
     with pytest.raises(tracing.TraceError, match="made before tracing"):
         tinygrad_rnn.trace(lambda x: (x * before).sum(), np.ones(3), backward=False)
+
+
+def test_the_index_gradient_is_written_from_the_engines_scatter(monkeypatch):
+    """The scatter is defined once (tensor._scatter_add, _scatter_add_at): change it, the program follows."""
+    def source(f, x):
+        return tinygrad_rnn.trace(f, x).source.split("# backward")[1]
+
+    x = Tensor(np.linspace(-1, 1, 6).reshape(3, 2), requires_grad=True)
+    assert "dx[:, 1] += dix" in source(lambda x: x[:, 1].exp().sum(), x)
+    assert re.search(r"np\.add\.at\(dx, np\.s_\[const\d*\], dix\)", source(lambda x: x[np.array([0, 0, 2])].sum(), x))
+
+    def scatter_times_one(buffer, idx, g):
+        buffer[idx] += g * 1.0
+    monkeypatch.setattr(tensor, "_scatter_add", scatter_times_one)
+    assert "dx[:, 1] += dix * 1.0" in source(lambda x: x[:, 1].exp().sum(), x)

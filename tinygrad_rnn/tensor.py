@@ -1071,10 +1071,16 @@ class _Scatter:
         self.idx, self.g, self.basic = idx, g, basic
 
     def add_into(self, buffer):
-        if self.basic:
-            buffer[self.idx] += self.g          # basic indexing never repeats an element
-        else:
-            np.add.at(buffer, self.idx, self.g)  # repeated indices accumulate
+        (_scatter_add if self.basic else _scatter_add_at)(buffer, self.idx, self.g)
+
+
+# the scatter itself, written once: the engine calls these, a traced program writes their statement
+def _scatter_add(buffer, idx, g):
+    buffer[idx] += g            # basic indexing never repeats an element
+
+
+def _scatter_add_at(buffer, idx, g):
+    np.add.at(buffer, idx, g)   # repeated indices accumulate
 
 
 

@@ -169,6 +169,8 @@ def _functions(writer, compiled):
         text = re.sub(r"\b(" + "|".join(map(re.escape, renames)) + r")\b", lambda m: renames[m.group(1)], text)
     if re.search(r"\b_Scatter\b", text) and _Scatter not in writer.helpers:
         writer.helpers.append(_Scatter)
+        writer._use(engine._scatter_add)       # what its add_into calls
+        writer._use(engine._scatter_add_at)
         writer.ns["_Scatter"] = _Scatter
     exec(compile(text, f"<traced {base}>", "exec"), namespace)
     for n in names:

@@ -168,22 +168,47 @@ _BODIES = {}
 
 
 class _Substitute(ast.NodeTransformer):
-    """Replace each name that is a key of ``values`` by the expression it maps to."""
+    """Replace each name that is a key of ``values`` by the expression it maps to; a name that is the
+    whole index of a subscript and a key of ``slices``, by the index it maps to (``x[i]`` -> ``x[:, 1]``)."""
 
-    def __init__(self, values):
-        self.values = values
+    def __init__(self, values, slices=None):
+        self.values, self.slices = values, slices or {}
+
+    def visit_Subscript(self, node):
+        if isinstance(node.slice, ast.Name) and node.slice.id in self.slices:
+            node.slice = copy.deepcopy(self.slices[node.slice.id])
+            node.value = self.visit(node.value)
+            return node
+        return self.generic_visit(node)
 
     def visit_Name(self, node):
         return copy.deepcopy(self.values[node.id]) if node.id in self.values else node
 
 
 class _ScatterCode:
-    """The gradient of an indexing: added into the input's gradient buffer at the index."""
+    """The gradient of an indexing: added into the input's gradient buffer at the index.
+
+    Its line is the statement of the engine's own scatter (``tensor._scatter_add``, or
+    ``_scatter_add_at`` for an index that may repeat), its parameters replaced by the
+    buffer, the index (as written in brackets) and the gradient.
+    """
 
     def __init__(self, index, g, basic):
         self.index, self.g, self.basic = index, g, basic
 
     def code(self, buffer):
-        if self.basic:
-            return f"{buffer}[{self.index}] += {self.g}"
-        return f"np.add.at({buffer}, np.s_[{self.index}], {self.g})"
+        fn = engine._scatter_add if self.basic else engine._scatter_add_at
+        params, statement = _statement_of(fn)
+        index = ast.parse(f"_[{self.index}]", mode="eval").body.slice    # the index as written in brackets
+        given = dict(zip(params, (buffer, None, self.g)))
+        values = {k: ast.parse(v, mode="eval").body for k, v in given.items() if v is not None}
+        values[params[1]] = ast.parse(f"np.s_[{self.index}]", mode="eval").body
+        return ast.unparse(_Substitute(values, {params[1]: index}).visit(statement))
+
+
+def _statement_of(fn):
+    """(parameter names, a fresh copy of the one statement of ``fn``'s body)."""
+    if fn not in _BODIES:
+        _BODIES[fn] = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
+    tree = _BODIES[fn]
+    return [a.arg for a in tree.args.args], copy.deepcopy(tree.body[-1])
