@@ -77,6 +77,8 @@ class _Watch:
         self.seen = set()
         self.bases = []
         self.unseeded = False
+        # set on entering: the random generators' states, the classes' own __getattribute__, default_rng
+        self.rng_before, self.global_before, self.saved, self.default_rng = [], None, [], np.random.default_rng
 
     def _module_classes(self, modules):
         for m in modules:

@@ -51,8 +51,8 @@ class _Writer(_ForwardLines, _BackwardLines):
         self.fresh, self.aliases, self.stacks = set(), {}, {}
         self.used = set(builtins)
         self.lines = []             # Line records, forward then backward
-        self.ns = {"np": np, "GuardFailed": GuardFailed, "_Scatter": engine._Scatter}
-        self.ns = {k: v for k, v in self.ns.items() if k in builtins}
+        known = {"np": np, "GuardFailed": GuardFailed, "_Scatter": engine._Scatter}
+        self.ns = {k: known[k] for k in builtins}   # the example's values by variable name, as lines run
         self.var = {}               # id(tensor) -> variable name
         self.helpers = []
         self.constants = {}
