@@ -4,7 +4,7 @@ from dataclasses import replace
 import numpy as np
 
 from .. import tensor as engine
-from ..tensor import Tensor, _unbroadcast
+from ..tensor import Tensor
 from .errors import TraceError
 from .recorder import Copy, Decide, Derived, Op
 
@@ -107,9 +107,11 @@ class _ForwardLines:
         if op == "sum":
             axis, keepdims = attrs
             return f"np.asarray({a}.sum({_axis_kw(axis, keepdims)}))"
-        if op == "max":
-            axis, keepdims = attrs
-            return f"{self._use(engine._max)}({a}, {axis!r}, {keepdims!r})"
+        forward = _PRIMITIVES[op].forward if op in _PRIMITIVES else None
+        if callable(forward) and op not in _UFUNC and len(parents) == 1 and attrs:
+            # the table's forward, called as the engine calls it: on the input, then the other arguments
+            # (max, broadcast_to, sum_to); a call that differs fails the check of the line's value
+            return f"{self._function_text(forward)}({', '.join([a] + [repr(x) for x in attrs])})"
         if op == "reshape":
             return f"{a}.reshape({attrs[0]!r})"
         if op == "transpose":
@@ -134,12 +136,12 @@ class _ForwardLines:
             return a
         if op in _BINARY_UFUNC:
             return f"{_BINARY_UFUNC[op]}({a}, {args[1]})"
-        if op == "broadcast_to":
-            return f"np.broadcast_to({a}, {attrs[0]!r})"
-        if op == "sum_to":
-            return f"{self._use(_unbroadcast)}({a}, {attrs[0]!r})"
         raise TraceError(f"trace: the operation {op!r} is not one of the engine's own, which are the only ones "
                          f"a traced program can write; run this function eagerly")
+
+    def _function_text(self, fn):
+        """How the code calls ``fn``: ``np.name`` for numpy's own function, else the helper's name."""
+        return f"np.{fn.__name__}" if getattr(np, fn.__name__, None) is fn else self._use(fn)
 
     def _index_source(self, idx, tensors, names):
         by_tensor = {id(t): n for t, n in zip(tensors, names)}
