@@ -19,7 +19,7 @@ from .backward import _BackwardLines
 from .errors import GuardFailed, TraceError
 from .forward import _ForwardLines
 from .lines import Line
-from .passes import reuse_buffers, sharing, stack_in_place, with_frees, without_dead
+from .passes import reuse_buffers, stack_in_place, with_frees, without_dead
 from .verify import _close, _Mismatch, replays
 
 
@@ -203,9 +203,6 @@ class _Writer(_ForwardLines, _BackwardLines):
             self.aliases.setdefault(a, set()).add(b)
             self.aliases.setdefault(b, set()).add(a)
 
-    def _sharing(self, name):
-        return sharing(self.aliases, name)
-
     # ------------------------------------------------------------------ lines
     def _run(self, line):
         exec(compile(line.render(), "<trace>", "exec"), self.ns)
@@ -221,7 +218,10 @@ class _Writer(_ForwardLines, _BackwardLines):
 
     # ------------------------------------------------------------------ the program
     def write(self, outs, single, backward, eager_grads):
-        """The program (a ``program._Variant``) for the events: forward, backward, passes, compiled."""
+        """The program (a ``program._Variant``) for the events: forward, backward, passes, compiled.
+
+        A writer writes once: its lines and names are those of this one program.
+        """
         from .program import _signature, _Variant
         for event in self.events:
             self._forward(event)
