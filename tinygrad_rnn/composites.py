@@ -48,7 +48,9 @@ import numpy as np
 
 from . import tensor as engine
 from .tensor import Tensor
-from .tracing import GuardFailed, TraceError, _probe, _still_holds
+from .tracing.errors import GuardFailed, TraceError
+from .tracing.watch import _probe, _still_holds
+from .tracing.recorder import Derived, Op
 from .vjp_writer import NotCompiled, write_vjp
 
 __all__ = ["composite", "expanded", "is_expanded", "Composite", "CompositeOp"]
@@ -229,9 +231,10 @@ class _Program:
         if self.compiled.watched or owner is None or \
                 not any(isinstance(v, np.ndarray) for v in vars(owner).values()):
             return
-        made = {id(t) for e in self.compiled.recorder.events if e[0] == "derived" for t in e[1]}
+        made = {id(t) for e in self.compiled.recorder.events if isinstance(e, Derived) for t in e.made}
         for event in self.compiled.recorder.events:
-            if event[0] == "op" and any(p._seq < 0 and id(p) not in made and p.ndim for p in event[3]):
+            if isinstance(event, Op) and any(p._op == "const" and id(p) not in made and p.ndim
+                                             for p in event.parents):
                 raise NotCompiled(f"{self.name} reads an array constant, and its module holds arrays")
 
     def check_on_other_values(self, call, leaves):
@@ -253,7 +256,7 @@ class _Program:
             except GuardFailed:    # another branch: such a call runs plainly anyway
                 return
         want = (want,) if isinstance(want, Tensor) else tuple(want)
-        from .tracing import _same
+        from .tracing.verify import _same
         if not all(_same(g, w.data) for g, w in zip(got, want)):
             raise TraceError(f"composite {self.name}: the compiled program does not reproduce the composition "
                              f"on other input values. It seems to use tensor values outside Tensor operations "

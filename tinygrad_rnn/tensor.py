@@ -1060,7 +1060,7 @@ def _backpropagate(roots, seeds, retain_graph, targets):
                 _accumulate(grads, owned, parent, pg)
         if not retain_graph:
             for p in node._parents:    # the graph lets go of what it saved: leaves are writable again
-                if p._locked is not None and p._backward is None and p._seq >= 0:
+                if p._locked is not None and p._backward is None and p._op != "const":
                     _unlock(p)
             node._parents = ()
             node._backward = _graph_freed
@@ -1093,10 +1093,16 @@ class _Scatter:
         self.idx, self.g, self.basic = idx, g, basic
 
     def add_into(self, buffer):
-        if self.basic:
-            buffer[self.idx] += self.g          # basic indexing never repeats an element
-        else:
-            np.add.at(buffer, self.idx, self.g)  # repeated indices accumulate
+        (_scatter_add if self.basic else _scatter_add_at)(buffer, self.idx, self.g)
+
+
+# the scatter itself, written once: the engine calls these, a traced program writes their statement
+def _scatter_add(buffer, idx, g):
+    buffer[idx] += g            # basic indexing never repeats an element
+
+
+def _scatter_add_at(buffer, idx, g):
+    np.add.at(buffer, idx, g)   # repeated indices accumulate
 
 
 
@@ -1149,7 +1155,9 @@ def _constant(array):
     """A Tensor around ``array`` without copying it (for operands that need no gradient)."""
     t = Tensor.__new__(Tensor)
     t.data, t.grad, t.requires_grad, t.name = array, None, False, None
-    t._parents, t._backward, t._op, t._retain_grad, t._seq = (), None, "const", False, -1
+    # _op "const" is what marks a constant (for the tracer, viz, and the graph's unlocking)
+    t._parents, t._backward, t._op, t._retain_grad = (), None, "const", False
+    t._seq = next(_creation_counter)
     t._version, t._locked = 0, array   # made by the engine (or copied): nothing else writes it
     return t
 

@@ -28,7 +28,10 @@ import numpy as np
 
 from . import tensor as engine
 from .tensor import Tensor, _Scatter, _unbroadcast
-from .tracing import GuardFailed, TraceError, _probe, _ScatterCode
+from .tracing.backward import _ScatterCode
+from .tracing.errors import GuardFailed, TraceError
+from .tracing.recorder import Composite, Output, Unroll
+from .tracing.watch import _probe
 
 __all__ = ["record_composite", "record_unroll", "write_forward", "write_backward", "Unsupported",
            "functions_called"]
@@ -62,7 +65,7 @@ def _note_reads(recorder, owner, fn):
         for name in list(vars(owner)):
             getattr(owner, name)
     code = getattr(fn, "__code__", None)
-    noted = recorder.__dict__.setdefault("noted_functions", set())
+    noted = recorder.noted_functions
     if code is None or fn in noted:
         return
     noted.add(fn)
@@ -91,7 +94,7 @@ def record_composite(recorder, composite, owner, args, kwargs):
     if out is None:
         return composite._plain(owner, args, kwargs)
     outs = (out,) if isinstance(out, Tensor) else tuple(out)
-    _record(recorder, "composite", program, program.op, tuple(tensors) + tuple(program.params), outs)
+    _record(recorder, Composite, program, program.op, tuple(tensors) + tuple(program.params), outs)
     return out
 
 
@@ -109,7 +112,7 @@ def record_unroll(recorder, unroll_compiled, cell, xs, state, time_axis):
     hub = hs._parents[0]
     _note_reads(recorder, cell if hasattr(cell, "named_parameters") else None, hub._op.programs[0].composite.fn)
     outs = (hs,) + (tuple(last) if isinstance(last, tuple) else (last,))
-    _record(recorder, "unroll", hub._op, hub._op, hub._parents, outs)
+    _record(recorder, Unroll, hub._op, hub._op, hub._parents, outs)
     return result
 
 
@@ -119,10 +122,10 @@ def _record(recorder, kind, what, op, parents, outs):
     node = outs[0]._parents[0] if linked and outs[0]._op is not op else outs[0]
     for o in outs:
         recorder._seen(o)
-    recorder.events.append((kind, node, what, parents, outs, linked))
+    recorder.events.append(kind(node, what, parents, outs, linked))
     if node is not outs[0]:
         for i, o in enumerate(outs):
-            recorder.events.append(("output", o, i, (node,), len(outs), True))
+            recorder.events.append(Output(o, i, (node,), len(outs), True))
 
 
 # ---------------------------------------------------------------------- the written functions
@@ -166,6 +169,8 @@ def _functions(writer, compiled):
         text = re.sub(r"\b(" + "|".join(map(re.escape, renames)) + r")\b", lambda m: renames[m.group(1)], text)
     if re.search(r"\b_Scatter\b", text) and _Scatter not in writer.helpers:
         writer.helpers.append(_Scatter)
+        writer._use(engine._scatter_add)       # what its add_into calls
+        writer._use(engine._scatter_add_at)
         writer.ns["_Scatter"] = _Scatter
     exec(compile(text, f"<traced {base}>", "exec"), namespace)
     for n in names:
@@ -204,16 +209,15 @@ def _check(writer, name, tensor, what):
 
 # ---------------------------------------------------------------------- forward
 def write_forward(writer, event):
-    kind = event[0]
-    if kind == "composite":
+    if isinstance(event, Composite):
         _forward_call(writer, event)
-    elif kind == "unroll":
+    elif isinstance(event, Unroll):
         _forward_loop(writer, event)
-    # an "output" event is written with its composition
+    # an Output event is written with its composition
 
 
 def _forward_call(writer, event):
-    _, node, program, parents, outs, _ = event
+    node, program, parents, outs, _ = event
     args = [writer._name_of(p) for p in parents]
     base, forward, _ = _functions(writer, program.compiled)
     names = [writer._new_var(o, base) for o in outs]
@@ -233,7 +237,7 @@ def _at(time_axis, t):
 
 
 def _forward_loop(writer, event):
-    _, hub, op, parents, outs, _ = event
+    hub, op, parents, outs, _ = event
     programs, axis = op.programs, op.time_axis
     steps, n = len(programs), len(outs) - 1
     if len({id(p) for p in parents}) < len(parents) or any(p is not programs[-1] for p in programs[1:]):
@@ -274,12 +278,10 @@ def _forward_loop(writer, event):
 
 # ---------------------------------------------------------------------- backward
 def write_backward(writer, grads, owned, event, g):
-    kind = event[0]
-    if kind == "output":     # an output's gradient, into its node's list, as the engine's _Slot does
-        _, _, i, (node,), count, _ = event
-        slots = grads.setdefault(id(node), [None] * count)
-        slots[i] = g
-    elif kind == "composite":
+    if isinstance(event, Output):     # an output's gradient, into its node's list, as the engine's _Slot does
+        slots = grads.setdefault(id(event.parents[0]), [None] * event.count)
+        slots[event.index] = g
+    elif isinstance(event, Composite):
         _backward_call(writer, grads, owned, event, g)
     else:
         _backward_loop(writer, grads, owned, event, g)
@@ -303,7 +305,7 @@ def _add_terms(writer, grads, owned, parent, code, value):
 
 
 def _backward_call(writer, grads, owned, event, g):
-    _, node, program, parents, outs, _ = event
+    node, program, parents, outs, _ = event
     gs = g if isinstance(g, list) else [g]
     pattern = tuple(x is not None for x in gs)
     _, _, backwards = _functions(writer, program.compiled)
@@ -345,7 +347,7 @@ def _fold(writer, terms, like):
 
 def _backward_loop(writer, grads, owned, event, g):
     """The unrolled sequence's backward as nn.compiled_unroll writes it: steps T-1 .. 0, the same additions."""
-    _, hub, op, parents, outs, _ = event
+    hub, op, parents, outs, _ = event
     programs, axis = op.programs, op.time_axis
     steps, n = len(programs), len(outs) - 1
     saved, t, state = writer.saved_of[id(hub)]

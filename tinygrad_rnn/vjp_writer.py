@@ -16,7 +16,6 @@ engine reports every operation (as ``tracing.trace`` does), then writes
 Every forward line and every backward's terms are checked against the eager
 engine on the example inputs before the programs are handed out.
 """
-import ast
 import contextlib
 import itertools
 
@@ -24,8 +23,13 @@ import numpy as np
 
 from . import tensor as engine
 from .tensor import Tensor
-from .tracing import (_SLOT_DATA, GuardFailed, TraceError, _recorded_order, _Recorder, _Recording, _same,
-                      _ScatterCode, _Watch, _with_frees, _without_dead, _Writer)
+from .tracing.backward import _ScatterCode
+from .tracing.errors import GuardFailed, TraceError
+from .tracing.passes import reuse_buffers, with_frees, without_dead
+from .tracing.recorder import Op, _Recorder, _Recording
+from .tracing.verify import _same
+from .tracing.writer import _Writer
+from .tracing.watch import _SLOT_DATA, _Watch
 
 __all__ = ["write_vjp", "Compiled"]
 
@@ -64,7 +68,7 @@ def write_vjp(fn, inputs, name, arg_names, shown=None):
         raise NotCompiled(f"{name} returns {type(out).__name__}, not a Tensor or a tuple of Tensors")
     if len({id(o) for o in outs}) < len(outs):
         raise NotCompiled(f"{name} returns the same tensor twice")
-    if any(o._seq < start for o in outs):
+    if any(o._seq < start or o._op == "const" for o in outs):
         raise NotCompiled(f"{name} returns one of its inputs (or a tensor made before it) as it is")
     differentiable = [o.requires_grad for o in outs]
     if any(differentiable) and not all(differentiable):
@@ -75,8 +79,9 @@ def write_vjp(fn, inputs, name, arg_names, shown=None):
     seeds = [rng.standard_normal(o.shape).astype(o.dtype) for o in outs]
     patterns = [p for p in itertools.product((False, True), repeat=len(outs)) if any(p)] \
         if all(differentiable) else []
-    written = _VjpWriter(shown or fn, inputs, name, recorder, start, outs, arg_names)
-    forward_source, backward_sources = written.write(patterns, seeds)
+    def make():
+        return _VjpWriter(shown or fn, inputs, name, recorder, start, outs, arg_names)
+    written, forward_source, backward_sources = _write(make, patterns, seeds)
     return Compiled(name=name, single=single, n_outputs=len(outs), differentiable=any(differentiable),
                     params=written.params, forward=written.forward, backwards=written.backwards,
                     source=forward_source + "\n" + "\n".join(backward_sources),
@@ -84,14 +89,58 @@ def write_vjp(fn, inputs, name, arg_names, shown=None):
                     watched=isinstance(watch, _Watch))
 
 
+def _write(make, patterns, seeds):
+    """The forward function and one backward function per pattern of outputs with a gradient.
+
+    Each pattern's backward is written by a writer of its own (``make()``), whose forward lines,
+    written the same way every time, have the same names; the last one writes the functions.
+    """
+    saved_by = {}
+    for pattern in patterns or [()]:
+        writer = make()
+        forward_lines = list(writer.lines)
+        if pattern:
+            with np.errstate(all="ignore"):   # random output gradients may overflow where real ones do not
+                returns = writer._vjp(pattern, seeds)
+            backward_lines = writer.lines[len(forward_lines):]
+            saved_by[pattern] = (writer._saved(forward_lines, backward_lines), backward_lines, returns)
+    output_names = [writer._name_of(o) for o in writer.outs]
+    saved_all = sorted({n for saved, _, _ in saved_by.values() for n in saved},
+                       key=writer._definition_order(forward_lines))
+    forward_source, writer.forward = writer._function(
+        f"{_safe(writer.name)}_forward", writer.arg_names + writer.param_args, forward_lines,
+        keep=output_names + saved_all, returns=f"({_tuple(output_names)}), ({_tuple(saved_all)})", forward=True)
+    backward_sources = []
+    for pattern, (_, lines, returns) in saved_by.items():
+        seeds_in = [writer.seed_names[i] for i, want in enumerate(pattern) if want]
+        suffix = "".join("1" if p else "0" for p in pattern) if len(pattern) > 1 else ""
+        source, function = writer._function(
+            f"{_safe(writer.name)}_backward{suffix and '_' + suffix}", seeds_in + saved_all, lines,
+            keep=[n for r in returns for n in r], returns=_returns(returns), forward=False)
+        writer.backwards[pattern] = function
+        backward_sources.append(source)
+    with np.errstate(all="ignore"):
+        writer._check(patterns, seeds)
+    return writer, forward_source, backward_sources
+
+
 class _VjpWriter(_Writer):
-    """The whole-step writer, driven to write a forward and backward functions instead of one step."""
+    """The whole-step writer, driven to write a forward and backward functions instead of one step.
+
+    Made, it has written the forward lines; ``_vjp`` adds the backward lines of one pattern of outputs.
+    """
 
     def __init__(self, fn, inputs, name, recorder, start, outs, arg_names):
         owner = getattr(fn, "__self__", None)
-        super().__init__(fn, inputs, backward=True, names=owner if hasattr(owner, "named_parameters") else None)
-        self.name, self.recorder, self.start, self.outs = name, recorder, start, outs
-        self.given_names = arg_names
+        self.name, self.outs, self.given_names = name, outs, arg_names
+        super().__init__(fn, inputs, owner if hasattr(owner, "named_parameters") else None, recorder, start,
+                         recorder.events, _same, builtins=("np", "GuardFailed", "_Scatter"),
+                         function_name=_safe(name))
+        self.forward, self.backwards = None, {}
+        self.leaf_terms, self.seed_names = {}, []
+        for event in self.events:
+            self._forward(event)
+        self.param_args = [self.var[id(p)] for p in self.params]
 
     def _argument_names(self):
         return [self._reserve(n) for n in self.given_names]
@@ -99,92 +148,37 @@ class _VjpWriter(_Writer):
     def _name_of(self, t, partners=()):
         # a tensor made outside that is not a parameter (a module attribute holding a graph's result, a
         # constant Tensor): the composition stays correct when run plainly, so it is not compiled
-        if id(t) not in self.var and 0 <= t._seq < self.start and not (t.requires_grad and t.is_leaf):
+        if id(t) not in self.var and t._op != "const" and t._seq < self.start and not (t.requires_grad and
+                                                                                        t.is_leaf):
             raise NotCompiled(f"{self.name} reads a tensor of shape {t.shape} made outside it that is "
                               f"not a parameter")
         return super()._name_of(t, partners)
-
-    def write(self, patterns, seeds):
-
-        self.backwards, backward_sources, saved_by = {}, [], {}
-        for pattern in patterns or [()]:
-            self._start()
-            forward_lines = [code for code, _ in self.lines]
-            output_names = [self._name_of(o) for o in self.outs]
-            if pattern:
-                self.lines = []
-                with np.errstate(all="ignore"):   # random output gradients may overflow where real ones do not
-                    returns = self._vjp(pattern, seeds)
-                backward_lines = [code for code, _ in self.lines]
-                saved = self._saved(forward_lines, backward_lines)
-                saved_by[pattern] = (saved, backward_lines, returns)
-        self.lines_forward, self.output_names = forward_lines, output_names
-        saved_all = sorted({n for saved, _, _ in saved_by.values() for n in saved},
-                           key=self._definition_order(forward_lines))
-        forward_source, self.forward = self._function(
-            f"{_safe(self.name)}_forward", self.arg_names + self.param_args, forward_lines,
-            keep=output_names + saved_all,
-            returns=f"({_tuple(output_names)}), ({_tuple(saved_all)})", forward=True)
-        for pattern, (_, lines, returns) in saved_by.items():
-            seeds_in = [self.seed_names[i] for i, want in enumerate(pattern) if want]
-            suffix = "".join("1" if p else "0" for p in pattern) if len(pattern) > 1 else ""
-            source, function = self._function(
-                f"{_safe(self.name)}_backward{suffix and '_' + suffix}", seeds_in + saved_all, lines,
-                keep=[n for r in returns for n in r], returns=_returns(returns), forward=False)
-            self.backwards[pattern] = function
-            backward_sources.append(source)
-        with np.errstate(all="ignore"):
-            self._check(patterns, seeds)
-        return forward_source, backward_sources
-
-    # ------------------------------------------------------------------ recording into lines
-    def _start(self):
-        """Reset the writer and write the forward lines (the same names every time)."""
-        self.events, self.agrees = self.recorder.events, _same
-        self.fresh, self.elementwise, self.aliases, self.stacks = set(), {}, {}, {}
-        self.used = {"np", "GuardFailed", "_Scatter"}
-        self.lines = []
-        self.ns = {"np": np, "GuardFailed": GuardFailed, "_Scatter": engine._Scatter}
-        self.var = {}
-        self.helpers = []
-        self.constants = {}
-        self.params = []
-        self.function_name = _safe(self.name)
-        self.arg_names = self._argument_names()
-        for t, n in zip(self.inputs, self.arg_names):
-            self.var[id(t)] = n
-            self.ns[n] = t.data
-        self.param_names = self._param_names()
-        for event in self.events:
-            self._forward(event)
-        self.param_args = [self.var[id(p)] for p in self.params]
 
     def _vjp(self, pattern, seeds):
         """The backward lines from the outputs in ``pattern``; returns each leaf's list of term names."""
         self._grad_leaves()
         self.leaf_terms = {id(t): [] for t in self.inputs + self.params}
-        grads, self.seed_names = {}, []
+        grads = {}
         for o, want, seed in zip(self.outs, pattern, seeds):
             dname = "d" + self.var[id(o)]
             self.seed_names.append(dname)
             if want:
                 grads[id(o)] = dname
                 self.ns[dname] = seed
-        records = {id(e[1]): e for e in self.events if e[0] == "op"}
+        records = {id(e.tensor): e for e in self.events if isinstance(e, Op)}
         owned = set()
-        for node in _recorded_order(records, [o for o, want in zip(self.outs, pattern) if want]):
+        for node in engine._topological_order(*[o for o, want in zip(self.outs, pattern) if want]):
             key = id(node)
             g = grads.pop(key, None)
             if g is None:
                 continue
             event = records.get(key)
-            if event is None or not event[5]:
+            if event is None or not event.linked:
                 continue
             owned.discard(key)
-            _, t, op, parents, attrs, _ = event
-            for i, piece in self._backward_pieces(op, g, parents, attrs, t):
-                if parents[i].requires_grad:
-                    self._accumulate(grads, owned, parents[i], piece)
+            for i, piece in self._backward_pieces(event.op, g, event.parents, event.attrs, event.tensor):
+                if event.parents[i].requires_grad:
+                    self._accumulate(grads, owned, event.parents[i], piece)
         return [self.leaf_terms[id(t)] for t in self.inputs + self.params]
 
     def _accumulate(self, grads, owned, parent, piece):
@@ -204,24 +198,24 @@ class _VjpWriter(_Writer):
         """The forward's values (and arguments) that the backward lines read."""
         defined = set(self.arg_names) | set(self.param_args)
         for line in forward_lines:
-            defined |= _names(line, ast.Store)
+            defined.update(line.writes)
         read = set()
         for line in backward_lines:
-            read |= _names(line, ast.Load)
+            read |= line.reads
         return read & defined
 
     def _definition_order(self, forward_lines):
         order = {n: i for i, n in enumerate(self.arg_names + self.param_args)}
         for i, line in enumerate(forward_lines):
-            for n in sorted(_names(line, ast.Store), key=line.index):   # as written: the same order every run
+            for n in line.writes:      # as written: the same order every run
                 order.setdefault(n, len(order) + i)
         return lambda n: order.get(n, len(order))
 
     def _function(self, name, args, lines, keep, returns, forward):
-        lines, kinds = _without_dead(lines, set(keep), ["forward" if forward else "backward"] * len(lines))
+        lines = without_dead(lines, set(keep))
         if forward:
-            lines = self._reuse_buffers(lines, set(keep))
-        body = [line for line in _with_frees(lines, set(keep) | set(args), kinds) if not line.startswith("#")]
+            lines = reuse_buffers(lines, set(keep), self.fresh, self.aliases, self.ns)
+        body = [line for line in with_frees(lines, set(keep) | set(args)) if not line.startswith("#")]
         source = "\n".join([f"def {name}({', '.join(args)}):"] + ["    " + line for line in body] +
                            [f"    return {returns}", ""])
         namespace = {k: v for k, v in self.ns.items()
@@ -279,10 +273,6 @@ def _same_total(leaf, terms, expected):
     if total is None:
         return expected is None
     return expected is not None and _same(np.array(total, dtype=leaf.dtype), expected)
-
-
-def _names(line, ctx):
-    return {n.id for n in ast.walk(ast.parse(line)) if isinstance(n, ast.Name) and isinstance(n.ctx, ctx)}
 
 
 def _tuple(names):

@@ -1,0 +1,167 @@
+"""The tracer's parts one by one: named events, the passes over Line records, the engine's order, constants.
+
+The programs these parts write are checked against the eager engine, bit for bit,
+in test_tracing.py; here each part is held to what it says it does.
+"""
+import re
+import sys
+
+import numpy as np
+import pytest
+
+import tinygrad_rnn
+from tinygrad_rnn import Tensor, tensor, tracing
+from tinygrad_rnn.tracing.lines import Line
+from tinygrad_rnn.tracing.passes import reuse_buffers, stack_in_place, with_frees, without_dead
+from tinygrad_rnn.tracing.recorder import Copy, Decide, Derived, Op, _Recorder, _Recording
+
+
+# ---------------------------------------------------------------------- the package
+def test_the_package_keeps_its_public_names_and_the_ones_other_modules_use():
+    assert tinygrad_rnn.trace is tracing.trace is tracing.program.trace
+    assert tracing.Program is tracing.program.Program
+    assert issubclass(tracing.TraceError, RuntimeError) and issubclass(tracing.GuardFailed, Exception)
+    for name in ("_probe", "_still_holds", "_Watch", "_SLOT_DATA", "_Recorder", "_Recording", "_same",
+                 "_ScatterCode", "_Writer"):
+        assert hasattr(tracing, name), name
+
+
+def test_no_file_of_the_package_is_long():
+    import pathlib
+    for path in pathlib.Path(tracing.__file__).parent.glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 400, path.name
+
+
+# ---------------------------------------------------------------------- the recorder
+def _record(fn, *inputs):
+    recorder = _Recorder()
+    with _Recording(recorder):
+        fn(*inputs)
+    return recorder.events
+
+
+def _sign(a):
+    return np.sign(a)
+
+
+def _positive(a):
+    return bool((a > 0).all())
+
+
+def test_events_are_named_records_of_what_the_engine_reported():
+    x = Tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+
+    def f(x):
+        s = tensor.derived(_sign, x)
+        tensor.decide(_positive, x)
+        return (x * s).exp().sum() + Tensor(x).sum()
+
+    events = _record(f, x)
+    kinds = [type(e) for e in events]
+    assert kinds[:2] == [Derived, Decide] and Copy in kinds
+    ops = [e for e in events if isinstance(e, Op)]
+    assert [e.op for e in ops] == ["mul", "exp", "sum", "sum", "add"]
+    mul = ops[0]
+    assert mul.parents[0] is x and mul.parents[1] is events[0].made[0] and mul.linked
+    assert ops[2].attrs == (None, False)          # sum's axis and keepdims
+    assert events[1].value is False and events[1].fn is _positive
+    assert not ops[3].linked                      # the copy's sum needs no gradient
+
+
+def test_a_second_recording_inside_one_is_refused():
+    with _Recording(_Recorder()):
+        with pytest.raises(tracing.TraceError, match="already tracing"):
+            _Recording(_Recorder()).__enter__()
+
+
+# ---------------------------------------------------------------------- the passes
+def test_dead_assignments_go_and_statements_stay():
+    lines = [Line.assign("a", "np.exp(x)"), Line.assign("b", "a + 1.0"), Line.assign("c", "np.log(a)"),
+             Line.statement("if np.count_nonzero(m) != 2: raise GuardFailed('m')"),
+             Line.statement("d, e = f(a)"), Line.statement("g[0] += a")]
+    kept = without_dead(lines, keep={"c"})
+    assert [line.render() for line in kept] == [
+        "a = np.exp(x)", "c = np.log(a)", "if np.count_nonzero(m) != 2: raise GuardFailed('m')", "g[0] += a"]
+
+
+def test_an_elementwise_result_takes_the_buffer_of_an_input_that_dies_there():
+    values = {n: np.ones(3) for n in "xyabc"}
+    lines = [Line.assign("a", "np.exp(x)"), Line.assign("b", "a * y", ufunc="np.multiply", args=("a", "y")),
+             Line.assign("c", "b * b", ufunc="np.multiply", args=("b", "b"))]
+    out = reuse_buffers(lines, keep={"c"}, fresh={"a", "b"}, aliases={}, values=values)
+    assert [line.render() for line in out] == ["a = np.exp(x)", "b = np.multiply(a, y, out=a)",
+                                               "c = np.multiply(b, b, out=b)"]
+    # not an input's buffer (y is not fresh), nor one read later, nor one a live view looks into
+    later = lines + [Line.assign("d", "a + 1.0")]
+    assert reuse_buffers(later, {"c", "d"}, {"a", "b"}, {}, values)[1].render() == "b = a * y"
+    view = reuse_buffers(lines + [Line.assign("e", "v.sum()")], {"c", "e"}, {"a", "b"}, {"a": {"v"}, "v": {"a"}},
+                         values)
+    assert view[1].render() == "b = a * y"
+    # a result of another shape does not fit the buffer
+    values["b"] = np.ones((2, 3))
+    assert reuse_buffers(lines, {"c"}, {"a", "b"}, {}, values)[1].render() == "b = a * y"
+
+
+def test_stacked_states_are_made_in_their_slots():
+    values = {"a0": np.ones(3), "a1": np.ones(3), "h0": np.ones(3), "h1": np.ones(3), "hs": np.ones((2, 3))}
+    lines = [Line.assign("h0", "np.tanh(a0)", ufunc="np.tanh", args=("a0",)),
+             Line.assign("h1", "h0 @ w"),
+             Line.assign("hs", "np.stack([h0, h1], axis=0)")]
+    aliases = {}
+    out, fresh = stack_in_place(lines, {"hs": (["h0", "h1"], 0)}, {"h0", "h1", "hs"}, aliases, values)
+    assert [line.render() for line in out] == [
+        "hs = np.empty((2, 3), dtype=np.float64)", "h0 = np.tanh(a0, out=hs[0])", "hs[1] = h0 @ w", "h1 = hs[1]"]
+    assert fresh == {"hs"} and aliases["h0"] == {"hs"} and "hs" in out[1].reads
+    # a part that is an alias of something else is not stacked in place
+    out, _ = stack_in_place(lines, {"hs": (["h0", "h1"], 0)}, {"h0", "h1", "hs"}, {"h0": {"a0"}}, values)
+    assert out == lines
+
+
+def test_temporaries_are_freed_after_their_last_use():
+    lines = [Line.assign("a", "np.exp(x)"), Line.assign("b", "a * 2.0"),
+             Line.assign("db", "np.ones_like(b)", "backward"), Line.statement("da = db * 2.0", "backward")]
+    assert with_frees(lines, keep={"b", "da"}) == [
+        "# forward", "a = np.exp(x)", "b = a * 2.0", "del a", "# backward", "db = np.ones_like(b)",
+        "da = db * 2.0", "del db"]
+
+
+# ---------------------------------------------------------------------- the writer
+def test_the_backward_is_written_in_the_engines_own_order(monkeypatch):
+    calls = []
+    order = tensor._topological_order
+
+    def spy(*roots, **kw):
+        calls.append(sys._getframe(1).f_globals["__name__"])
+        return order(*roots, **kw)
+    monkeypatch.setattr(tensor, "_topological_order", spy)
+    w = Tensor(np.linspace(-1, 1, 6).reshape(2, 3), requires_grad=True)
+    program = tinygrad_rnn.trace(lambda x: (x @ w).tanh().sum(), np.ones((4, 2)))
+    assert "tinygrad_rnn.tracing.backward" in calls
+    program(np.full((4, 2), 0.5))
+    assert w.grad.shape == (2, 3)
+
+
+def test_a_constant_is_known_by_its_flag_even_when_made_before_tracing():
+    first = Tensor(0.0)
+    c = tensor._constant(np.array([1.0, 2.0, 3.0]))
+    assert c._op == "const" and c._seq > first._seq      # a creation number like any other tensor's
+    before = Tensor(np.zeros(3))                                     # not a constant: refused
+    program = tinygrad_rnn.trace(lambda x: (x * c).sum(), np.ones(3), backward=False)
+    np.testing.assert_array_equal(program(np.full(3, 2.0)), 12.0)
+    with pytest.raises(tracing.TraceError, match="made before tracing"):
+        tinygrad_rnn.trace(lambda x: (x * before).sum(), np.ones(3), backward=False)
+
+
+def test_the_index_gradient_is_written_from_the_engines_scatter(monkeypatch):
+    """The scatter is defined once (tensor._scatter_add, _scatter_add_at): change it, the program follows."""
+    def source(f, x):
+        return tinygrad_rnn.trace(f, x).source.split("# backward")[1]
+
+    x = Tensor(np.linspace(-1, 1, 6).reshape(3, 2), requires_grad=True)
+    assert "dx[:, 1] += dix" in source(lambda x: x[:, 1].exp().sum(), x)
+    assert re.search(r"np\.add\.at\(dx, np\.s_\[const\d*\], dix\)", source(lambda x: x[np.array([0, 0, 2])].sum(), x))
+
+    def scatter_times_one(buffer, idx, g):
+        buffer[idx] += g * 1.0
+    monkeypatch.setattr(tensor, "_scatter_add", scatter_times_one)
+    assert "dx[:, 1] += dix * 1.0" in source(lambda x: x[:, 1].exp().sum(), x)
