@@ -161,3 +161,21 @@ def test_torch_systems_agree_with_the_baseline():
         s.step()
         for k, g in s.grads().items():
             np.testing.assert_allclose(g, base.grads()[k], rtol=1e-10, atol=1e-12, err_msg=f"{cls.key} {k}")
+
+
+def test_compare_times_two_versions_in_turns():
+    """benchmarks/compare.py runs a commit's package beside the working tree's and prints their ratio."""
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    out = subprocess.run([sys.executable, os.path.join(BENCH, "compare.py"), "--before", "HEAD", "--rounds", "2",
+                          "--sample-s", "0.05", "--cases", "perop,W1/tg_rnncell"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[2:]}
+    assert set(rows) == {"perop", "W1/tg_rnncell"}
+    for row in rows.values():
+        before, after, ratio = float(row[1]), float(row[3]), float(row[5])
+        # the printed times are rounded to 3 decimals, the ratio is taken before rounding
+        assert before > 0 and after > 0 and abs(ratio - after / before) <= 0.01 * ratio + 5e-4
+    bad = subprocess.run([sys.executable, os.path.join(BENCH, "compare.py")], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--before is required" in bad.stderr
