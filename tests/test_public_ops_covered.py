@@ -9,6 +9,7 @@ operation fails this test until a row of ``op_table.py`` covers it; the row then
 gets the gradient, float32, second-order, traced and mutation checks.
 """
 import inspect
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +132,10 @@ def test_the_functional_methods_are_the_compositions_and_every_function_is_diffe
         assert f"Tensor.{name}" in DIFFERENTIATED
     assert tg.concat is engine.concat and tg.stack is engine.stack and tg.where is engine.where
     assert tg.maximum is engine.maximum and tg.minimum is engine.minimum
+
+
+def test_the_row_that_docs_engine_md_shows_is_the_tables():
+    root = Path(__file__).resolve().parent.parent
+    shown = [line.strip() for line in (root / "docs" / "engine.md").read_text().splitlines()
+             if line.strip().startswith('Row("sin"')]
+    assert len(shown) == 1 and shown[0] in Path(op_table.__file__).read_text()
