@@ -36,7 +36,7 @@ from op_table import DIFFERENTIABLE, ROWS, property_test
 
 EPS, ATOL, RTOL = 1e-6, 1e-6, 1e-4
 F32_RTOL, F32_ATOL = 1e-5, 1e-6
-FLOAT32_EXAMPLES = 30
+FLOAT32_EXAMPLES = 20
 
 def leaf(a, name=None):
     return Tensor(np.array(a, dtype=np.float64), requires_grad=True, name=name)

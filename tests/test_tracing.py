@@ -318,7 +318,7 @@ def test_random_compositions_forward_only(ops, on, data):
 
 
 # ---------------------------------------------------------------------- each operation of the table
-TRACED_EXAMPLES = 10
+TRACED_EXAMPLES = 5
 TRACED = [(row, dtype) for row in ROWS if row.traceable for dtype in row.dtypes]
 
 
