@@ -32,7 +32,7 @@ import tinygrad_rnn as tg
 from tinygrad_rnn import Tensor
 
 import strategies as S
-from op_table import DIFFERENTIABLE, ROWS, property_test
+from op_table import DIFFERENTIABLE, ROWS, Row, property_test
 
 EPS, ATOL, RTOL = 1e-6, 1e-6, 1e-4
 F32_RTOL, F32_ATOL = 1e-5, 1e-6
@@ -125,6 +125,22 @@ FLOAT32_ROWS = [row for row in DIFFERENTIABLE if np.float32 in row.dtypes]
 @pytest.mark.parametrize("row", FLOAT32_ROWS, ids=ids(FLOAT32_ROWS))
 def test_float32(row):
     property_test(row, check_float32, "test_float32", max_examples=FLOAT32_EXAMPLES)()
+
+
+def test_check_float32_fails_on_a_promoted_result_and_on_a_float32_only_error():
+    """Controls: a result promoted to float64, and a gradient wrong by 0.1 % in float32 only, both fail."""
+    promoted = Row("promoted", (), lambda t: t * np.ones(1), None)
+    with pytest.raises(AssertionError, match="float32 inputs gave a float64 result"):
+        check_float32(promoted, [np.array([0.5, 2.0])], {}, seed=0)
+
+    def off_in_float32(t):
+        out = t * 1.0
+        right = out._backward
+        if t.dtype == np.float32:
+            out._backward = lambda g: tuple(None if pg is None else pg * np.float32(1.001) for pg in right(g))
+        return out
+    with pytest.raises(AssertionError, match="float32 vs float64, gradient 0"):
+        check_float32(Row("off", (), off_in_float32, None), [np.array([0.5, 2.0])], {}, seed=0)
 
 
 def check_no_gradient(row, arrays, args, seed):
