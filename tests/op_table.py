@@ -69,18 +69,16 @@ def case(arrays, **args):
 
 
 @st.composite
-def _unpacked(draw, strategy, n_arrays, names):
-    """``strategy`` draws a tuple of ``n_arrays`` arrays (or a list of them) and then the arguments ``names``."""
-    drawn = draw(strategy)
-    arrays = tuple(drawn[0]) if n_arrays is None else tuple(drawn[:n_arrays])
-    rest = drawn[1:] if n_arrays is None else drawn[n_arrays:]
-    return arrays, dict(zip(names, rest))
+def _unpacked(draw, strategy, names):
+    """``strategy`` draws ``(array, arg, ...)``; the arguments get the ``names``."""
+    array, *rest = draw(strategy)
+    return (array,), dict(zip(names, rest))
 
 
-def cases(strategy, *names, n_arrays=1, **more):
-    """``(arrays, args)`` from a strategy of ``(array, ..., arg, ...)`` tuples (``n_arrays=None``: a list
-    of arrays first), with further keyword arguments drawn from ``more``."""
-    base = _unpacked(strategy, n_arrays, names)
+def cases(strategy, *names, **more):
+    """``(arrays, args)`` from a strategy of ``(array, arg, ...)`` tuples, the arguments called ``names``,
+    with further keyword arguments drawn from the strategies ``more``."""
+    base = _unpacked(strategy, names)
     if not more:
         return base
     return st.tuples(base, st.fixed_dictionaries(more)).map(lambda c: (c[0][0], {**c[0][1], **c[1]}))
