@@ -6,8 +6,7 @@ include 0-d arrays and size-1 axes.  Values are drawn so that they shrink
 towards simple numbers: kinked functions get inputs built as sign * magnitude
 (or on a grid) rather than by filtering, which hypothesis shrinks poorly.
 
-``covers`` is the registry that ``test_public_ops_covered.py`` reads: each
-gradient property test declares which public operations it differentiates.
+The operations' own domains are the rows of ``op_table.py``.
 """
 import contextlib
 
@@ -17,24 +16,6 @@ from hypothesis.extra import numpy as hnp
 
 MAX_DIMS = 3
 MAX_SIDE = 3
-
-# ---------------------------------------------------------------- registry: public op name -> tests
-COVERED = {}
-
-
-def covers(*names):
-    """Mark a test as the gradient property test of the public operations ``names``.
-
-    Names are ``"Tensor.<attribute>"`` (methods, dunders, properties),
-    ``"tensor.<function>"`` (module-level engine functions) or
-    ``"functional.<function>"``.
-    """
-    def mark(test):
-        for name in names:
-            COVERED.setdefault(name, []).append(test)
-        return test
-    return mark
-
 
 def compiled_or_expanded(compiled):
     """A context in which compositions run compiled (one node each: the default) or expanded, node by node."""

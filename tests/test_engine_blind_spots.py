@@ -50,16 +50,6 @@ def test_grad_never_shares_memory_with_the_given_grad_or_another_leaf():
     np.testing.assert_array_equal(z.grad, [1.0, 2.0, 3.0])
 
 
-def test_the_freed_graph_error_comes_before_any_gradient_is_written():
-    x, y = Tensor(np.ones(2), requires_grad=True), Tensor(np.ones(2), requires_grad=True)
-    a = x * 2.0
-    a.sum().backward()
-    x.grad = None
-    with pytest.raises(RuntimeError, match="already been freed"):
-        (y * 3.0 + a).sum().backward()
-    assert y.grad is None and x.grad is None
-
-
 def test_clip_passes_the_gradient_at_its_bounds():
     x = Tensor(np.array([-1.0, 0.0, 0.5, 1.0, 2.0]), requires_grad=True)
     x.clip(0.0, 1.0).sum().backward()

@@ -1,10 +1,8 @@
 """Properties of the compositions in ``tinygrad_rnn.functional`` (each run compiled, as one node, by default).
 
-1. Gradients: autograd equals central differences, checked exactly as in
-   ``test_ops_gradients.py`` (``check``: a random cotangent, float64, EPS = 1e-6,
-   ATOL = 1e-6, RTOL = 1e-4).  ``@covers`` records the public functions (and the
-   Tensor methods tanh/sigmoid/relu) each test differentiates, for
-   ``test_public_ops_covered.py``.
+1. Values against their definitions.  The gradients (central differences), the forward of
+   leaky_relu, softplus and logsumexp against numpy, float32 and the traced and second-order
+   checks are generic: each function has rows in ``op_table.py``.
 2. Stability over the whole float range: with every warning an error and numpy's
    overflow/invalid/divide-by-zero raising, inputs from -max to +max, 0, -0.0,
    subnormals and +-inf give no warning and no NaN in values or gradients.
@@ -14,7 +12,7 @@
    float32 inputs are compared with float64 references within F32_REL = 1e-6.
 3. Properties without finite differences: the gradient is linear (in the function
    and in the cotangent), softmax sums to 1, log_softmax equals log(softmax)
-   where both are finite, float32 stays float32.
+   where both are finite.
 """
 import math
 import warnings
@@ -28,8 +26,7 @@ from tinygrad_rnn import Tensor
 from tinygrad_rnn import functional as F
 
 import strategies as S
-from strategies import covers
-from test_ops_gradients import check
+from op_table import softplus_reference
 
 REL = 1e-12
 GRAD_REL = 1e-10
@@ -53,62 +50,7 @@ class strict:
         return False
 
 
-# ---------------------------------------------------------------- 1. gradients against central differences
-@covers("functional.tanh", "Tensor.tanh")
-@given(S.any_array(S.floats(-5.0, 5.0)), st.booleans(), S.seeds())
-def test_tanh_gradient(x, as_method, seed):
-    check((lambda t: t.tanh()) if as_method else F.tanh, x, seed=seed)
-
-
-@covers("functional.sigmoid", "Tensor.sigmoid")
-@given(S.any_array(S.floats(-8.0, 8.0)), st.booleans(), S.seeds())
-def test_sigmoid_gradient(x, as_method, seed):
-    check((lambda t: t.sigmoid()) if as_method else F.sigmoid, x, seed=seed)
-
-
-@covers("functional.relu", "Tensor.relu")
-@given(S.any_array(S.away_from_zero(0.05, 3.0)), st.booleans(), S.seeds())
-def test_relu_gradient_away_from_the_kink(x, as_method, seed):
-    check((lambda t: t.relu()) if as_method else F.relu, x, seed=seed)
-
-
-@covers("functional.softmax")
-@given(S.array_and_one_axis(S.floats(-5.0, 5.0)), S.seeds())
-def test_softmax_gradient(case, seed):
-    x, axis = case
-    check(lambda t: F.softmax(t, axis=axis), x, seed=seed)
-
-
-@covers("functional.log_softmax")
-@given(S.array_and_one_axis(S.floats(-5.0, 5.0)), S.seeds())
-def test_log_softmax_gradient(case, seed):
-    x, axis = case
-    check(lambda t: F.log_softmax(t, axis=axis), x, seed=seed)
-
-
-@covers("functional.cross_entropy")
-@given(S.cross_entropy_case(probabilities=False), st.sampled_from(["mean", "sum", "none"]),
-       st.sampled_from(["array", "list", "tensor"]), S.seeds())
-def test_cross_entropy_gradient_class_indices(case, reduction, form, seed):
-    logits, target, axis = case
-    target = {"array": target, "list": target.tolist(), "tensor": Tensor(target)}[form]
-    check(lambda t: F.cross_entropy(t, target, axis=axis, reduction=reduction), logits, seed=seed)
-
-
-@covers("functional.cross_entropy")
-@given(S.cross_entropy_case(probabilities=True), st.sampled_from(["mean", "sum", "none"]), S.seeds())
-def test_cross_entropy_gradient_probabilities_and_one_hot(case, reduction, seed):
-    logits, target, axis = case
-    check(lambda t: F.cross_entropy(t, target, axis=axis, reduction=reduction), logits, seed=seed)
-
-
-@covers("functional.mse_loss")
-@given(S.any_array().flatmap(lambda a: st.tuples(st.just(a), S.arrays(a.shape))),
-       st.sampled_from(["mean", "sum", "none"]), S.seeds())
-def test_mse_loss_gradient_for_prediction_and_target(pair, reduction, seed):
-    check(lambda p, t: F.mse_loss(p, t, reduction=reduction), *pair, seed=seed)
-
-
+# ---------------------------------------------------------------- 1. values (gradients: op_table.py rows)
 @given(S.cross_entropy_case(), st.sampled_from(["mean", "sum", "none"]))
 def test_cross_entropy_value_is_its_definition(case, reduction):
     """A forward oracle in plain numpy: -sum(target * log_softmax) or -log_softmax[target]."""
@@ -350,64 +292,8 @@ def test_log_softmax_is_log_of_softmax_where_finite(case):
     assert np.isfinite(lp).all() and (lp[~normal] < np.log(TINY) + 1).all()
 
 
-@pytest.mark.parametrize("name", ["tanh", "sigmoid", "relu", "softmax", "log_softmax",
-                                  "cross_entropy_indices", "cross_entropy_one_hot", "mse_loss",
-                                  "leaky_relu", "softplus", "logsumexp"])
-def test_float32_in_float32_values_and_gradients(name):
-    x = Tensor(np.linspace(-2, 2, 6, dtype=np.float32).reshape(2, 3), requires_grad=True)
-    if name == "cross_entropy_indices":
-        out = F.cross_entropy(x, [0, 2])
-    elif name == "cross_entropy_one_hot":
-        out = F.cross_entropy(x, np.eye(3)[[0, 2]])     # float64 targets do not promote the graph
-    elif name == "mse_loss":
-        out = F.mse_loss(x, np.zeros((2, 3)))           # nor do float64 plain-array targets
-    else:
-        out = getattr(F, name)(x) * 2.0 + 1.0           # nor Python numbers
-    assert out.dtype == np.float32
-    out.sum().backward()
-    assert x.grad.dtype == np.float32
-
-
 # ---------------------------------------------------------------- leaky_relu, softplus, logsumexp
-# Gradients as in 1, forward values against numpy, and the whole range as in 2.
-def softplus_reference(x):
-    """log(1 + exp(x)) as numpy's logaddexp(0, x) computes it (overflow-free)."""
-    return np.logaddexp(0.0, np.asarray(x, dtype=np.float64))
-
-
-def logsumexp_reference(x, axis):
-    """max + log(sum(exp(x - max))) in float64 with numpy, for finite rows."""
-    top = x.max(axis=axis, keepdims=True)
-    return np.squeeze(top + np.log(np.exp(x - top).sum(axis=axis, keepdims=True)), axis=axis)
-
-
-slopes = st.sampled_from([0.01, 0.2, 0.0, 1.0, 0.5, 3.0, -0.5])
-
-
-@covers("functional.leaky_relu")
-@given(S.any_array(S.away_from_zero(0.05, 3.0)), slopes, S.seeds())
-def test_leaky_relu_gradient_away_from_the_kink(x, slope, seed):
-    np.testing.assert_array_equal(F.leaky_relu(Tensor(x), slope).data, np.where(x > 0, x, slope * x))
-    check(lambda t: F.leaky_relu(t, negative_slope=slope), x, seed=seed)
-
-
-@covers("functional.softplus")
-@given(S.any_array(S.floats(-20.0, 20.0)), S.seeds())
-def test_softplus_gradient(x, seed):
-    np.testing.assert_allclose(F.softplus(Tensor(x)).data, softplus_reference(x), rtol=REL, atol=TINY)
-    check(F.softplus, x, seed=seed)
-
-
-@covers("functional.logsumexp")
-@given(S.array_and_one_axis(S.floats(-5.0, 5.0)), st.booleans(), S.seeds())
-def test_logsumexp_gradient(case, keepdims, seed):
-    x, axis = case
-    want = logsumexp_reference(x, axis)
-    got = F.logsumexp(Tensor(x), axis=axis, keepdims=keepdims).data
-    np.testing.assert_allclose(got, np.expand_dims(want, axis) if keepdims else want, rtol=REL, atol=REL)
-    check(lambda t: F.logsumexp(t, axis=axis, keepdims=keepdims), x, seed=seed)
-
-
+# The whole range as in 2 (their gradients and forward against numpy: rows of op_table.py).
 @given(S.whole_range_arrays(np.float64), st.sampled_from([0.01, 0.2, 1.0, 0.0]))
 def test_leaky_relu_over_the_float64_range(x, slope):
     """Slopes up to 1: a larger one makes -max float overflow to -inf, which is then the right value."""

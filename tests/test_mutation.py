@@ -1,10 +1,10 @@
 """The gradient property suite is only worth what it catches: a backward wrong by 0.1 % must fail it.
 
-For every operation that a test of ``test_ops_gradients.py`` or
-``test_functional.py`` declares with ``@covers``, the operation is monkeypatched so that the node it
-produces passes back 1.001 times the right gradient (an index node's backward
-hands back a ``_Scatter``, whose ``.g`` is scaled instead), and the very
-hypothesis test registered for it is run and must fail with an AssertionError.
+For every operation that a differentiable row of ``op_table.py`` covers, the operation is
+monkeypatched so that the node it produces passes back 1.001 times the right gradient (an
+index node's backward hands back a ``_Scatter``, whose ``.g`` is scaled instead), and the
+row's gradient property test (``test_ops_gradients.gradient_test``) is run and must fail
+with an AssertionError.
 The compositions in ``functional`` have no backward of their own, so their pieces
 (expm1 and div for tanh, exp for sigmoid and softmax, log for log_softmax,
 indexing for cross_entropy) are broken one at a time as well.  A control wraps
@@ -17,16 +17,15 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import Phase, settings
+from hypothesis import Phase
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import Tensor
 from tinygrad_rnn import functional as F
 from tinygrad_rnn import tensor as engine
 
-import strategies
-import test_functional as tf
-import test_ops_gradients as to
+from op_table import BY_NAME, DIFFERENTIABLE
+from test_ops_gradients import gradient_test
 
 if sys.version_info < (3, 11):                    # Python 3.10: hypothesis depends on the backport
     from exceptiongroup import BaseExceptionGroup
@@ -86,15 +85,12 @@ def break_op(monkeypatch, op, factor=WRONG, only=None):
         monkeypatch.setattr(owner, name, scaled_backward(original, factor, only))
 
 
-def must_fail(test, monkeypatch=None):
-    """Run a hypothesis property test; it must fail with AssertionError (a wrong gradient)."""
-    if monkeypatch is not None and hasattr(test, "_hypothesis_internal_use_settings"):
-        # the same examples, but report the first failure as it is instead of shrinking it: the
-        # failure is what matters here, and shrinking would cost most of the time
-        current = test._hypothesis_internal_use_settings
-        monkeypatch.setattr(test, "_hypothesis_internal_use_settings", settings(
-            current, phases=[Phase.explicit, Phase.reuse, Phase.generate], report_multiple_bugs=False,
-            database=None))
+def must_fail(row_name):
+    """Run a row's gradient property test; it must fail with AssertionError (a wrong gradient).
+    The same examples as the suite's, but the first failure is reported as it is instead of
+    shrunk: the failure is what matters here, and shrinking would cost most of the time."""
+    test = gradient_test(BY_NAME[row_name], phases=[Phase.explicit, Phase.reuse, Phase.generate],
+                         report_multiple_bugs=False, database=None)
     try:
         test()
     except AssertionError as e:
@@ -102,76 +98,66 @@ def must_fail(test, monkeypatch=None):
     except BaseExceptionGroup as group:          # hypothesis reports several distinct failures together
         assert all(isinstance(e, AssertionError) for e in group.exceptions), group
         return str(group.exceptions[0])
-    pytest.fail(f"{test.__name__} passed although a backward was wrong by a factor {WRONG}")
+    pytest.fail(f"the gradient test of row {row_name!r} passed although a backward was wrong by a factor {WRONG}")
 
 
-REGISTRY = {op: [t for t in tests if t.__module__ in (to.__name__, tf.__name__)]
-            for op, tests in strategies.COVERED.items()}
-# every registered (operation, test) pair: each test must catch its own operation's wrong backward
-PAIRS = [(op, test) for op, tests in sorted(REGISTRY.items()) for test in tests]
+# every (operation, row) pair: each row must catch a wrong backward of every operation it covers
+PAIRS = [(op, row.name) for row in DIFFERENTIABLE for op in row.covers]
 
 
-@pytest.mark.parametrize("op, test", PAIRS, ids=[f"{op}-{t.__name__}" for op, t in PAIRS])
-def test_a_backward_wrong_by_a_tenth_of_a_percent_is_caught(monkeypatch, op, test):
+@pytest.mark.parametrize("op, row", PAIRS, ids=[f"{op}-{row}" for op, row in PAIRS])
+def test_a_backward_wrong_by_a_tenth_of_a_percent_is_caught(monkeypatch, op, row):
     break_op(monkeypatch, op)
-    message = must_fail(test, monkeypatch)
+    message = must_fail(row)
     assert "autograd vs numeric" in message, message   # failed by the gradient comparison, nothing else
 
 
 # only one input's gradient wrong: the test must check each input separately
-ONE_INPUT = [("Tensor.__mul__", 1, to.test_mul), ("Tensor.__mul__", 0, to.test_mul),
-             ("Tensor.__truediv__", 1, to.test_div),
-             ("Tensor.__pow__", 1, to.test_pow_by_tensor),
-             ("Tensor.__matmul__", 0, to.test_matmul_batched_and_broadcast),
-             ("Tensor.__matmul__", 1, to.test_matmul_batched_and_broadcast),
-             ("Tensor.__matmul__", 1, to.test_matmul),
-             ("tensor.where", 1, to.test_where),
-             ("tensor.concat", 1, to.test_concat),
-             ("tensor.maximum", 1, to.test_maximum), ("tensor.minimum", 0, to.test_minimum)]
+ONE_INPUT = [("Tensor.__mul__", 1, "mul"), ("Tensor.__mul__", 0, "mul"),
+             ("Tensor.__truediv__", 1, "div"),
+             ("Tensor.__pow__", 1, "pow_by_tensor"),
+             ("Tensor.__matmul__", 0, "matmul_batched"),
+             ("Tensor.__matmul__", 1, "matmul_batched"),
+             ("Tensor.__matmul__", 1, "matmul"),
+             ("tensor.where", 1, "where"),
+             ("tensor.concat", 1, "concat"),
+             ("tensor.maximum", 1, "maximum"), ("tensor.minimum", 0, "minimum")]
 
 
-@pytest.mark.parametrize("op, only, test", ONE_INPUT, ids=[f"{o}[{i}]-{t.__name__}" for o, i, t in ONE_INPUT])
-def test_one_input_wrong_is_caught(monkeypatch, op, only, test):
+@pytest.mark.parametrize("op, only, row", ONE_INPUT, ids=[f"{o}[{i}]-{r}" for o, i, r in ONE_INPUT])
+def test_one_input_wrong_is_caught(monkeypatch, op, only, row):
     break_op(monkeypatch, op, only=only)
-    must_fail(test, monkeypatch)
+    must_fail(row)
 
 
 # the compositions' pieces: a wrong primitive shows through the function built on it
-PIECES = [("Tensor.expm1", tf.test_tanh_gradient),
-          ("Tensor.__truediv__", tf.test_tanh_gradient),
-          ("Tensor.__mul__", tf.test_tanh_gradient),
-          ("Tensor.exp", tf.test_sigmoid_gradient),
-          ("tensor.where", tf.test_relu_gradient_away_from_the_kink),
-          ("Tensor.exp", tf.test_softmax_gradient),
-          ("Tensor.sum", tf.test_softmax_gradient),
-          ("Tensor.log", tf.test_log_softmax_gradient),
-          ("Tensor.__getitem__", tf.test_cross_entropy_gradient_class_indices),
-          ("Tensor.__sub__", tf.test_mse_loss_gradient_for_prediction_and_target),
-          ("Tensor.max", to.test_min), ("Tensor.reshape", to.test_squeeze), ("Tensor.reshape", to.test_unsqueeze),
-          ("Tensor.__mul__", tf.test_leaky_relu_gradient_away_from_the_kink),
-          ("Tensor.log1p", tf.test_softplus_gradient), ("Tensor.exp", tf.test_softplus_gradient),
-          ("Tensor.exp", tf.test_logsumexp_gradient), ("Tensor.log", tf.test_logsumexp_gradient)]
+PIECES = [("Tensor.expm1", "tanh"), ("Tensor.__truediv__", "tanh"), ("Tensor.__mul__", "tanh"),
+          ("Tensor.exp", "sigmoid"), ("tensor.where", "relu"),
+          ("Tensor.exp", "softmax"), ("Tensor.sum", "softmax"), ("Tensor.log", "log_softmax"),
+          ("Tensor.__getitem__", "cross_entropy_class_indices"), ("Tensor.__sub__", "mse_loss"),
+          ("Tensor.max", "min"), ("Tensor.reshape", "squeeze"), ("Tensor.reshape", "unsqueeze"),
+          ("Tensor.__mul__", "leaky_relu"), ("Tensor.log1p", "softplus"), ("Tensor.exp", "softplus"),
+          ("Tensor.exp", "logsumexp"), ("Tensor.log", "logsumexp")]
 
 
-@pytest.mark.parametrize("op, test", PIECES, ids=[f"{o}-{t.__name__}" for o, t in PIECES])
-def test_a_wrong_piece_of_a_composition_is_caught(monkeypatch, op, test):
+@pytest.mark.parametrize("op, row", PIECES, ids=[f"{o}-{r}" for o, r in PIECES])
+def test_a_wrong_piece_of_a_composition_is_caught(monkeypatch, op, row):
     if op == "tensor.where":       # functional imported where from the engine module
         monkeypatch.setattr(F, "where", scaled_backward(engine.where, WRONG))
     else:
         break_op(monkeypatch, op)
-    must_fail(test, monkeypatch)
+    must_fail(row)
 
 
-CONTROLS = [("Tensor.__mul__", to.test_mul), ("Tensor.__getitem__", to.test_getitem_boolean_mask),
-            ("Tensor.__getitem__", to.test_getitem_integer_arrays_with_repeated_indices),
-            ("Tensor.T", to.test_T), ("tensor.concat", to.test_concat),
-            ("Tensor.expm1", tf.test_tanh_gradient)]
+CONTROLS = [("Tensor.__mul__", "mul"), ("Tensor.__getitem__", "getitem_mask"),
+            ("Tensor.__getitem__", "getitem_integer_arrays"), ("Tensor.T", "T"), ("tensor.concat", "concat"),
+            ("Tensor.expm1", "tanh")]
 
 
-@pytest.mark.parametrize("op, test", CONTROLS, ids=[f"{o}-{t.__name__}" for o, t in CONTROLS])
-def test_control_the_same_wrapping_with_factor_one_passes(monkeypatch, op, test):
+@pytest.mark.parametrize("op, row", CONTROLS, ids=[f"{o}-{r}" for o, r in CONTROLS])
+def test_control_the_same_wrapping_with_factor_one_passes(monkeypatch, op, row):
     break_op(monkeypatch, op, factor=1.0)
-    test()
+    gradient_test(BY_NAME[row])()
 
 
 def test_averaging_instead_of_summing_over_broadcast_axes_is_caught(monkeypatch):
@@ -183,7 +169,7 @@ def test_averaging_instead_of_summing_over_broadcast_axes_is_caught(monkeypatch)
         copies = g.size // max(out.size, 1)
         return out / copies if copies > 1 else out
     monkeypatch.setattr(engine, "_unbroadcast", averaging)
-    must_fail(to.test_add, monkeypatch)
+    must_fail("add")
 
 
 def test_repeated_indices_overwriting_instead_of_accumulating_is_caught(monkeypatch):
@@ -191,4 +177,4 @@ def test_repeated_indices_overwriting_instead_of_accumulating_is_caught(monkeypa
     def overwrite(self, buffer):
         buffer[self.idx] += self.g
     monkeypatch.setattr(engine._Scatter, "add_into", overwrite)
-    must_fail(to.test_getitem_integer_arrays_with_repeated_indices, monkeypatch)
+    must_fail("getitem_integer_arrays")

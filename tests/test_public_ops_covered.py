@@ -1,16 +1,16 @@
-"""Every public differentiable operation has a gradient property test.
+"""Every public operation has a row in the test table (``op_table.py``).
 
 The public operations are found by introspection, not listed by hand: the Tensor
 class's public attributes and operator methods (including the tanh/sigmoid/relu
 methods that ``functional`` attaches), the public functions of the engine module
-(``concat``, ``stack``, ``where``) and of ``functional``.  Those
-that are not differentiable are listed below with the reason.  A new public
-operation fails this test until a hypothesis test in ``test_ops_gradients.py``
-or ``test_functional.py`` declares it with ``@covers(...)``.
+(``concat``, ``stack``, ``where``) and of ``functional``.  The public names that are
+not operations on tensors are listed below with the reason.  A new public
+operation fails this test until a row of ``op_table.py`` covers it; the row then
+gets the gradient, float32, second-order, traced and mutation checks.
 """
 import inspect
+from pathlib import Path
 
-import numpy as np
 import pytest
 
 import tinygrad_rnn as tg
@@ -18,23 +18,16 @@ import tinygrad_rnn.tensor as engine
 from tinygrad_rnn import Tensor
 from tinygrad_rnn import functional
 
-import strategies
-import test_functional
-import test_ops_gradients
+import op_table
 
-TEST_MODULES = [test_ops_gradients, test_functional]
-
-# public names that are not differentiable operations, and why
-NOT_DIFFERENTIABLE = {
+# public names that are not operations on tensors, and why
+NOT_OPERATIONS = {
     "Tensor.backward": "runs backpropagation",
-    "Tensor.detach": "stops the graph (test_ops_gradients.test_detach_stops_the_gradient)",
     "Tensor.retain_grad": "a flag for backward",
     "Tensor.numpy": "returns the data",
     "Tensor.item": "returns a Python number",
     "Tensor.shape": "metadata", "Tensor.ndim": "metadata", "Tensor.dtype": "metadata",
     "Tensor.size": "metadata", "Tensor.is_leaf": "metadata",
-    "Tensor.__lt__": "comparison", "Tensor.__le__": "comparison", "Tensor.__gt__": "comparison",
-    "Tensor.__ge__": "comparison", "Tensor.__eq__": "comparison", "Tensor.__ne__": "comparison",
     "tensor.is_grad_enabled": "reports the recording state",
     "tensor.grad": "computes gradients (test_second_order.py)",
     "Tensor.__float__": "returns a Python number", "Tensor.__int__": "returns a Python number",
@@ -42,7 +35,8 @@ NOT_DIFFERENTIABLE = {
     "tensor.decide": "returns a Python value that picks a branch",
     "tensor.label": "names a tensor in a traced program", "tensor.time_step": "names time steps in a traced program",
 }
-COMPARISONS = [n.split(".")[1] for n, why in NOT_DIFFERENTIABLE.items() if why == "comparison"]
+COVERED = {name for row in op_table.ROWS for name in row.covers}
+DIFFERENTIATED = {name for row in op_table.DIFFERENTIABLE for name in row.covers}
 
 # Python's own plumbing on the class, not operations
 PLUMBING = {"__init__", "__repr__", "__len__", "__bool__", "__hash__", "__array_ufunc__", "__slots__",
@@ -92,35 +86,32 @@ def test_introspection_finds_the_operations_we_know():
 
 
 def uncovered():
-    return sorted(n for n in public_operations() if n not in NOT_DIFFERENTIABLE and n not in strategies.COVERED)
+    return sorted(n for n in public_operations() if n not in NOT_OPERATIONS and n not in COVERED)
 
 
-def test_every_public_differentiable_operation_has_a_gradient_property_test():
+def test_every_public_operation_has_a_row():
     missing = uncovered()
-    assert not missing, (f"public operations without a gradient property test: {missing}; add a hypothesis "
-                         f"test with @covers(...) in test_ops_gradients.py or test_functional.py, or list "
-                         f"the name in NOT_DIFFERENTIABLE with the reason")
+    assert not missing, (f"public operations without a row in tests/op_table.py: {missing}; add one, or list "
+                         f"the name in NOT_OPERATIONS with the reason")
 
 
-def test_registered_tests_are_collected_hypothesis_tests_of_existing_operations():
+def test_rows_name_existing_operations_and_say_whether_they_are_differentiated():
     known = set(public_operations())
-    collected = {id(getattr(m, n)) for m in TEST_MODULES for n in dir(m) if n.startswith("test_")}
-    for name, tests in strategies.COVERED.items():
-        assert name in known, f"@covers names {name!r}, which is not a public operation"
-        for test in tests:
-            assert id(test) in collected, f"{test.__name__} (covering {name}) is not a collected test"
-            assert hasattr(test, "hypothesis"), f"{test.__name__} (covering {name}) is not a property test"
-    assert not set(strategies.COVERED) & set(NOT_DIFFERENTIABLE), set(strategies.COVERED) & set(NOT_DIFFERENTIABLE)
+    for row in op_table.ROWS:
+        assert row.covers, row.name
+        for name in row.covers:
+            assert name in known, f"row {row.name!r} names {name!r}, which is not a public operation"
+    assert not COVERED & set(NOT_OPERATIONS), COVERED & set(NOT_OPERATIONS)
+    # an operation is either differentiated by its rows or has no gradient at all, never half of each
+    assert not DIFFERENTIATED & (COVERED - DIFFERENTIATED)
+    assert COVERED - DIFFERENTIATED == {"Tensor.detach", "Tensor.__lt__", "Tensor.__le__", "Tensor.__gt__",
+                                        "Tensor.__ge__", "Tensor.__eq__", "Tensor.__ne__"}
 
 
-def test_exclusions_are_real_and_comparisons_carry_no_gradient():
+def test_exclusions_are_real():
     known = set(public_operations())
-    stale = [n for n in NOT_DIFFERENTIABLE if n not in known]
-    assert not stale, f"NOT_DIFFERENTIABLE lists names that no longer exist: {stale}"
-    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
-    for name in COMPARISONS:
-        out = getattr(x, name)(1.5)
-        assert isinstance(out, Tensor) and not out.requires_grad, name
+    stale = [n for n in NOT_OPERATIONS if n not in known]
+    assert not stale, f"NOT_OPERATIONS lists names that no longer exist: {stale}"
 
 
 def test_new_operations_without_a_test_are_reported(monkeypatch):
@@ -130,14 +121,21 @@ def test_new_operations_without_a_test_are_reported(monkeypatch):
         monkeypatch.setattr(owner, attr, op, raising=False)
     assert uncovered() == ["Tensor.__mod__", "Tensor.softplus", "functional.gelu", "tensor.roll"]
     with pytest.raises(AssertionError, match="softplus"):
-        test_every_public_differentiable_operation_has_a_gradient_property_test()
+        test_every_public_operation_has_a_row()
 
 
-def test_the_functional_methods_are_the_compositions_and_every_function_is_covered():
+def test_the_functional_methods_are_the_compositions_and_every_function_is_differentiated():
     for name in functional.__all__:
-        assert f"functional.{name}" in strategies.COVERED, name
+        assert f"functional.{name}" in DIFFERENTIATED, name
     for name in ["tanh", "sigmoid", "relu"]:
         assert getattr(Tensor, name) is getattr(functional, name)
-        assert f"Tensor.{name}" in strategies.COVERED
+        assert f"Tensor.{name}" in DIFFERENTIATED
     assert tg.concat is engine.concat and tg.stack is engine.stack and tg.where is engine.where
     assert tg.maximum is engine.maximum and tg.minimum is engine.minimum
+
+
+def test_the_row_that_docs_engine_md_shows_is_the_tables():
+    root = Path(__file__).resolve().parent.parent
+    shown = [line.strip() for line in (root / "docs" / "engine.md").read_text().splitlines()
+             if line.strip().startswith('Row("sin"')]
+    assert len(shown) == 1 and shown[0] in Path(op_table.__file__).read_text()

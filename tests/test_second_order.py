@@ -1,9 +1,8 @@
 """Second derivatives: ``grad(..., create_graph=True)`` differentiated again, against finite differences.
 
-The property tests are not written again: every gradient property test that the
-``@covers`` registry lists (``test_ops_gradients.py``, ``test_functional.py``) is run
-once more with its ``check`` replaced by ``check_second_order``, so that a new
-operation with a gradient test gets a second-order test too.
+The property tests are not written again: every differentiable row of ``op_table.py``
+(the table that the first-order tests in ``test_ops_gradients.py`` read) is run with
+``check_second_order``, so that a new operation with a row gets a second-order test too.
 
 ``check_second_order(fn, *arrays, seed)``: with a random cotangent ``v`` for the output
 and random weights ``w_i`` for the inputs' gradients, the scalar
@@ -17,7 +16,6 @@ The inputs keep the first-order tests' domains (away from kinks, poles and ties)
 """
 import numpy as np
 import pytest
-from hypothesis import settings
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import Tensor, nn
@@ -25,11 +23,9 @@ from tinygrad_rnn import functional as F
 import tinygrad_rnn.tensor as engine
 
 import strategies
-import test_functional
-import test_ops_gradients
+from op_table import DIFFERENTIABLE, property_test
 
 EPS, ATOL, RTOL = 1e-6, 1e-5, 1e-3
-MODULES = [test_ops_gradients, test_functional]
 SECOND_ORDER_EXAMPLES = 20   # each example differentiates ~100 first-order gradients
 
 
@@ -71,36 +67,14 @@ def check_second_order(fn, *arrays, seed=0):
                                    err_msg=f"second derivative for input {i} (shape {numeric.shape})")
 
 
-def registered_tests():
-    tests = {}
-    for registered in strategies.COVERED.values():
-        for test in registered:
-            tests[test.__name__] = test
-    return tests
+def second_order_check(row, arrays, args, seed):
+    check_second_order(row.bound(args), *arrays, seed=seed)
 
 
-REGISTERED = registered_tests()
-
-
-@pytest.mark.parametrize("name", sorted(REGISTERED))
-def test_second_derivatives_of_every_covered_operation(name, monkeypatch):
-    """The first-order property test ``name``, with second derivatives checked instead of first ones."""
-    test = REGISTERED[name]
-    for module in MODULES:
-        monkeypatch.setattr(module, "check", check_second_order)
-    saved = test._hypothesis_internal_use_settings
-    test._hypothesis_internal_use_settings = settings(saved, max_examples=SECOND_ORDER_EXAMPLES)
-    try:
-        test()
-    finally:
-        test._hypothesis_internal_use_settings = saved
-
-
-def test_every_operation_of_the_registry_is_driven():
-    """The registry lists the operations; every test it names runs here (a new one is picked up)."""
-    assert {"test_sin", "test_matmul", "test_getitem_integer_arrays_with_repeated_indices",
-            "test_concat", "test_stack", "test_max"} <= set(REGISTERED)
-    assert all(t.__name__ in REGISTERED for tests in strategies.COVERED.values() for t in tests)
+@pytest.mark.parametrize("row", DIFFERENTIABLE, ids=[row.name for row in DIFFERENTIABLE])
+def test_second_derivatives(row):
+    """The row's domain and arguments, with second derivatives checked instead of first ones."""
+    property_test(row, second_order_check, "test_second_derivatives", max_examples=SECOND_ORDER_EXAMPLES)()
 
 
 def test_check_second_order_fails_on_a_wrong_second_derivative(monkeypatch):
