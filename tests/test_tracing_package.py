@@ -165,3 +165,71 @@ def test_the_index_gradient_is_written_from_the_engines_scatter(monkeypatch):
         buffer[idx] += g * 1.0
     monkeypatch.setattr(tensor, "_scatter_add", scatter_times_one)
     assert "dx[:, 1] += dix * 1.0" in source(lambda x: x[:, 1].exp().sum(), x)
+
+
+# ---------------------------------------------------------------------- no program text is edited
+def _package_sources():
+    import pathlib
+    root = pathlib.Path(tracing.__file__).parent
+    return {path.name: path.read_text() for path in sorted(root.glob("*.py"))}
+
+
+def test_no_part_of_the_package_edits_program_text_with_regexes_or_replace():
+    import ast
+    for name, text in _package_sources().items():
+        tree = ast.parse(text)
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert "re" not in imported, f"{name} imports re"
+        replaced = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call)
+                    and isinstance(n.func, ast.Attribute) and n.func.attr == "replace"
+                    and not (isinstance(n.func.value, ast.Name) and n.func.value.id == "dataclasses")]
+        # dataclasses.replace (a Line record changed by a field) is imported as ``replace``, never an attribute
+        assert not replaced, f"{name} calls .replace( on lines {replaced}"
+
+
+def test_renamed_changes_the_names_the_parser_finds_and_nothing_else():
+    from tinygrad_rnn.tracing.composite_calls import renamed
+    source = ("def cell_forward(x, p0):\n"
+              "    g_p0 = x.p0 @ p0.T + (-1.0)\n"
+              "    s = 'p0'\n"
+              "    return (g_p0,), (p0, x)\n")
+    got = renamed(source, {"cell_forward": "cell2_forward", "p0": "Wx", "g_p0": "g_Wx"})
+    assert got == ("def cell2_forward(x, Wx):\n"
+                   "    g_Wx = x.p0 @ Wx.T + (-1.0)\n"
+                   "    s = 'p0'\n"
+                   "    return (g_Wx,), (Wx, x)\n")
+    assert renamed(source, {}) == source
+
+
+def test_a_loop_line_is_a_record_whose_time_index_is_a_field():
+    from tinygrad_rnn.tracing.unroll_loop import Step, render
+    line = ("dh_t = dhs", Step(1), " + dnext")
+    assert render(line, "t") == "dh_t = dhs[:, t] + dnext"
+    assert render(line, 3) == "dh_t = dhs[:, 3] + dnext"
+    assert render(("f(dh_t, *saved", Step(), ")"), 0) == "f(dh_t, *saved[0])"
+
+
+def test_the_steps_of_a_traced_batch_first_unroll_written_apart_read_their_own_step():
+    rng = np.random.default_rng(3)
+    cell = tinygrad_rnn.nn.LSTMCell(3, 2)
+    xs = Tensor(rng.standard_normal((2, 4, 3)))
+
+    def step(xs):
+        hs, _ = tinygrad_rnn.nn.unroll(cell, xs, batch_first=True)
+        return (hs * hs).sum()
+
+    program = tinygrad_rnn.trace(step, xs)
+    body = program.source[program.source.rindex("\ndef "):]
+    assert "for t in range(1, 4):" in body and "xs[:, t]" in body and "xs[:, 0]" in body
+    assert "[:, 3]" in body and "*saved[3])" in body and "*saved[0])" in body
+    assert "[:, t]" in body and "*saved[t])" in body
+    other = Tensor(rng.standard_normal((2, 4, 3)))
+    results = []
+    for run in (program, step):        # the program on new values, then the eager engine
+        for p in cell.parameters():
+            p.grad = None
+        out = run(other)
+        if run is step:
+            out.backward()
+        results.append([out.data.tobytes()] + [p.grad.tobytes() for p in cell.parameters()])
+    assert results[0] == results[1]

@@ -49,7 +49,7 @@ class _BackwardLines:
                 continue
             owned.discard(key)
             if not isinstance(event, Op):
-                from ..trace_composites import write_backward
+                from .composite_calls import write_backward
                 write_backward(self, grads, owned, event, g)
                 continue
             for i, piece in self._backward_pieces(event.op, g, event.parents, event.attrs, event.tensor):

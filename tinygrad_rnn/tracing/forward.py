@@ -55,8 +55,8 @@ class _ForwardLines:
         elif isinstance(event, Copy):
             src = self._name_of(event.source)
             self._emit(f"{self._new_var(event.tensor, 'copy')} = np.array({src})")
-        else:                    # a compiled composition, or an unrolled sequence of one (trace_composites)
-            from ..trace_composites import write_forward
+        else:                    # a compiled composition, or an unrolled sequence of one (composite_calls, unroll_loop)
+            from .composite_calls import write_forward
             write_forward(self, event)
 
     def _forward_op(self, event):
