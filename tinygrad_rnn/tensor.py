@@ -707,7 +707,7 @@ class Tensor:
 
     def detach(self):
         """The same values as a new leaf that does not require grad (the graph stops here)."""
-        return Tensor._make(_detach(self.data), (self,), None, "detach")   # no backward: not linked
+        return Tensor._make(self.data, (self,), None, "detach")   # no backward: not linked
 
     def retain_grad(self):
         """Keep ``.grad`` on this intermediate result after backward (leaves always keep it)."""
