@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import tensor as engine
 from ..tensor import Tensor
-from .backward import _expression_of, _Substitute
+from .backward import _expression_of, _Reads, _Substitute
 from .errors import TraceError
 from .recorder import Copy, Decide, Derived, Op
 
@@ -97,7 +97,7 @@ class _ForwardLines:
         """The texts of what the table's forward is called with (its ``args``): names, values, an index."""
         if prim.args is None:
             return args + [repr(x) for x in attrs or ()]
-        bounds = iter(args[1:])
+        values = _Reads(args, parents, attrs)
         out = []
         for read in prim.args:
             if read == "inputs":
@@ -105,13 +105,9 @@ class _ForwardLines:
             elif read == "index":
                 out.append(_Index(self._index_source(attrs[0], parents[1:], args[1:])))
                 self._guard_masks(parents[1:], args[1:])
-            elif read in ("lo", "hi"):      # a clip's bounds given are inputs after x; a missing one is None
-                given = attrs[0] if read == "lo" else attrs[1]
-                out.append(next(bounds) if given else "None")
-            elif read.startswith("attr"):
-                out.append(repr(attrs[int(read[4:])]))
             else:
-                out.append(args[{"a": 0, "b": 1, "mask": 2}[read]])
+                value = values[read]
+                out.append(value if isinstance(value, str) else repr(value))
         return out
 
     def _guard_masks(self, tensors, names):
