@@ -623,7 +623,7 @@ def _function_names(source):
 
 
 def test_source_is_one_function_named_after_the_time_steps_and_modules():
-    # expanded: every primitive of every step inline, named after its step (compiled: test_trace_composites.py)
+    # expanded: every primitive of every step inline, named after its step (compiled: below)
     emb = nn.Embedding(V, D, rng=0)
     cell = nn.RNNCell(D, H, rng=1)
     head = nn.Linear(H, V, rng=2)

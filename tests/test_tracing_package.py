@@ -165,3 +165,153 @@ def test_the_index_gradient_is_written_from_the_engines_scatter(monkeypatch):
         buffer[idx] += g * 1.0
     monkeypatch.setattr(tensor, "_scatter_add", scatter_times_one)
     assert "dx[:, 1] += dix * 1.0" in source(lambda x: x[:, 1].exp().sum(), x)
+
+
+# ---------------------------------------------------------------------- no program text is edited
+def _package_sources():
+    import pathlib
+    root = pathlib.Path(tracing.__file__).parent
+    return {path.name: path.read_text() for path in sorted(root.glob("*.py"))}
+
+
+def test_no_part_of_the_package_edits_program_text_with_regexes_or_replace():
+    import ast
+    for name, text in _package_sources().items():
+        tree = ast.parse(text)
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert "re" not in imported, f"{name} imports re"
+        replaced = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call)
+                    and isinstance(n.func, ast.Attribute) and n.func.attr == "replace"
+                    and not (isinstance(n.func.value, ast.Name) and n.func.value.id == "dataclasses")]
+        # dataclasses.replace (a Line record changed by a field) is imported as ``replace``, never an attribute
+        assert not replaced, f"{name} calls .replace( on lines {replaced}"
+
+
+def test_renamed_changes_the_names_the_parser_finds_and_nothing_else():
+    from tinygrad_rnn.tracing.composite_calls import renamed
+    source = ("def cell_forward(x, p0):\n"
+              "    g_p0 = x.p0 @ p0.T + (-1.0)\n"
+              "    s = 'p0'\n"
+              "    return (g_p0,), (p0, x)\n")
+    got = renamed(source, {"cell_forward": "cell2_forward", "p0": "Wx", "g_p0": "g_Wx"})
+    assert got == ("def cell2_forward(x, Wx):\n"
+                   "    g_Wx = x.p0 @ Wx.T + (-1.0)\n"
+                   "    s = 'p0'\n"
+                   "    return (g_Wx,), (Wx, x)\n")
+    assert renamed(source, {}) == source
+
+
+def test_a_loop_line_is_a_record_whose_time_index_is_a_field():
+    from tinygrad_rnn.tracing.unroll_loop import Step, render
+    line = ("dh_t = dhs", Step(1), " + dnext")
+    assert render(line, "t") == "dh_t = dhs[:, t] + dnext"
+    assert render(line, 3) == "dh_t = dhs[:, 3] + dnext"
+    assert render(("f(dh_t, *saved", Step(), ")"), 0) == "f(dh_t, *saved[0])"
+
+
+def test_the_steps_of_a_traced_batch_first_unroll_written_apart_read_their_own_step():
+    rng = np.random.default_rng(3)
+    cell = tinygrad_rnn.nn.LSTMCell(3, 2)
+    xs = Tensor(rng.standard_normal((2, 4, 3)))
+
+    def step(xs):
+        hs, _ = tinygrad_rnn.nn.unroll(cell, xs, batch_first=True)
+        return (hs * hs).sum()
+
+    program = tinygrad_rnn.trace(step, xs)
+    body = program.source[program.source.rindex("\ndef "):]
+    assert "for t in range(1, 4):" in body and "xs[:, t]" in body and "xs[:, 0]" in body
+    assert "[:, 3]" in body and "*saved[3])" in body and "*saved[0])" in body
+    assert "[:, t]" in body and "*saved[t])" in body
+    other = Tensor(rng.standard_normal((2, 4, 3)))
+    results = []
+    for run in (program, step):        # the program on new values, then the eager engine
+        for p in cell.parameters():
+            p.grad = None
+        out = run(other)
+        if run is step:
+            out.backward()
+        results.append([out.data.tobytes()] + [p.grad.tobytes() for p in cell.parameters()])
+    assert results[0] == results[1]
+
+
+# ---------------------------------------------------------------------- forward lines from the table
+# one use of each operation of the engine's table, on a (3, 4) tensor ``a`` and a (3, 4) tensor ``b``
+_ONE_USE = {
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": lambda a, b: a / b,
+    "pow": lambda a, b: a.abs() ** b, "neg": lambda a, b: -a, "matmul": lambda a, b: a @ b.T,
+    "exp": lambda a, b: a.exp(), "expm1": lambda a, b: a.expm1(), "log": lambda a, b: a.abs().log(),
+    "sqrt": lambda a, b: a.abs().sqrt(), "abs": lambda a, b: a.abs(), "sin": lambda a, b: a.sin(),
+    "cos": lambda a, b: a.cos(), "log1p": lambda a, b: a.abs().log1p(),
+    "maximum": lambda a, b: tinygrad_rnn.maximum(a, b), "minimum": lambda a, b: tinygrad_rnn.minimum(a, b),
+    "where": lambda a, b: tinygrad_rnn.where(a > b, a, b), "clip": lambda a, b: a.clip(-0.5, 0.5),
+    "sum": lambda a, b: a.sum(axis=0), "max": lambda a, b: a.max(axis=1), "reshape": lambda a, b: a.reshape(4, 3),
+    "transpose": lambda a, b: a.T, "broadcast_to": lambda a, b: a.broadcast_to((2, 3, 4)),
+    "sum_to": lambda a, b: a.sum_to((1, 4)), "concat": lambda a, b: tinygrad_rnn.concat([a, b], axis=1),
+    "stack": lambda a, b: tinygrad_rnn.stack([a, b]), "index": lambda a, b: a[1:, a[0] > 0],
+    "detach": lambda a, b: a.detach() * b,
+    "less": lambda a, b: a < b, "less_equal": lambda a, b: a <= b, "greater": lambda a, b: a > b,
+    "greater_equal": lambda a, b: a >= b, "equal": lambda a, b: a == b, "not_equal": lambda a, b: a != b,
+}
+
+
+def _forward_line(op, a, b):
+    """The forward line that writes ``op``'s result in the traced program of its one use."""
+    recorder = _Recorder()
+    with _Recording(recorder):
+        _ONE_USE[op](a, b)
+    (event,) = [e for e in recorder.events if isinstance(e, Op) and e.op == op][-1:]
+    program = tinygrad_rnn.trace(lambda a, b: _ONE_USE[op](a, b) * 1.0, a, b, backward=False)
+    return program, event
+
+
+def test_every_operation_of_the_table_is_one_use_here():
+    assert set(_ONE_USE) == set(tensor._PRIMITIVES)
+
+
+@pytest.mark.parametrize("op", sorted(tensor._PRIMITIVES))
+def test_each_operation_of_the_table_is_written_from_its_entry(op):
+    import ast
+    rng = np.random.default_rng(5)
+    a, b = Tensor(rng.standard_normal((3, 4))), Tensor(rng.standard_normal((3, 4)))
+    program, _ = _forward_line(op, a, b)
+    entry = tensor._PRIMITIVES[op]
+    body = program.source
+    fn = entry.forward
+    if entry.symbol and (entry.operator_if is None or entry.operator_if(a.data, b.data.T)):
+        # the operator, or its ufunc writing into a dying buffer (``out=``)
+        assert f" {entry.symbol} " in body or f"{entry.symbol}a" in body or f"np.{fn.__name__}(" in body
+    elif isinstance(fn, np.ufunc):
+        assert f"np.{fn.__name__}(" in body
+    else:
+        from tinygrad_rnn.tracing.backward import _expression_of
+        expression = _expression_of(fn)
+        if expression is None:          # called by name, numpy's own or the engine's
+            assert f"{fn.__name__}(" in body
+        else:                           # written as its one expression: its calls and attributes are there
+            called = {n.attr for n in ast.walk(expression[1]) if isinstance(n, ast.Attribute)}
+            assert all(f".{name}" in body for name in called), (called, body)
+    other = [Tensor(rng.standard_normal((3, 4))) for _ in range(2)]
+    got = program(*other)
+    assert np.asarray(got.data).tobytes() == np.asarray((_ONE_USE[op](*other) * 1.0).data).tobytes()
+
+
+def test_a_forward_line_is_written_from_whatever_the_entry_holds(monkeypatch):
+    def other_reshape(x, shape):
+        return np.reshape(x, shape)
+
+    monkeypatch.setattr(tensor._PRIMITIVES["reshape"], "forward", other_reshape)
+    program = tinygrad_rnn.trace(lambda a: a.reshape(4, 3).sum(), Tensor(np.ones((3, 4)), requires_grad=True))
+    assert "np.reshape(a, (4, 3))" in program.source
+    monkeypatch.setattr(tensor._PRIMITIVES["matmul"], "operator_if", None)    # always the operator
+    program = tinygrad_rnn.trace(lambda a: (a @ a[0]).sum(), Tensor(np.ones((2, 3, 3)), requires_grad=True))
+    assert " @ " in program.source.split("# backward")[0]
+
+
+def test_the_forward_writer_has_no_rule_of_its_own_for_any_operation():
+    import ast
+    import pathlib
+    tree = ast.parse((pathlib.Path(tracing.__file__).parent / "forward.py").read_text())
+    named = [c.value for n in ast.walk(tree) if isinstance(n, ast.Compare) and isinstance(n.left, ast.Name)
+             and n.left.id == "op" for c in n.comparators if isinstance(c, ast.Constant)]
+    assert named == ["stack"]      # stacked states are noted for the pass that makes them in their slots

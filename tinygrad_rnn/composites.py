@@ -35,7 +35,7 @@ user's code and random draws are refused while it is written.
 ``with expanded():`` runs every composite as its plain composition, node by
 node (for learning, pictures of every primitive, and checking).  While a step
 is traced (``tracing.trace``), each composite is one call of its written
-forward and backward functions in the program (``trace_composites``).
+forward and backward functions in the program (``tracing.composite_calls``).
 """
 import contextlib
 import dis
@@ -138,7 +138,7 @@ class Composite:
         owner = None
         if args and _is_owner(args[0]):
             owner, args = args[0], args[1:]
-        if tracer is not None:      # a traced step: one call of the written programs (trace_composites)
+        if tracer is not None:      # a traced step: one call of the written programs (tracing.composite_calls)
             return tracer.composite(self, owner, args, kwargs)
         program, tensors = self.program_for(owner, args, kwargs)
         if program is None:

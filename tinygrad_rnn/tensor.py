@@ -354,6 +354,45 @@ def _minimum_backward(g, a, b, m=np):
     return _choice_backward(g, (a < b) | (a_nan & ~b_nan), (a == b) | (a_nan & b_nan), m)
 
 
+# The forwards that are not one numpy ufunc or function, each written once here: the Tensor methods call
+# them, and a traced program writes their expression (or calls them) from the table below.
+def _sum(x, axis, keepdims):
+    return np.asarray(x.sum(axis=axis, keepdims=keepdims))
+
+
+def _reshape(x, shape):
+    return x.reshape(shape)
+
+
+def _transpose(x, axes):
+    return x.transpose(axes)
+
+
+def _index(x, idx):
+    return x[idx]
+
+
+def _concat(xs, axis):
+    return np.concatenate(xs, axis=axis)
+
+
+def _stack(xs, axis):
+    return np.stack(xs, axis=axis)
+
+
+def _where(mask, a, b):
+    return np.where(mask, a, b)
+
+
+def _detach(x):
+    return x
+
+
+def _two_matrices(a, b):
+    """Where ``_folded_matmul`` is the operator ``a @ b`` as written (it folds only a stack of rows)."""
+    return a.ndim == 2 and b.ndim == 2
+
+
 # ---------------------------------------------------------------------- the table of primitives
 class _Primitive:
     """One primitive operation: its numpy forward and, for each input, the function of its gradient.
@@ -364,13 +403,17 @@ class _Primitive:
     operation's other arguments; ``lo``, ``hi``: a ``clip``'s bounds); a function of None passes ``g``
     on as it is.  ``several``, instead, gives every input's gradient in one call.  ``saved`` names
     the values that the Tensor's backward keeps, in its parameters' order: on the graph path they
-    are handed to it as Tensors.  ``symbol`` is the operator that writes the forward (``a * b``).
+    are handed to it as Tensors.  ``symbol`` is the operator that writes the forward (``a * b``), for
+    inputs where ``operator_if`` holds (None: all).  ``args`` names what ``forward`` is called with, as
+    ``reads`` does (``inputs``: all inputs, as a list; ``index``: ``attr0`` as an index); None: the
+    inputs, then the other arguments.  A traced program writes the forward from these alone.
     """
-    __slots__ = ("name", "forward", "grads", "several", "saved", "symbol")
+    __slots__ = ("name", "forward", "grads", "several", "saved", "symbol", "args", "operator_if")
 
-    def __init__(self, name, forward=None, grads=(), several=None, saved=(), symbol=None):
+    def __init__(self, name, forward=None, grads=(), several=None, saved=(), symbol=None, args=None,
+                 operator_if=None):
         self.name, self.forward, self.grads, self.several = name, forward, grads, several
-        self.saved, self.symbol = saved, symbol
+        self.saved, self.symbol, self.args, self.operator_if = saved, symbol, args, operator_if
 
 
 def _table(*primitives):
@@ -388,7 +431,7 @@ _PRIMITIVES = _table(
     _Primitive("neg", np.negative, ((_neg_backward, ()),), symbol="-"),
     # two matrices: one function per input; other shapes: _matmul_backward gives both
     _Primitive("matmul", _folded_matmul, ((_matmul_grad_a, ("b",)), (_matmul_grad_b, ("a",))),
-               several=(_matmul_backward, ("a", "b")), saved=("a", "b"), symbol="@"),
+               several=(_matmul_backward, ("a", "b")), saved=("a", "b"), symbol="@", operator_if=_two_matrices),
     _Primitive("exp", np.exp, ((_exp_backward, ("out",)),), saved=("out",)),
     _Primitive("expm1", np.expm1, ((_expm1_backward, ("a",)),), saved=("a",)),
     _Primitive("log", np.log, ((_log_backward, ("a",)),), saved=("a",)),
@@ -399,16 +442,25 @@ _PRIMITIVES = _table(
     _Primitive("log1p", np.log1p, ((_log1p_backward, ("a",)),), saved=("a",)),
     _Primitive("maximum", np.maximum, several=(_maximum_backward, ("a", "b"))),
     _Primitive("minimum", np.minimum, several=(_minimum_backward, ("a", "b"))),
-    _Primitive("where", np.where, ((_where_grad_a, ("mask",)), (_where_grad_b, ("mask",)))),
-    _Primitive("clip", _clip, ((_clip_backward, ("a", "lo", "hi")),)),
-    _Primitive("sum", None, ((_sum_backward, ("attr0", "attr1", "shape_a")),)),
+    _Primitive("where", _where, ((_where_grad_a, ("mask",)), (_where_grad_b, ("mask",))), args=("mask", "a", "b")),
+    _Primitive("clip", _clip, ((_clip_backward, ("a", "lo", "hi")),), args=("a", "lo", "hi")),
+    _Primitive("sum", _sum, ((_sum_backward, ("attr0", "attr1", "shape_a")),)),
     _Primitive("max", _max, ((_max_backward, ("a", "attr0")),)),
-    _Primitive("reshape", None, ((_reshape_backward, ("shape_a",)),)),
-    _Primitive("transpose", None, ((_transpose_backward, ("attr1",)),)),
+    _Primitive("reshape", _reshape, ((_reshape_backward, ("shape_a",)),)),
+    _Primitive("transpose", _transpose, ((_transpose_backward, ("attr1",)),), args=("a", "attr0")),
     _Primitive("broadcast_to", np.broadcast_to, ((_broadcast_to_backward, ("shape_a",)),)),
     _Primitive("sum_to", _unbroadcast, ((_sum_to_backward, ("shape_a",)),)),
-    _Primitive("concat", np.concatenate, several=(_concat_backward, ("attr1", "attr0"))),
-    _Primitive("stack", np.stack, several=(_stack_backward, ("attr1",))),
+    _Primitive("concat", _concat, several=(_concat_backward, ("attr1", "attr0")), args=("inputs", "attr0")),
+    _Primitive("stack", _stack, several=(_stack_backward, ("attr1",)), args=("inputs", "attr0")),
+    # an indexing's gradient is the engine's scatter (tensor._Scatter), not a function of the table
+    _Primitive("index", _index, args=("a", "index")),
+    _Primitive("detach", _detach),                   # no gradient flows through these
+    _Primitive("less", np.less, symbol="<"),
+    _Primitive("less_equal", np.less_equal, symbol="<="),
+    _Primitive("greater", np.greater, symbol=">"),
+    _Primitive("greater_equal", np.greater_equal, symbol=">="),
+    _Primitive("equal", np.equal, symbol="=="),
+    _Primitive("not_equal", np.not_equal, symbol="!="),
 )
 
 
@@ -903,7 +955,7 @@ class Tensor:
         """The sum over ``axis`` (an int, a tuple of ints, or None for all), as ``numpy.sum``."""
         shape = self.shape
         _check_axis(axis, shape, "sum")
-        out = np.asarray(self.data.sum(axis=axis, keepdims=keepdims))
+        out = _sum(self.data, axis, keepdims)
 
         return Tensor._make(out, (self,), lambda g, m=np: (_sum_backward(g, axis, keepdims, shape, m),), "sum",
                             (axis, keepdims), keeps=())
@@ -929,7 +981,7 @@ class Tensor:
             shape = tuple(shape[0])
         old = self.shape
         try:
-            out = self.data.reshape(shape)
+            out = _reshape(self.data, shape)
         except ValueError:
             raise ValueError(f"reshape: cannot reshape shape {old} ({self.size} elements) "
                              f"into shape {shape}") from None
@@ -944,7 +996,7 @@ class Tensor:
         if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)):
             raise ValueError(f"transpose: axes {axes} are not a permutation for shape {self.shape}")
         inverse = tuple(int(i) for i in np.argsort([a % self.ndim for a in axes]))
-        out = self.data.transpose(axes)
+        out = _transpose(self.data, axes)
         return Tensor._make(out, (self,), lambda g, m=np: (_transpose_backward(g, inverse, m),), "transpose",
                             (tuple(axes), inverse), keeps=())
 
@@ -957,7 +1009,7 @@ class Tensor:
         idx = _index_data(idx)
         x = self.data
         try:
-            out = x[idx]
+            out = _index(x, idx)
         except IndexError as e:
             raise IndexError(f"index into shape {x.shape}: {e}") from None
 
@@ -1239,7 +1291,7 @@ def concat(tensors, axis=0):
     """Join tensors along an existing axis."""
     tensors = _as_tensors(tensors, "concat")
     try:
-        out = np.concatenate([t.data for t in tensors], axis=axis)
+        out = _concat([t.data for t in tensors], axis)
     except (ValueError, np.exceptions.AxisError) as e:
         raise ValueError(f"concat along axis {axis}: shapes {[t.shape for t in tensors]} do not fit: {e}") from None
     splits = np.cumsum([t.shape[axis] for t in tensors])[:-1]
@@ -1251,7 +1303,7 @@ def stack(tensors, axis=0):
     """Join same-shaped tensors along a new axis."""
     tensors = _as_tensors(tensors, "stack")
     try:
-        out = np.stack([t.data for t in tensors], axis=axis)
+        out = _stack([t.data for t in tensors], axis)
     except (ValueError, np.exceptions.AxisError) as e:
         raise ValueError(f"stack along axis {axis}: shapes {[t.shape for t in tensors]}: {e}") from None
     ax = axis % out.ndim
@@ -1268,7 +1320,7 @@ def where(cond, a, b):
         cond = _constant(np.array(cond, dtype=bool))
     mask = cond.data
     try:
-        out = np.where(mask, a.data, b.data)
+        out = _where(mask, a.data, b.data)
     except ValueError:
         raise ValueError(f"where: shapes {mask.shape}, {a.shape} and {b.shape} cannot be broadcast together") from None
 

@@ -79,7 +79,7 @@ def unroll_compiled(cell, xs, state, time_axis):
     """``(hs, last_state)`` as ``nn.unroll`` returns them, from one node; None when the cell does not qualify."""
     if _per_step or composites.is_expanded():
         return None
-    if engine._tracer is not None:   # a traced step writes the sequence as a loop over t (trace_composites)
+    if engine._tracer is not None:   # a traced step writes the sequence as a loop over t (tracing.unroll_loop)
         return engine._tracer.unroll(unroll_compiled, cell, xs, state, time_axis)
     steps = xs.shape[time_axis]
     at = [(slice(None), t) if time_axis == 1 else t for t in range(steps)]

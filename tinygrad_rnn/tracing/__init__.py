@@ -44,7 +44,9 @@ guards), ``watch`` (what ``fn`` reads from outside), ``recorder`` (the engine's
 reports, as named events), ``writer`` with ``forward`` and ``backward`` (the
 lines), ``lines`` and ``passes`` (the lines as records, and what is done to
 them before they are rendered), ``batch`` (products batched over time), ``run``
-(one trace) and ``verify`` (the checks against the eager engine).
+(one trace), ``verify`` (the checks against the eager engine), and for compiled
+compositions ``composite_calls`` (one call each) and ``unroll_loop`` (an
+unrolled sequence as a loop over time).
 """
 from .errors import GuardFailed, TraceError
 from .program import Program, trace

@@ -49,7 +49,7 @@ class _BackwardLines:
                 continue
             owned.discard(key)
             if not isinstance(event, Op):
-                from ..trace_composites import write_backward
+                from .composite_calls import write_backward
                 write_backward(self, grads, owned, event, g)
                 continue
             for i, piece in self._backward_pieces(event.op, g, event.parents, event.attrs, event.tensor):
@@ -104,13 +104,7 @@ class _BackwardLines:
         prim = _PRIMITIVES.get(op)
         if prim is None:
             raise TraceError(f"trace: the backward of {op!r} cannot be traced")
-        bounds = iter(v[1:])
-        values = {"a": v[0], "b": v[1] if len(v) > 1 else None, "mask": v[2] if len(v) > 2 else None,
-                  "out": self.var[id(t)], "shape_a": parents[0].shape,
-                  "shape_b": parents[1].shape if len(parents) > 1 else None}
-        if op == "clip":     # the bounds given are inputs after x; a missing one is None
-            values.update(lo=next(bounds) if attrs[0] else "None", hi=next(bounds) if attrs[1] else "None")
-        values.update(zip(("attr0", "attr1"), attrs or ()))
+        values = _Reads(v, parents, attrs, self.var[id(t)])
         # two matrices: one function per input, as the engine's backward picks; other matmuls: one call
         if prim.several and (op != "matmul" or not (parents[0].ndim == 2 and parents[1].ndim == 2)):
             fn, reads = prim.several
@@ -139,6 +133,30 @@ class _BackwardLines:
         loose = isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Add, ast.Sub)) or \
             isinstance(expr, (ast.Compare, ast.BoolOp, ast.IfExp, ast.Lambda))
         return f"({code})" if loose else code
+
+
+class _Reads(dict):
+    """What a name of the table's vocabulary (``reads``, ``args``) stands for in one operation's lines:
+    ``a``, ``b``, ``mask`` (the inputs' names), ``out`` (the result's), ``shape_a``, ``shape_b``,
+    ``attr0``, ``attr1`` (values) and a clip's bounds ``lo``, ``hi`` (inputs after x; a missing one is
+    None), each looked up when asked for."""
+
+    def __init__(self, names, parents, attrs, out=None):
+        super().__init__()
+        self.names, self.parents, self.attrs, self.out = names, parents, attrs or (), out
+
+    def __missing__(self, read):
+        if read in ("a", "b", "mask"):
+            return self.names[("a", "b", "mask").index(read)]
+        if read in ("shape_a", "shape_b"):
+            return self.parents[1 if read == "shape_b" else 0].shape
+        if read in ("lo", "hi"):
+            bounds = iter(self.names[1:])
+            lo = next(bounds) if self.attrs[0] else "None"
+            return lo if read == "lo" else next(bounds) if self.attrs[1] else "None"
+        if read == "out":
+            return self.out
+        return self.attrs[int(read[len("attr"):])]
 
 
 def _expression_of(fn):

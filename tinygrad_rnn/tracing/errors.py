@@ -1,4 +1,4 @@
-"""The two exceptions of traced programs (apart, so that every part of the package can raise them)."""
+"""The exceptions of traced programs (apart, so that every part of the package can raise them)."""
 
 
 class TraceError(RuntimeError):
@@ -7,3 +7,8 @@ class TraceError(RuntimeError):
 
 class GuardFailed(Exception):
     """A branch taken while tracing does not hold for these inputs (the call then runs eagerly)."""
+
+
+class Unsupported(Exception):
+    """A compiled part whose gradient terms the writer does not express as calls; the step is written in
+    primitives instead."""

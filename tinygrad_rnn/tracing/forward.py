@@ -1,27 +1,24 @@
 """The forward lines: one line per recorded event, the numpy call the engine made for it."""
+import ast
 from dataclasses import replace
 
 import numpy as np
 
 from .. import tensor as engine
 from ..tensor import Tensor
+from .backward import _expression_of, _Reads, _Substitute
 from .errors import TraceError
 from .recorder import Copy, Decide, Derived, Op
 
 _SHORT = {"matmul": "mm", "index": "ix", "reshape": "rs", "transpose": "tr", "detach": "det",
           "less": "lt", "less_equal": "le", "greater": "gt", "greater_equal": "ge", "equal": "eq",
           "not_equal": "ne", "broadcast_to": "bcast", "sum_to": "summed"}
-_COMPARE = {"less": "<", "less_equal": "<=", "greater": ">", "greater_equal": ">=", "equal": "==",
-            "not_equal": "!="}
-# how the engine's primitives (its table, engine._PRIMITIVES) are written: the elementwise ones as their
-# ufuncs (also for writing a result into the buffer of an input that dies there), binary ones with their
-# operator, neg as a prefix, the others as a call
+# Every forward line is written from the engine's table (engine._PRIMITIVES): with the entry's operator
+# where it has one, else as a call of its forward on the arguments its ``args`` name (a forward whose
+# body is one expression is written as that expression, as the backward's functions are).  The
+# elementwise ones are known by their ufunc, so that a result can be written into a dying buffer.
 _PRIMITIVES = engine._PRIMITIVES
 _UFUNC = {n: f"np.{p.forward.__name__}" for n, p in _PRIMITIVES.items() if isinstance(p.forward, np.ufunc)}
-_BINARY = {n: p.symbol for n, p in _PRIMITIVES.items() if n in _UFUNC and p.symbol and len(p.grads) == 2}
-_PREFIX = {n: p.symbol for n, p in _PRIMITIVES.items() if n in _UFUNC and p.symbol and len(p.grads) == 1}
-_UNARY = {n: _UFUNC[n] for n, p in _PRIMITIVES.items() if n in _UFUNC and not p.symbol and len(p.grads) == 1}
-_BINARY_UFUNC = {n: _UFUNC[n] for n, p in _PRIMITIVES.items() if n in _UFUNC and p.several}
 # operations whose result is a new array (not a view of an input): its buffer may be reused
 _FRESH = set(_UFUNC) | {"matmul", "where", "stack", "concat"}
 _VIEWS = {"index", "reshape", "transpose", "detach", "broadcast_to", "sum_to"}   # sum_to to its own shape: itself
@@ -55,19 +52,13 @@ class _ForwardLines:
         elif isinstance(event, Copy):
             src = self._name_of(event.source)
             self._emit(f"{self._new_var(event.tensor, 'copy')} = np.array({src})")
-        else:                    # a compiled composition, or an unrolled sequence of one (trace_composites)
-            from ..trace_composites import write_forward
+        else:                    # a compiled composition, or an unrolled sequence of one (composite_calls, unroll_loop)
+            from .composite_calls import write_forward
             write_forward(self, event)
 
     def _forward_op(self, event):
         t, op, parents, attrs = event.tensor, event.op, event.parents, event.attrs
         args = [self._name_of(p, parents) for p in parents]
-        if op == "index":   # a boolean mask picks as many elements as it has True: a guard on that count
-            for p, arg in zip(parents[1:], args[1:]):
-                if p.dtype == bool:
-                    count = int(np.count_nonzero(p.data))
-                    self._emit(f"if np.count_nonzero({arg}) != {count}: "
-                               f"raise GuardFailed('np.count_nonzero({arg}) != {count}')")
         name = self._new_var(t, _SHORT.get(op, op))
         line = self._assign(name, self._forward_code(op, args, parents, attrs, t))
         value = self.ns[name]
@@ -87,57 +78,57 @@ class _ForwardLines:
                              f"the engine's value")
 
     def _forward_code(self, op, args, parents, attrs, t):
-        """The expression of ``op`` on the variables ``args``, as the engine computes it."""
-        a = args[0] if args else None
-        if op in _BINARY:
-            return f"{a} {_BINARY[op]} {args[1]}"
-        if op in _COMPARE:
-            return f"np.asarray({a} {_COMPARE[op]} {args[1]})"
-        if op in _PREFIX:
-            return f"{_PREFIX[op]}{a}"
-        if op in _UNARY:
-            return f"{_UNARY[op]}({a})"
-        if op == "matmul":
-            if parents[0].ndim == 2 and parents[1].ndim == 2:
-                return f"{a} @ {args[1]}"
-            if parents[0].ndim > 2 and parents[1].ndim == 2:   # rows of a stack times one matrix, folded
-                m = int(np.prod(parents[0].shape[:-1]))
-                return f"({a}.reshape({m}, {parents[0].shape[-1]}) @ {args[1]}).reshape({t.shape!r})"
-            return f"{self._use(engine._folded_matmul)}({a}, {args[1]})"
-        if op == "sum":
-            axis, keepdims = attrs
-            return f"np.asarray({a}.sum({_axis_kw(axis, keepdims)}))"
-        forward = _PRIMITIVES[op].forward if op in _PRIMITIVES else None
-        if callable(forward) and op not in _UFUNC and len(parents) == 1 and attrs:
-            # the table's forward, called as the engine calls it: on the input, then the other arguments
-            # (max, broadcast_to, sum_to); a call that differs fails the check of the line's value
-            return f"{self._function_text(forward)}({', '.join([a] + [repr(x) for x in attrs])})"
-        if op == "reshape":
-            return f"{a}.reshape({attrs[0]!r})"
-        if op == "transpose":
-            return f"{a}.transpose({attrs[0]!r})"
-        if op == "index":
-            expr = f"{a}[{self._index_source(attrs[0], parents[1:], args[1:])}]"
-            value = eval(expr, self.ns)
-            return expr if value.__class__ is np.ndarray else f"np.asarray({expr})"
-        if op == "clip":
-            has_lo, has_hi = attrs
-            bounds = iter(args[1:])
-            lo = next(bounds) if has_lo else "None"
-            hi = next(bounds) if has_hi else "None"
-            return f"{self._use(engine._clip)}({a}, {lo}, {hi})"
-        if op == "concat":
-            return f"np.concatenate([{', '.join(args)}], axis={attrs[0]!r})"
-        if op == "stack":
-            return f"np.stack([{', '.join(args)}], axis={attrs[0]!r})"
-        if op == "where":
-            return f"np.where({args[2]}, {a}, {args[1]})"
-        if op == "detach":
-            return a
-        if op in _BINARY_UFUNC:
-            return f"{_BINARY_UFUNC[op]}({a}, {args[1]})"
-        raise TraceError(f"trace: the operation {op!r} is not one of the engine's own, which are the only ones "
-                         f"a traced program can write; run this function eagerly")
+        """The expression of ``op`` on the variables ``args``, as the engine computes it: from its table entry."""
+        prim = _PRIMITIVES.get(op)
+        if prim is None or prim.forward is None:
+            raise TraceError(f"trace: the operation {op!r} is not one of the engine's own, which are the only "
+                             f"ones a traced program can write; run this function eagerly")
+        arrays = [p.data for p in parents]
+        if prim.symbol and (prim.operator_if is None or prim.operator_if(*arrays)):
+            code = f"{prim.symbol}{args[0]}" if len(args) == 1 else f"{args[0]} {prim.symbol} {args[1]}"
+        else:
+            code = self._forward_call(prim, self._forward_args(prim, args, parents, attrs))
+        # the engine's result is an array; numpy gives a scalar for some 0-d results (a sum of all, a compare)
+        if t.data.__class__ is np.ndarray and eval(code, self.ns).__class__ is not np.ndarray:
+            code = f"np.asarray({code})"
+        return code
+
+    def _forward_args(self, prim, args, parents, attrs):
+        """The texts of what the table's forward is called with (its ``args``): names, values, an index."""
+        if prim.args is None:
+            return args + [repr(x) for x in attrs or ()]
+        values = _Reads(args, parents, attrs)
+        out = []
+        for read in prim.args:
+            if read == "inputs":
+                out.append(f"[{', '.join(args)}]")
+            elif read == "index":
+                out.append(_Index(self._index_source(attrs[0], parents[1:], args[1:])))
+                self._guard_masks(parents[1:], args[1:])
+            else:
+                value = values[read]
+                out.append(value if isinstance(value, str) else repr(value))
+        return out
+
+    def _guard_masks(self, tensors, names):
+        """A boolean mask in an index picks as many elements as it has True: a guard on that count."""
+        for p, arg in zip(tensors, names):
+            if p.dtype == bool:
+                count = int(np.count_nonzero(p.data))
+                self._emit(f"if np.count_nonzero({arg}) != {count}: "
+                           f"raise GuardFailed('np.count_nonzero({arg}) != {count}')")
+
+    def _forward_call(self, prim, texts):
+        """The call of the table's forward on ``texts``; one whose body is a single expression, that expression."""
+        fn = prim.forward
+        body = None if isinstance(fn, np.ufunc) else _expression_of(fn)
+        if body is None:
+            return f"{self._function_text(fn)}({', '.join(str(x) for x in texts)})"
+        params, expr = body
+        values = {k: ast.parse(v, mode="eval").body for k, v in zip(params, texts) if not isinstance(v, _Index)}
+        slices = {k: ast.parse(f"_[{v}]", mode="eval").body.slice for k, v in zip(params, texts)
+                  if isinstance(v, _Index)}
+        return ast.unparse(_Substitute(values, slices).visit(expr))
 
     def _function_text(self, fn):
         """How the code calls ``fn``: ``np.name`` for numpy's own function, else the helper's name."""
@@ -168,18 +159,13 @@ class _ForwardLines:
         return text + "," if len(out) == 1 and isinstance(idx, tuple) else text
 
 
+class _Index(str):
+    """The text of an index, as written in brackets (``0, :``): not an expression of its own."""
+
+
 def _slice_source(s):
     """``start:stop:step`` as written in an index."""
     def part(v):
         return "" if v is None else repr(int(v))
     text = f"{part(s.start)}:{part(s.stop)}"
     return text if s.step is None else f"{text}:{part(s.step)}"
-
-
-def _axis_kw(axis, keepdims):
-    parts = []
-    if axis is not None:
-        parts.append(f"axis={axis!r}")
-    if keepdims:
-        parts.append("keepdims=True")
-    return ", ".join(parts)

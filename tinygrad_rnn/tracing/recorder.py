@@ -47,7 +47,7 @@ class Copy(NamedTuple):
 
 
 class Composite(NamedTuple):
-    """A compiled composition called as one node (``trace_composites``): ``tensor`` is its node."""
+    """A compiled composition called as one node (``composite_calls``): ``tensor`` is its node."""
     tensor: Any
     program: Any
     parents: tuple
@@ -56,7 +56,7 @@ class Composite(NamedTuple):
 
 
 class Unroll(NamedTuple):
-    """``nn.unroll`` of a compiled step, as one node for the whole sequence (``trace_composites``)."""
+    """``nn.unroll`` of a compiled step, as one node for the whole sequence (``unroll_loop``)."""
     tensor: Any
     program: Any
     parents: tuple
@@ -112,12 +112,12 @@ class _Recorder:
 
     def composite(self, composite, owner, args, kwargs):
         """A compiled composition called while a whole step is traced: run and recorded as one event."""
-        from ..trace_composites import record_composite
+        from .composite_calls import record_composite
         return record_composite(self, composite, owner, args, kwargs)
 
     def unroll(self, unroll_compiled, cell, xs, state, time_axis):
         """``nn.unroll`` of a compiled step: one event for the sequence, or None to run it step by step."""
-        from ..trace_composites import record_unroll
+        from .composite_calls import record_unroll
         return record_unroll(self, unroll_compiled, cell, xs, state, time_axis)
 
     def value_error(self, how):

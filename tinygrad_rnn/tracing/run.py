@@ -3,7 +3,7 @@
 from .. import tensor as engine
 from ..tensor import Tensor
 from .batch import batch_time_products, order_of
-from .errors import TraceError
+from .errors import TraceError, Unsupported
 from .recorder import NODES, _Recorder, _Recording
 from .verify import _close, _Mismatch, _same, check_on_other_values
 from .watch import _Watch
@@ -16,7 +16,6 @@ def write_variant(fn, inputs, backward, names, rewrite=False):
     The whole step is recorded with each compiled composition as one call; one the
     writer cannot express as calls is recorded again, in primitives.
     """
-    from ..trace_composites import Unsupported
     try:
         return _write(fn, inputs, backward, names, rewrite, whole_step=True)
     except Unsupported:

@@ -10,7 +10,7 @@ import dis
 import inspect
 import itertools
 import keyword
-import re
+import textwrap
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from .verify import _close, _Mismatch, replays
 
 def _identifier(name):
     """A variable name from ``name``: never starting with ``_`` (the helpers' names do)."""
-    name = re.sub(r"\W", "_", str(name)).lstrip("_")
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in str(name)).lstrip("_")
     if not name or name[0].isdigit():
         name = "t_" + name
     return name + "_" if keyword.iskeyword(name) else name
@@ -254,7 +254,7 @@ class _Writer(_ForwardLines, _BackwardLines):
             raise TraceError("trace: internal check failed: the written program does not give the "
                              "engine's results")
         if self.composite_sources:      # the compositions' functions it calls, written once, above it
-            from ..trace_composites import functions_called
+            from .composite_calls import functions_called
             source = functions_called(self, source) + source
         return _Variant(inputs=list(self.inputs), params=self.params, param_signature=_signature(self.params),
                         grad_targets=grad_targets, source=source, function=function, single=single,
@@ -281,7 +281,7 @@ class _Writer(_ForwardLines, _BackwardLines):
         outs = ", ".join(returned) + ("," if len(output_names) == 1 else "")
         grads = ", ".join(f"{name!r}: {g}" for name, g in grad_names)
         source = "\n".join([f"def {name}({', '.join(arg_names + params)}):",
-                            f'    """{self.doc}"""'] + ["    " + line.replace("\n", "\n    ") for line in body] +
+                            f'    """{self.doc}"""'] + [textwrap.indent(line, "    ") for line in body] +
                            [f"    return ({outs}), {{{grads}}}", ""])
         namespace = {k: v for k, v in self.ns.items()
                      if k == "np" or k == "GuardFailed" or k in self.constants or callable(v)}
