@@ -348,3 +348,13 @@ def test_an_input_the_backward_does_not_read_is_not_locked():
         c.data[...] = 5.0          # c is read by x's gradient
     y.sum().backward()
     np.testing.assert_array_equal(x.grad, [2.0, 2.0, 2.0])
+
+
+def test_a_result_that_no_backward_reads_stays_writable():
+    x = Tensor(np.ones(3), requires_grad=True)
+    y = Tensor(np.full(3, 2.0), requires_grad=True)
+    for z in (x + y, x - y, x * y, x.reshape(1, 3) @ y.reshape(3, 1), -x, x.sum(), x.reshape(3, 1)):
+        z.data[...] = 5.0          # nothing reads these results: a write changes no gradient
+    e = x.exp()
+    with pytest.raises(ValueError, match="read-only"):
+        e.data[...] = 5.0          # exp's backward reads its result
