@@ -163,3 +163,17 @@ def test_an_expression_keeps_its_order_inside_a_longer_line():
         return -g * m.exp(a)
     assert tracing._Writer._call(None, difference, "dy", "x") == "(dy - x)"
     assert tracing._Writer._call(None, product, "dy", "x") == "-dy * np.exp(x)"
+
+
+def test_a_product_is_written_as_an_operator_only_for_two_matrices():
+    """matmul's entry writes ``a @ b`` for two matrices, where it is the engine's forward; a stack of rows
+    times a matrix is the engine's one large product (``_folded_matmul``), written as that call."""
+    rng = np.random.default_rng(0)
+    W = Tensor(rng.standard_normal((3, 2)), requires_grad=True)
+    for shape, folded in (((4, 3), False), ((5, 4, 3), True), ((3,), True)):
+        x = Tensor(rng.standard_normal(shape), requires_grad=True)
+        program = tinygrad_rnn.trace(lambda x, W: (x @ W).sum(), x, W)
+        forward = program.source.split("# backward")[0]
+        assert ("_folded_matmul(x, W)" in forward) == folded, forward
+        assert ("x @ W" in forward) == (not folded), forward
+        assert tensor._PRIMITIVES["matmul"].operator_if(x.data, W.data) == (not folded)
