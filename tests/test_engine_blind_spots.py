@@ -353,3 +353,97 @@ def test_terms_of_another_dtype_in_a_list_add_as_the_plain_graph_adds_them():
         assert got.dtype == want.dtype == np.float32
         np.testing.assert_array_equal(got, want)
     assert compiled._programs                     # it did compile
+
+
+def test_an_error_inside_no_grad_passes_through_and_recording_comes_back():
+    x = Tensor(np.ones(2), requires_grad=True)
+    with pytest.raises(ZeroDivisionError):
+        with tg.no_grad():
+            assert not tg.is_grad_enabled()
+            1 / 0
+    assert tg.is_grad_enabled()
+    assert (x * 2.0).requires_grad
+
+
+def test_decide_and_derived_pass_keyword_parameters_by_name():
+    from tinygrad_rnn.tensor import decide, derived
+
+    def above(d, limit, strict):
+        return bool((d > limit).all()) if strict else bool((d >= limit).all())
+
+    def shifted(d, by, scale):
+        return (d - by) * scale
+    x = Tensor(np.array([1.0, 2.0]))
+    assert decide(above, x, limit=1.0, strict=False) is True
+    assert decide(above, x, strict=True, limit=1.0) is False
+    c = derived(shifted, x, scale=10.0, by=1.0)
+    np.testing.assert_array_equal(c.data, [0.0, 10.0])
+    assert not c.requires_grad
+
+
+def test_create_graph_through_a_composite_whose_used_output_no_longer_needs_a_gradient():
+    # w is frozen after the composite was written: its second output then depends on nothing that needs
+    # a gradient, and a gradient through that output alone is None for x, with or without create_graph
+    w = Tensor(np.array([1.5, -2.0]), requires_grad=True)
+
+    @composite
+    def f(x):
+        return x * w, w * 2.0
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    f(x)                                               # writes the program while w needs a gradient
+    w.requires_grad = False
+    for create_graph in (False, True):
+        a, b = f(x)
+        assert isinstance(b._parents[0]._op, tg.composites.CompositeOp)     # the written program ran
+        assert tg.grad((b * b).sum(), [x], create_graph=create_graph, allow_unused=True) == (None,)
+    a, b = f(x)
+    (gx,) = tg.grad((a * b).sum(), [x], create_graph=True)               # and through the other output
+    np.testing.assert_array_equal(gx.data, w.data * w.data * 2.0)
+
+
+def test_create_graph_adds_the_seeds_of_an_output_given_twice():
+    x = Tensor(np.array([0.5, -1.5]), requires_grad=True)
+    y = (x * x * x).sum()
+    (once,) = tg.grad(y, [x], create_graph=True)
+    (twice,) = tg.grad([y, y], [x], grad_outputs=[Tensor(1.0), Tensor(2.0)], create_graph=True)
+    np.testing.assert_array_equal(once.data, 3 * x.data ** 2)
+    np.testing.assert_array_equal(twice.data, 3 * once.data)
+    (h,) = tg.grad(twice.sum(), [x])                 # the sum of the seeds is differentiable as well
+    np.testing.assert_array_equal(h.data, 18 * x.data)
+
+
+def test_a_single_example_with_one_class_gets_no_transpose_hint():
+    # (1, 1) logits: transposing changes nothing, so the message does not suggest z.T; (3, 1) gets it
+    with pytest.raises(ValueError) as one:
+        F.cross_entropy(Tensor(np.zeros((1, 1))), np.zeros((1, 2)))
+    assert "z.T" not in str(one.value)
+    with pytest.raises(ValueError, match=r"z\.T \(shape \(1, 3\)\)"):
+        F.cross_entropy(Tensor(np.zeros((3, 1))), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"z\.T \(shape \(1, 2\)\)"):
+        F.cross_entropy(Tensor(np.zeros((2, 1))), np.zeros((2, 2)))
+
+
+def test_compiled_terms_of_another_dtype_are_rounded_before_they_are_added():
+    # x (float32) gets three float64 terms from one compiled composition; the plain graph casts each to
+    # float32 before adding it.  1 + 2**-24 is a tie in float32 (rounds to 1); 1 + (2**-24 + 2**-50)
+    # added in float64 first would round up: the bits show whether the cast came first
+    s = 2.0 ** -24 + 2.0 ** -50
+    c, d, e = Tensor(np.array([1.0, 0.0, s])), Tensor(np.array([s, 1.0, 0.0])), Tensor(np.array([0.0, s, 1.0]))
+
+    def f(x, c, d, e):
+        return x * d + x * c + x * e                 # each element gets s as one of its three terms
+
+    def run(fn):
+        x = Tensor(np.ones(3, np.float32), requires_grad=True)
+        out = fn(x, c, d, e)
+        out.sum().backward()
+        return x.grad, out
+    with expanded():
+        want, _ = run(f)
+    np.testing.assert_array_equal(want, np.ones(3, np.float32))
+    compiled = composite(f)
+    for _ in range(2):
+        got, out = run(compiled)
+        assert isinstance(out._op, tg.composites.CompositeOp)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
