@@ -447,3 +447,22 @@ def test_compiled_terms_of_another_dtype_are_rounded_before_they_are_added():
         assert isinstance(out._op, tg.composites.CompositeOp)
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 33, 9), (8, 16, 32, 32), (2, 50, 20, 10)])
+def test_a_stack_of_rows_times_a_matrix_is_the_product_of_all_rows_at_once(shape):
+    # x @ W for x of shape (B, T, n) is one product of the B*T rows, so a layer applied to a batch of
+    # sequences gives exactly the bits of the same rows as one matrix, values and gradients (a product
+    # per matrix of the stack can round differently: numpy's stacked matmul agrees only to rounding)
+    B, T, n, m = shape
+    rng = np.random.default_rng(7)
+    a, w, g = rng.standard_normal((B, T, n)), rng.standard_normal((n, m)), rng.standard_normal((B, T, m))
+    x, W = Tensor(a, requires_grad=True), Tensor(w, requires_grad=True)
+    rows, W2 = Tensor(a.reshape(-1, n), requires_grad=True), Tensor(w, requires_grad=True)
+    out, flat = x @ W, rows @ W2
+    np.testing.assert_allclose(out.data, a @ w, rtol=1e-13, atol=1e-13)
+    np.testing.assert_array_equal(out.data, flat.data.reshape(B, T, m))
+    out.backward(grad=g)
+    flat.backward(grad=g.reshape(-1, m))
+    np.testing.assert_array_equal(x.grad, rows.grad.reshape(B, T, n))
+    np.testing.assert_array_equal(W.grad, W2.grad)
