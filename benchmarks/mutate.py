@@ -71,6 +71,18 @@ EQUIVALENT = {
     ("tinygrad_rnn/tensor.py", "self._version = 0", "0", "1", 0):
         "a leaf's version is only compared with the creation number of a node that records it, made "
         "after the leaf, so at least 1: a version of 1 is never above it either",
+    ("tinygrad_rnn/tensor.py", "return a.reshape(-1, n)", "1", "2", 0):
+        "_rows: numpy's reshape takes any negative size as the one to infer, so -2 is -1",
+    ("tinygrad_rnn/tensor.py", "return (_rows(a) @ b).reshape(a.shape[:-1] + b.shape[-1:])", "-", "+", 1):
+        "_folded_matmul: b is 2-d on this path, so b.shape[1:] is b.shape[-1:]",
+    ("tinygrad_rnn/tensor.py", "return m.where(mask, a, 1) ** e", "1", "2", 0):
+        "_power on the graph path: the fill is used only where a == b == 0, where the exponent b - 1 is -1, "
+        "so 1 ** -1 and 2 ** -1 are both finite, and the where around it in _pow_grad_base gives 0 there "
+        "and passes no gradient into it",
+    ("tinygrad_rnn/tensor.py", "return g * m.where(a == 0, 0, out * m.log(m.where(a == 0, 1, a)))", "1", "2", 0):
+        "_pow_grad_exponent: the fill is the base only where a == 0, and the outer where gives 0 there; "
+        "on the graph path that where passes exactly 0 back into the masked branch, and the fill's own "
+        "gradient goes nowhere (a constant), so log 1 and log 2 give the same values and gradients",
     ("tinygrad_rnn/functional.py", "e = (x * flip).exp()", "*", "/", 0):
         "sigmoid: flip is -1 or +1, and x / flip is x * flip exactly (values and gradient)",
     ("tinygrad_rnn/functional.py",

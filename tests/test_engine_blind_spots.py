@@ -466,3 +466,16 @@ def test_a_stack_of_rows_times_a_matrix_is_the_product_of_all_rows_at_once(shape
     flat.backward(grad=g.reshape(-1, m))
     np.testing.assert_array_equal(x.grad, rows.grad.reshape(B, T, n))
     np.testing.assert_array_equal(W.grad, W2.grad)
+
+
+def test_the_mixed_second_derivative_of_a_power_at_base_one():
+    # d/da (d/db a**b) = a**(b-1) * (1 + b log a): 1 at a = 1, where d/db a**b itself is 0
+    a0, b0 = np.array([1.0, 1.0, 2.0, 0.5]), np.array([3.0, -0.5, 1.5, 2.0])
+    a, b = Tensor(a0, requires_grad=True), Tensor(b0, requires_grad=True)
+    (gb,) = tg.grad((a ** b).sum(), [b], create_graph=True)
+    np.testing.assert_allclose(gb.data, a0 ** b0 * np.log(a0), rtol=1e-14)
+    (h,) = tg.grad(gb.sum(), [a])
+    np.testing.assert_allclose(h.data, a0 ** (b0 - 1) * (1 + b0 * np.log(a0)), rtol=1e-14)
+    eps = 1e-6                                  # and central differences of d/db in a (tolerance 1e-8)
+    fd = ((a0 + eps) ** b0 * np.log(a0 + eps) - (a0 - eps) ** b0 * np.log(a0 - eps)) / (2 * eps)
+    np.testing.assert_allclose(h.data, fd, rtol=1e-8, atol=1e-8)
