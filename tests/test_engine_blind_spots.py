@@ -479,3 +479,15 @@ def test_the_mixed_second_derivative_of_a_power_at_base_one():
     eps = 1e-6                                  # and central differences of d/db in a (tolerance 1e-8)
     fd = ((a0 + eps) ** b0 * np.log(a0 + eps) - (a0 - eps) ** b0 * np.log(a0 - eps)) / (2 * eps)
     np.testing.assert_allclose(h.data, fd, rtol=1e-8, atol=1e-8)
+
+
+def test_clip_keeps_numpys_result_type():
+    # an integer tensor clipped to float bounds gives floats, as numpy does; a float tensor keeps its dtype
+    ints = np.array([1, 5, 9])
+    got = Tensor(ints).clip(2.5, 7.5)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got.data, np.clip(ints, 2.5, 7.5))
+    x = Tensor(np.array([1.0, 5.0, 9.0], dtype=np.float32), requires_grad=True)
+    y = x.clip(2.5, 7.5)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y.data, np.array([2.5, 5.0, 7.5], dtype=np.float32))
