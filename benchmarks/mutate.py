@@ -83,6 +83,16 @@ EQUIVALENT = {
         "_pow_grad_exponent: the fill is the base only where a == 0, and the outer where gives 0 there; "
         "on the graph path that where passes exactly 0 back into the masked branch, and the fill's own "
         "gradient goes nowhere (a constant), so log 1 and log 2 give the same values and gradients",
+    ("tinygrad_rnn/tensor.py",
+     "return all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts)",
+     "or", "and", 0):
+        "_is_basic_index: an index with None is then scattered by np.add.at instead of +=; both give the "
+        "same sums for an index that repeats no element (and a trace's time-slice rewrite takes no None)",
+    ("tinygrad_rnn/tensor.py", "data = data.astype(np.float64, copy=False)", "False", "True", 0):
+        "Tensor(): data is the fresh array np.array made just above; a second copy changes nothing",
+    ("tinygrad_rnn/tensor.py", "self._retain_grad = False", "False", "True", 0):
+        "Tensor(): a leaf has no backward, so backward keeps its gradient anyway (`backward is None or "
+        "node._retain_grad`); the picture code saves and restores the flag",
     ("tinygrad_rnn/functional.py", "e = (x * flip).exp()", "*", "/", 0):
         "sigmoid: flip is -1 or +1, and x / flip is x * flip exactly (values and gradient)",
     ("tinygrad_rnn/functional.py",
