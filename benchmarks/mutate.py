@@ -93,6 +93,8 @@ EQUIVALENT = {
     ("tinygrad_rnn/tensor.py", "self._retain_grad = False", "False", "True", 0):
         "Tensor(): a leaf has no backward, so backward keeps its gradient anyway (`backward is None or "
         "node._retain_grad`); the picture code saves and restores the flag",
+    ("tinygrad_rnn/tensor.py", "return self.reshape(-1)", "1", "2", 0):
+        "flatten: numpy's reshape takes any negative size as the one to infer, so -2 is -1",
     ("tinygrad_rnn/functional.py", "e = (x * flip).exp()", "*", "/", 0):
         "sigmoid: flip is -1 or +1, and x / flip is x * flip exactly (values and gradient)",
     ("tinygrad_rnn/functional.py",

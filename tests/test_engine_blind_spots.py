@@ -491,3 +491,14 @@ def test_clip_keeps_numpys_result_type():
     y = x.clip(2.5, 7.5)
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y.data, np.array([2.5, 5.0, 7.5], dtype=np.float32))
+
+
+def test_retain_grad_keeps_an_intermediates_gradient():
+    x = Tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    y = x * 2.0
+    assert y.retain_grad() is y
+    z = x * 3.0                                  # not retained: no .grad after backward
+    ((y * y).sum() + z.sum()).backward()
+    np.testing.assert_array_equal(y.grad, 2 * y.data)          # d(y.y)/dy = 2y
+    np.testing.assert_array_equal(x.grad, 8 * x.data + 3.0)
+    assert z.grad is None
