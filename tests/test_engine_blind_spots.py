@@ -502,3 +502,14 @@ def test_retain_grad_keeps_an_intermediates_gradient():
     np.testing.assert_array_equal(y.grad, 2 * y.data)          # d(y.y)/dy = 2y
     np.testing.assert_array_equal(x.grad, 8 * x.data + 3.0)
     assert z.grad is None
+
+
+def test_backward_with_create_graph_adds_into_an_existing_grad():
+    x = Tensor(np.array([1.0, -2.0]), requires_grad=True)
+    (x * x * x).sum().backward(create_graph=True)
+    first = x.grad.copy()
+    np.testing.assert_array_equal(first, 3 * x.data ** 2)
+    (x * 5.0).sum().backward(create_graph=True)                # a second backward adds, as without it
+    np.testing.assert_array_equal(x.grad, first + 5.0)
+    (x * 5.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, first + 10.0)
