@@ -513,3 +513,28 @@ def test_backward_with_create_graph_adds_into_an_existing_grad():
     np.testing.assert_array_equal(x.grad, first + 5.0)
     (x * 5.0).sum().backward()
     np.testing.assert_array_equal(x.grad, first + 10.0)
+
+
+def test_a_compiled_input_broadcast_in_several_products_gets_its_terms_summed_down():
+    # x (4,) is broadcast against (3, 2, 4) and (2, 4) inside one compiled composition: each of its terms
+    # has the broadcast shape and is summed down to (4,) before it is added, as in the plain graph
+    rng = np.random.default_rng(0)
+    y0, z0, w0 = rng.standard_normal((3, 2, 4)), rng.standard_normal((2, 4)), rng.standard_normal(4)
+
+    def f(x, y, z, w):
+        return x * y + x * z + x * w + (x * x).sum()
+    x0 = np.array([0.5, -1.0, 2.0, 3.0])
+
+    def run(fn):
+        x = Tensor(x0, requires_grad=True)
+        out = fn(x, Tensor(y0), Tensor(z0), Tensor(w0))
+        out.sum().backward()
+        return x.grad, out
+    with expanded():
+        want, _ = run(f)
+    np.testing.assert_allclose(want, y0.sum(axis=(0, 1)) + 3 * z0.sum(axis=0) + 6 * w0 + 24 * 2 * x0, rtol=1e-14)
+    compiled = composite(f)
+    for _ in range(2):
+        got, out = run(compiled)
+        assert isinstance(out._op, tg.composites.CompositeOp)
+        np.testing.assert_array_equal(got, want)
