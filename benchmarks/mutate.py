@@ -95,6 +95,10 @@ EQUIVALENT = {
         "node._retain_grad`); the picture code saves and restores the flag",
     ("tinygrad_rnn/tensor.py", "return self.reshape(-1)", "1", "2", 0):
         "flatten: numpy's reshape takes any negative size as the one to infer, so -2 is -1",
+    ("tinygrad_rnn/tensor.py", "if p._version > node._seq:", ">", ">=", 0):
+        "_topological_order: a version is 0 or a fresh value of the creation counter, whose values are "
+        "never repeated, and a linked node's number is at least 1 (it is made after an input that needs "
+        "a gradient), so a version never equals a node's number",
     ("tinygrad_rnn/functional.py", "e = (x * flip).exp()", "*", "/", 0):
         "sigmoid: flip is -1 or +1, and x / flip is x * flip exactly (values and gradient)",
     ("tinygrad_rnn/functional.py",

@@ -538,3 +538,12 @@ def test_a_compiled_input_broadcast_in_several_products_gets_its_terms_summed_do
         got, out = run(compiled)
         assert isinstance(out._op, tg.composites.CompositeOp)
         np.testing.assert_array_equal(got, want)
+
+
+def test_concat_joins_along_the_first_axis_by_default():
+    a, b = np.arange(6.0).reshape(2, 3), -np.arange(9.0).reshape(3, 3)
+    x = Tensor(a, requires_grad=True)
+    out = tg.concat([x, Tensor(b)])
+    np.testing.assert_array_equal(out.data, np.concatenate([a, b]))
+    (out * np.arange(15.0).reshape(5, 3)).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.arange(6.0).reshape(2, 3))
