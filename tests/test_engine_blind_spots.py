@@ -547,3 +547,15 @@ def test_concat_joins_along_the_first_axis_by_default():
     np.testing.assert_array_equal(out.data, np.concatenate([a, b]))
     (out * np.arange(15.0).reshape(5, 3)).sum().backward()
     np.testing.assert_array_equal(x.grad, np.arange(6.0).reshape(2, 3))
+
+
+def test_a_non_bool_condition_is_read_once_as_a_mask():
+    # where() turns a float condition into its own bool mask: backward reads the mask, not the condition,
+    # so the condition stays writable and a write after the forward does not change the gradient
+    a = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    c = Tensor(np.array([1.0, 0.0, 2.0]))
+    y = tg.where(c, a, 0.0)
+    c.data[1] = 7.0
+    (y * np.array([1.0, 2.0, 3.0])).sum().backward()
+    np.testing.assert_array_equal(y.data, [1.0, 0.0, 3.0])
+    np.testing.assert_array_equal(a.grad, [1.0, 0.0, 3.0])
