@@ -99,6 +99,35 @@ EQUIVALENT = {
         "_topological_order: a version is 0 or a fresh value of the creation counter, whose values are "
         "never repeated, and a linked node's number is at least 1 (it is made after an input that needs "
         "a gradient), so a version never equals a node's number",
+    ("tinygrad_rnn/functional.py", "if d.size and not np.abs(d).max() <= limit:", "<=", "<", 0):
+        "_tanh_factors: where max |d| == limit the branch is taken, but its mask |d| > limit selects "
+        "nothing, so the factors are unchanged",
+    ("tinygrad_rnn/functional.py", "huge = np.abs(d) > limit", ">", ">=", 0):
+        "_tanh_factors: at |x| == max/4 exactly, expm1(-2|x|) and expm1(-|x|) are both -1 and exp of "
+        "both underflows to 0: the same value and the same gradient (0) at every order",
+    ("tinygrad_rnn/functional.py", "return (e * neg_sign) / (e + 2.0)", "*", "/", 0):
+        "tanh: neg_sign is -1 or +1 (a constant), and e / neg_sign is e * neg_sign exactly, in values "
+        "and in gradients of every order",
+    ("tinygrad_rnn/functional.py", "positive = d >= 0", ">=", ">", 0):
+        "_sigmoid_signs: only d == +-0 changes branch; both branches give sigmoid 0.5 with gradient 0.25 "
+        "and softplus log 2 with gradient 0.5 there, and the same third derivative; the one trace left is "
+        "the sign of a zero second derivative of sigmoid at 0 (-0.0 against +0.0), which compares equal",
+    ("tinygrad_rnn/functional.py", "return where(positive, x, 0.0) + (x * flip).exp().log1p()", "*", "/", 0):
+        "softplus: flip is -1 or +1, and x / flip is x * flip exactly (values and gradient)",
+    ("tinygrad_rnn/functional.py",
+     "return bool(np.isfinite(top).all() and d.min() >= np.maximum(top.max(), 0) - np.finfo(d.dtype).max)",
+     ">=", ">", 0):
+        "_no_overflow: at equality the careful path of _shifted is taken instead, but there no value lies "
+        "below its bound (the same bound), so its lift is 0 and it gives x - top, with gradient 1, as "
+        "the usual path does",
+    ("tinygrad_rnn/functional.py", "lo = np.maximum(top, 0) - big", "0", "1", 0):
+        "_lifting_shift: max(m, 1) - max float and max(m, 0) - max float differ only for m < 1, where both "
+        "round to -max float",
+    ("tinygrad_rnn/functional.py", "lift = np.where((d < lo) & (d > -np.inf), lo - d, 0)", "<", "<=", 0):
+        "_lifting_shift: where d == lo the lift lo - d is 0 either way",
+    ("tinygrad_rnn/functional.py", "lo = np.maximum(c, 0) - big", "0", "1", 0):
+        "_logsumexp_shifts: max(c, 1) - max float and max(c, 0) - max float differ only for c < 1, where "
+        "both round to -max float",
     ("tinygrad_rnn/functional.py", "e = (x * flip).exp()", "*", "/", 0):
         "sigmoid: flip is -1 or +1, and x / flip is x * flip exactly (values and gradient)",
     ("tinygrad_rnn/functional.py",

@@ -559,3 +559,23 @@ def test_a_non_bool_condition_is_read_once_as_a_mask():
     (y * np.array([1.0, 2.0, 3.0])).sum().backward()
     np.testing.assert_array_equal(y.data, [1.0, 0.0, 3.0])
     np.testing.assert_array_equal(a.grad, [1.0, 0.0, 3.0])
+
+
+def test_concat_under_create_graph_splits_the_gradient_at_the_right_places():
+    x0, y0, w = np.array([0.5, -1.0]), np.array([2.0, 3.0, -4.0]), np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    x, y = Tensor(x0, requires_grad=True), Tensor(y0, requires_grad=True)
+    z = tg.concat([x * x, y * y * y])
+    gx, gy = tg.grad((z * w).sum(), [x, y], create_graph=True)
+    np.testing.assert_array_equal(gx.data, 2 * x0 * w[:2])
+    np.testing.assert_array_equal(gy.data, 3 * y0 ** 2 * w[2:])
+    hx, hy = tg.grad((gx * gx).sum() + gy.sum(), [x, y])        # and once more through the split
+    np.testing.assert_array_equal(hx.data, 8 * x0 * w[:2] ** 2)
+    np.testing.assert_array_equal(hy.data, 6 * y0 * w[2:])
+
+
+def test_star_import_of_functional_gives_every_function():
+    namespace = {}
+    exec("from tinygrad_rnn.functional import *", namespace)
+    for name in ["tanh", "sigmoid", "relu", "softmax", "log_softmax", "cross_entropy", "mse_loss",
+                 "leaky_relu", "softplus", "logsumexp"]:
+        assert namespace[name] is getattr(F, name), name
