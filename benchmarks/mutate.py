@@ -128,6 +128,9 @@ EQUIVALENT = {
     ("tinygrad_rnn/functional.py", "lo = np.maximum(c, 0) - big", "0", "1", 0):
         "_logsumexp_shifts: max(c, 1) - max float and max(c, 0) - max float differ only for c < 1, where "
         "both round to -max float",
+    ("tinygrad_rnn/functional.py", "index = list(np.indices(target.shape, sparse=True))", "True", "False", 0):
+        "cross_entropy: the dense index arrays are the sparse ones broadcast out; the same elements are "
+        "picked and the gradient's scatter adds the same terms (only memory differs)",
     ("tinygrad_rnn/functional.py", "e = (x * flip).exp()", "*", "/", 0):
         "sigmoid: flip is -1 or +1, and x / flip is x * flip exactly (values and gradient)",
     ("tinygrad_rnn/functional.py",

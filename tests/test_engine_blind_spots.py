@@ -579,3 +579,16 @@ def test_star_import_of_functional_gives_every_function():
     for name in ["tanh", "sigmoid", "relu", "softmax", "log_softmax", "cross_entropy", "mse_loss",
                  "leaky_relu", "softplus", "logsumexp"]:
         assert namespace[name] is getattr(F, name), name
+
+
+def test_cross_entropy_takes_the_classes_along_the_last_axis_by_default():
+    # logits (batch, time, classes): by default the classes are the last axis, as for 2-d logits
+    rng = np.random.default_rng(4)
+    z, t = rng.standard_normal((2, 3, 4)), rng.integers(0, 4, size=(2, 3))
+    x = Tensor(z, requires_grad=True)
+    loss = F.cross_entropy(x, t)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    np.testing.assert_allclose(loss.data, -np.take_along_axis(logp, t[..., None], axis=-1).mean(), rtol=1e-14)
+    loss.backward()
+    want = (np.exp(logp) - np.eye(4)[t]) / t.size
+    np.testing.assert_allclose(x.grad, want, rtol=1e-12, atol=1e-15)
