@@ -343,3 +343,242 @@ def test_terms_of_another_dtype_in_a_list_add_as_the_plain_graph_adds_them():
         assert got.dtype == want.dtype == np.float32
         np.testing.assert_array_equal(got, want)
     assert compiled._programs                     # it did compile
+
+
+def test_an_error_inside_no_grad_passes_through_and_recording_comes_back():
+    x = Tensor(np.ones(2), requires_grad=True)
+    with pytest.raises(KeyError, match="raised inside"):
+        with tg.no_grad():
+            assert not tg.is_grad_enabled()
+            raise KeyError("raised inside")
+    assert tg.is_grad_enabled()
+    assert (x * 2.0).requires_grad
+
+
+def test_decide_and_derived_pass_keyword_parameters_by_name():
+    from tinygrad_rnn.tensor import decide, derived
+
+    def above(d, limit, strict):
+        return bool((d > limit).all()) if strict else bool((d >= limit).all())
+
+    def shifted(d, by, scale):
+        return (d - by) * scale
+    x = Tensor(np.array([1.0, 2.0]))
+    assert decide(above, x, limit=1.0, strict=False) is True
+    assert decide(above, x, strict=True, limit=1.0) is False
+    c = derived(shifted, x, scale=10.0, by=1.0)
+    np.testing.assert_array_equal(c.data, [0.0, 10.0])
+    assert not c.requires_grad
+
+
+def test_create_graph_through_a_composite_whose_used_output_no_longer_needs_a_gradient():
+    # w is frozen after the composite was written: its second output then depends on nothing that needs
+    # a gradient, and a gradient through that output alone is None for x, with or without create_graph
+    w = Tensor(np.array([1.5, -2.0]), requires_grad=True)
+
+    @composite
+    def f(x):
+        return x * w, w * 2.0
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    f(x)                                               # writes the program while w needs a gradient
+    w.requires_grad = False
+    for create_graph in (False, True):
+        a, b = f(x)
+        assert isinstance(b._parents[0]._op, tg.composites.CompositeOp)     # the written program ran
+        assert tg.grad((b * b).sum(), [x], create_graph=create_graph, allow_unused=True) == (None,)
+    a, b = f(x)
+    (gx,) = tg.grad((a * b).sum(), [x], create_graph=True)               # and through the other output
+    np.testing.assert_array_equal(gx.data, w.data * w.data * 2.0)
+
+
+def test_create_graph_adds_the_seeds_of_an_output_given_twice():
+    x = Tensor(np.array([0.5, -1.5]), requires_grad=True)
+    y = (x * x * x).sum()
+    (once,) = tg.grad(y, [x], create_graph=True)
+    (twice,) = tg.grad([y, y], [x], grad_outputs=[Tensor(1.0), Tensor(2.0)], create_graph=True)
+    np.testing.assert_array_equal(once.data, 3 * x.data ** 2)
+    np.testing.assert_array_equal(twice.data, 3 * once.data)
+    (h,) = tg.grad(twice.sum(), [x])                 # the sum of the seeds is differentiable as well
+    np.testing.assert_array_equal(h.data, 18 * x.data)
+
+
+def test_a_single_example_with_one_class_gets_no_transpose_hint():
+    # (1, 1) logits: transposing changes nothing, so the message does not suggest z.T; (3, 1) gets it
+    with pytest.raises(ValueError) as one:
+        F.cross_entropy(Tensor(np.zeros((1, 1))), np.zeros((1, 2)))
+    assert "z.T" not in str(one.value)
+    with pytest.raises(ValueError, match=r"z\.T \(shape \(1, 3\)\)"):
+        F.cross_entropy(Tensor(np.zeros((3, 1))), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"z\.T \(shape \(1, 2\)\)"):
+        F.cross_entropy(Tensor(np.zeros((2, 1))), np.zeros((2, 2)))
+
+
+def test_compiled_terms_of_another_dtype_are_rounded_before_they_are_added():
+    # x (float32) gets three float64 terms from one compiled composition; the plain graph casts each to
+    # float32 before adding it.  1 + 2**-24 is a tie in float32 (rounds to 1); 1 + (2**-24 + 2**-50)
+    # added in float64 first would round up: the bits show whether the cast came first
+    s = 2.0 ** -24 + 2.0 ** -50
+    c, d, e = Tensor(np.array([1.0, 0.0, s])), Tensor(np.array([s, 1.0, 0.0])), Tensor(np.array([0.0, s, 1.0]))
+
+    def f(x, c, d, e):
+        return x * d + x * c + x * e                 # each element gets s as one of its three terms
+
+    def run(fn):
+        x = Tensor(np.ones(3, np.float32), requires_grad=True)
+        out = fn(x, c, d, e)
+        out.sum().backward()
+        return x.grad, out
+    with expanded():
+        want, _ = run(f)
+    np.testing.assert_array_equal(want, np.ones(3, np.float32))
+    compiled = composite(f)
+    for _ in range(2):
+        got, out = run(compiled)
+        assert isinstance(out._op, tg.composites.CompositeOp)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 33, 9), (8, 16, 32, 32), (2, 50, 20, 10)])
+def test_a_stack_of_rows_times_a_matrix_is_the_product_of_all_rows_at_once(shape):
+    # x @ W for x of shape (B, T, n) is one product of the B*T rows, so a layer applied to a batch of
+    # sequences gives exactly the bits of the same rows as one matrix, values and gradients (a product
+    # per matrix of the stack can round differently: numpy's stacked matmul agrees only to rounding)
+    B, T, n, m = shape
+    rng = np.random.default_rng(7)
+    a, w, g = rng.standard_normal((B, T, n)), rng.standard_normal((n, m)), rng.standard_normal((B, T, m))
+    x, W = Tensor(a, requires_grad=True), Tensor(w, requires_grad=True)
+    rows, W2 = Tensor(a.reshape(-1, n), requires_grad=True), Tensor(w, requires_grad=True)
+    out, flat = x @ W, rows @ W2
+    np.testing.assert_allclose(out.data, a @ w, rtol=1e-13, atol=1e-13)
+    np.testing.assert_array_equal(out.data, flat.data.reshape(B, T, m))
+    out.backward(grad=g)
+    flat.backward(grad=g.reshape(-1, m))
+    np.testing.assert_array_equal(x.grad, rows.grad.reshape(B, T, n))
+    np.testing.assert_array_equal(W.grad, W2.grad)
+
+
+def test_the_mixed_second_derivative_of_a_power_at_base_one():
+    # d/da (d/db a**b) = a**(b-1) * (1 + b log a): 1 at a = 1, where d/db a**b itself is 0
+    a0, b0 = np.array([1.0, 1.0, 2.0, 0.5]), np.array([3.0, -0.5, 1.5, 2.0])
+    a, b = Tensor(a0, requires_grad=True), Tensor(b0, requires_grad=True)
+    (gb,) = tg.grad((a ** b).sum(), [b], create_graph=True)
+    np.testing.assert_allclose(gb.data, a0 ** b0 * np.log(a0), rtol=1e-14)
+    (h,) = tg.grad(gb.sum(), [a])
+    np.testing.assert_allclose(h.data, a0 ** (b0 - 1) * (1 + b0 * np.log(a0)), rtol=1e-14)
+    eps = 1e-6                                  # and central differences of d/db in a (tolerance 1e-8)
+    fd = ((a0 + eps) ** b0 * np.log(a0 + eps) - (a0 - eps) ** b0 * np.log(a0 - eps)) / (2 * eps)
+    np.testing.assert_allclose(h.data, fd, rtol=1e-8, atol=1e-8)
+
+
+def test_clip_keeps_numpys_result_type():
+    # an integer tensor clipped to float bounds gives floats, as numpy does; a float tensor keeps its dtype
+    ints = np.array([1, 5, 9])
+    got = Tensor(ints).clip(2.5, 7.5)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got.data, np.clip(ints, 2.5, 7.5))
+    x = Tensor(np.array([1.0, 5.0, 9.0], dtype=np.float32), requires_grad=True)
+    y = x.clip(2.5, 7.5)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y.data, np.array([2.5, 5.0, 7.5], dtype=np.float32))
+
+
+def test_retain_grad_keeps_an_intermediates_gradient():
+    x = Tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    y = x * 2.0
+    assert y.retain_grad() is y
+    z = x * 3.0                                  # not retained: no .grad after backward
+    ((y * y).sum() + z.sum()).backward()
+    np.testing.assert_array_equal(y.grad, 2 * y.data)          # d(y.y)/dy = 2y
+    np.testing.assert_array_equal(x.grad, 8 * x.data + 3.0)
+    assert z.grad is None
+
+
+def test_backward_with_create_graph_adds_into_an_existing_grad():
+    x = Tensor(np.array([1.0, -2.0]), requires_grad=True)
+    (x * x * x).sum().backward(create_graph=True)
+    first = x.grad.copy()
+    np.testing.assert_array_equal(first, 3 * x.data ** 2)
+    (x * 5.0).sum().backward(create_graph=True)                # a second backward adds, as without it
+    np.testing.assert_array_equal(x.grad, first + 5.0)
+    (x * 5.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, first + 10.0)
+
+
+def test_a_compiled_input_broadcast_in_several_products_gets_its_terms_summed_down():
+    # x (4,) is broadcast against (3, 2, 4) and (2, 4) inside one compiled composition: each of its terms
+    # has the broadcast shape and is summed down to (4,) before it is added, as in the plain graph
+    rng = np.random.default_rng(0)
+    y0, z0, w0 = rng.standard_normal((3, 2, 4)), rng.standard_normal((2, 4)), rng.standard_normal(4)
+
+    def f(x, y, z, w):
+        return x * y + x * z + x * w + (x * x).sum()
+    x0 = np.array([0.5, -1.0, 2.0, 3.0])
+
+    def run(fn):
+        x = Tensor(x0, requires_grad=True)
+        out = fn(x, Tensor(y0), Tensor(z0), Tensor(w0))
+        out.sum().backward()
+        return x.grad, out
+    with expanded():
+        want, _ = run(f)
+    np.testing.assert_allclose(want, y0.sum(axis=(0, 1)) + 3 * z0.sum(axis=0) + 6 * w0 + 24 * 2 * x0, rtol=1e-14)
+    compiled = composite(f)
+    for _ in range(2):
+        got, out = run(compiled)
+        assert isinstance(out._op, tg.composites.CompositeOp)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_concat_joins_along_the_first_axis_by_default():
+    a, b = np.arange(6.0).reshape(2, 3), -np.arange(9.0).reshape(3, 3)
+    x = Tensor(a, requires_grad=True)
+    out = tg.concat([x, Tensor(b)])
+    np.testing.assert_array_equal(out.data, np.concatenate([a, b]))
+    (out * np.arange(15.0).reshape(5, 3)).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.arange(6.0).reshape(2, 3))
+
+
+def test_a_non_bool_condition_is_read_once_as_a_mask():
+    # where() turns a float condition into its own bool mask: backward reads the mask, not the condition,
+    # so the condition stays writable and a write after the forward does not change the gradient
+    a = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    c = Tensor(np.array([1.0, 0.0, 2.0]))
+    y = tg.where(c, a, 0.0)
+    c.data[1] = 7.0
+    (y * np.array([1.0, 2.0, 3.0])).sum().backward()
+    np.testing.assert_array_equal(y.data, [1.0, 0.0, 3.0])
+    np.testing.assert_array_equal(a.grad, [1.0, 0.0, 3.0])
+
+
+def test_concat_under_create_graph_splits_the_gradient_at_the_right_places():
+    x0, y0, w = np.array([0.5, -1.0]), np.array([2.0, 3.0, -4.0]), np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    x, y = Tensor(x0, requires_grad=True), Tensor(y0, requires_grad=True)
+    z = tg.concat([x * x, y * y * y])
+    gx, gy = tg.grad((z * w).sum(), [x, y], create_graph=True)
+    np.testing.assert_array_equal(gx.data, 2 * x0 * w[:2])
+    np.testing.assert_array_equal(gy.data, 3 * y0 ** 2 * w[2:])
+    hx, hy = tg.grad((gx * gx).sum() + gy.sum(), [x, y])        # and once more through the split
+    np.testing.assert_array_equal(hx.data, 8 * x0 * w[:2] ** 2)
+    np.testing.assert_array_equal(hy.data, 6 * y0 * w[2:])
+
+
+def test_star_import_of_functional_gives_every_function():
+    namespace = {}
+    exec("from tinygrad_rnn.functional import *", namespace)
+    for name in ["tanh", "sigmoid", "relu", "softmax", "log_softmax", "cross_entropy", "mse_loss",
+                 "leaky_relu", "softplus", "logsumexp"]:
+        assert namespace[name] is getattr(F, name), name
+
+
+def test_cross_entropy_takes_the_classes_along_the_last_axis_by_default():
+    # logits (batch, time, classes): by default the classes are the last axis, as for 2-d logits
+    rng = np.random.default_rng(4)
+    z, t = rng.standard_normal((2, 3, 4)), rng.integers(0, 4, size=(2, 3))
+    x = Tensor(z, requires_grad=True)
+    loss = F.cross_entropy(x, t)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    np.testing.assert_allclose(loss.data, -np.take_along_axis(logp, t[..., None], axis=-1).mean(), rtol=1e-14)
+    loss.backward()
+    want = (np.exp(logp) - np.eye(4)[t]) / t.size
+    np.testing.assert_allclose(x.grad, want, rtol=1e-12, atol=1e-15)

@@ -1499,7 +1499,7 @@ def _cast(t, dtype):
     return Tensor._make(t.data.astype(dtype), (t,), lambda g, m=np: (g,), "cast")
 
 
-def _t_split(g, splits, axis=0):
+def _t_split(g, splits, axis):
     bounds = [0, *(int(i) for i in splits), g.shape[axis]]
     before = (slice(None),) * (axis % g.ndim)
     return [g[before + (slice(lo, hi),)] for lo, hi in zip(bounds, bounds[1:])]
