@@ -464,11 +464,6 @@ _PRIMITIVES = _table(
 )
 
 
-def _partners(x, y):
-    """What the gradients of a product read: each factor, for the other's gradient (``keeps`` of ``_make``)."""
-    return (y,) if not y.requires_grad else (x,) if not x.requires_grad else (x, y)
-
-
 def _broadcast_source(source, target):
     """Whether numpy broadcasting takes ``source`` to ``target`` (so summing takes ``target`` back)."""
     if len(source) > len(target):
@@ -737,7 +732,9 @@ class Tensor:
         def backward(g, a=a, b=b, m=np):     # the saved operands as defaults (see _sum_to)
             return (_mul_grad(g, b, m) if self.requires_grad else None,
                     _mul_grad(g, a, m) if other.requires_grad else None)
-        return Tensor._make(out, (self, other), backward, "mul", keeps=_partners(self, other))
+        # each factor is read for the other's gradient
+        keeps = (other,) if not other.requires_grad else (self,) if not self.requires_grad else (self, other)
+        return Tensor._make(out, (self, other), backward, "mul", keeps=keeps)
 
     def __truediv__(self, other):
         """``self / other``, elementwise, broadcasting."""
@@ -801,7 +798,8 @@ class Tensor:
                 return (_matmul_grad_a(g, b, m) if self.requires_grad else None,
                         _matmul_grad_b(g, a, m) if other.requires_grad else None)
             return _matmul_backward(g, a, b, self.requires_grad, other.requires_grad, m)
-        return Tensor._make(out, (self, other), backward, "matmul", keeps=_partners(self, other))
+        keeps = (other,) if not other.requires_grad else (self,) if not self.requires_grad else (self, other)
+        return Tensor._make(out, (self, other), backward, "matmul", keeps=keeps)
 
     def __rmatmul__(self, other):
         """``other @ self`` for an array ``other``."""
