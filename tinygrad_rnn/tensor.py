@@ -596,7 +596,8 @@ class Tensor:
                     # write (W.data[...] = 0) then fails instead of silently changing the gradient
                     for q in parents if keeps is None else keeps:
                         if q._locked is not q.data:
-                            _lock(q)
+                            q._locked = q.data
+                            q.data.setflags(False)
                     if keeps is None or keeps_out:
                         data.setflags(False)
                         t._locked = data
@@ -1210,11 +1211,6 @@ def _constant(array):
     t._seq = next(_creation_counter)
     t._version, t._locked = 0, array   # made by the engine (or copied): nothing else writes it
     return t
-
-
-def _lock(t):
-    t.data.setflags(False)
-    t._locked = t.data
 
 
 def _unlock(t):
