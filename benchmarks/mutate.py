@@ -164,7 +164,7 @@ EQUIVALENT = {
         "and pass, as every version is 0 until a write",
     ("tinygrad_rnn/tensor.py", "_last_write = -1", "1", "2", 0):
         "_last_write's first value: -2, like -1, is below every creation number (see the entry above)",
-    ("tinygrad_rnn/tensor.py", "if node._seq < _last_write:", "<", "<=", 0):
+    ("tinygrad_rnn/tensor.py", "if node._seq < written:", "<", "<=", 0):
         "_topological_order: _last_write is a creation-counter value taken by a write, so no tensor's "
         "creation number equals it",
 }

@@ -1253,13 +1253,14 @@ def _topological_order(root, *more, stop=()):
     """
     found = {id(r): r for r in (root, *more)}
     stack = list(found.values())
+    written = _last_write
     while stack:
         node = stack.pop()
         if stop and id(node) in stop:
             continue
         if node._backward is _graph_freed:   # fail before any gradient is accumulated
             _graph_freed(None)
-        if node._seq < _last_write:           # only a node made before the library's last write can see one
+        if node._seq < written:               # only a node made before the library's last write can see one
             for p in node._parents:
                 if p._version > node._seq:
                     _written_since(p, node)
