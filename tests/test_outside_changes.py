@@ -359,3 +359,16 @@ def test_a_result_that_no_backward_reads_stays_writable():
     e = Tensor(np.ones(3), requires_grad=True).exp()
     with pytest.raises(ValueError, match="read-only"):
         e.data[...] = 5.0          # exp's backward reads its result
+
+
+@pytest.mark.parametrize("wrap", [lambda i: i, lambda i: (i,), lambda i: (slice(None), i)])
+def test_a_callers_index_array_edited_after_the_forward_does_not_move_the_gradient(wrap):
+    x = Tensor(np.arange(8.0).reshape(2, 4), requires_grad=True)
+    idx = np.array([0, 1])
+    index = wrap(idx)
+    y = x[index]
+    idx[0] = 3                                  # the caller reuses the array
+    y.sum().backward()
+    want = np.zeros((2, 4))
+    np.add.at(want, wrap(np.array([0, 1])), 1.0)
+    np.testing.assert_array_equal(x.grad, want)

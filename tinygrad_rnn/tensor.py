@@ -495,15 +495,16 @@ def _index_tensors(idx):
 
 
 def _index_data(idx):
-    """Replace Tensors and lists inside an index by arrays."""
+    """Replace Tensors and lists inside an index by arrays; a caller's numpy array is copied, so that
+    editing it afterwards cannot move the gradient's scatter (a Tensor's array is locked instead)."""
     if isinstance(idx, Tensor):
         return idx.data
-    if isinstance(idx, list):
-        return np.asarray(idx)
+    if isinstance(idx, (list, np.ndarray)):
+        return np.array(idx)
     if isinstance(idx, tuple):
         for p in idx:
-            if isinstance(p, (Tensor, list)):
-                return tuple(_index_data(q) if isinstance(q, (Tensor, list)) else q for q in idx)
+            if isinstance(p, (Tensor, list, np.ndarray)):
+                return tuple(_index_data(q) if isinstance(q, (Tensor, list, np.ndarray)) else q for q in idx)
     return idx
 
 
