@@ -597,8 +597,7 @@ class Tensor:
                     # write (W.data[...] = 0) then fails instead of silently changing the gradient
                     for q in parents if keeps is None else keeps:
                         if q._locked is not q.data:
-                            q._locked = q.data
-                            q.data.setflags(False)
+                            _lock(q)
                     if keeps is None or keeps_out:
                         data.setflags(False)
                         t._locked = data
@@ -936,7 +935,7 @@ class Tensor:
             raise ValueError(f"broadcast_to: shape {old} cannot be broadcast to {shape}")
         out = np.broadcast_to(self.data, shape)
         return Tensor._make(out, (self,), lambda g, m=np: (_broadcast_to_backward(g, old, m),), "broadcast_to",
-                            (shape,), keeps=())
+                            (shape,))
 
     def sum_to(self, shape):
         """Sum down to ``shape``, a shape that broadcasts to this one: the adjoint of broadcasting.
@@ -947,8 +946,7 @@ class Tensor:
             raise ValueError(f"sum_to: shape {shape} does not broadcast to {old}, so {old} cannot be summed "
                              f"to it")
         out = _unbroadcast(self.data, shape)
-        return Tensor._make(out, (self,), lambda g, m=np: (_sum_to_backward(g, old, m),), "sum_to", (shape,),
-                            keeps=())
+        return Tensor._make(out, (self,), lambda g, m=np: (_sum_to_backward(g, old, m),), "sum_to", (shape,))
 
     # ------------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False):
@@ -985,8 +983,7 @@ class Tensor:
         except ValueError:
             raise ValueError(f"reshape: cannot reshape shape {old} ({self.size} elements) "
                              f"into shape {shape}") from None
-        return Tensor._make(out, (self,), lambda g, m=np: (_reshape_backward(g, old, m),), "reshape", (shape,),
-                            keeps=())
+        return Tensor._make(out, (self,), lambda g, m=np: (_reshape_backward(g, old, m),), "reshape", (shape,))
 
     def transpose(self, *axes):
         """The axes permuted: reversed when none are given, else as ``numpy.transpose(axes)``."""
@@ -998,7 +995,7 @@ class Tensor:
         inverse = tuple(int(i) for i in np.argsort([a % self.ndim for a in axes]))
         out = _transpose(self.data, axes)
         return Tensor._make(out, (self,), lambda g, m=np: (_transpose_backward(g, inverse, m),), "transpose",
-                            (tuple(axes), inverse), keeps=())
+                            (tuple(axes), inverse))
 
     T = property(lambda self: self.transpose())
     """The tensor with its axes reversed (the transpose of a matrix)."""
@@ -1021,9 +1018,7 @@ class Tensor:
 
         def backward(g, m=np):
             return (_Scatter(idx, g, basic) if m is np else _scatter(idx, g, basic, shape),)
-        index_tensors = _index_tensors(given)    # their arrays are the saved index
-        return Tensor._make(np.asarray(out), (self,) + index_tensors, backward, "index", (given, basic),
-                            keeps=index_tensors)
+        return Tensor._make(np.asarray(out), (self,) + _index_tensors(given), backward, "index", (given, basic))
 
     # ------------------------------------------------------------------ backward
     def backward(self, grad=None, retain_graph=None, create_graph=False):
@@ -1214,14 +1209,23 @@ def _constant(array):
     return t
 
 
+def _lock(t):
+    """Make ``t.data`` read-only; a view's base too, as a write into the base would reach the view."""
+    t._locked = arr = t.data
+    arr.setflags(False)
+    if isinstance(arr.base, np.ndarray):
+        arr.base.setflags(False)
+
+
 def _unlock(t):
     """Let ``t.data`` be written again (after a graph that saved it has been freed)."""
     if t._locked is not None:
-        t._locked = None
-        try:
-            t.data.setflags(True)
-        except ValueError:      # a view of an array that is still locked: it stays read-only
-            pass
+        arr, t._locked = t._locked, None
+        for a in (arr.base, arr) if isinstance(arr.base, np.ndarray) else (arr,):
+            try:
+                a.setflags(True)
+            except ValueError:  # a view of an array that numpy made read-only (broadcast_to): it stays so
+                pass
 
 
 def _writable(t):
