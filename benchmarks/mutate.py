@@ -30,9 +30,9 @@ dead code (a default argument that no call uses, now gone), 19 more were judged 
 tests/test_engine_blind_spots.py (each checked with ``--mutant``): 459 mutants, 428 killed, 31
 survived, all 31 listed as equivalent: 428 of 428 non-equivalent mutants killed (100%), backward
 formulas 136 of 136.  The engine changed after that run (only what each backward reads is locked;
-the tracer's table entries): the 23 mutants on lines that are new or changed since (found by line
-text and column) were run against the new code: 18 killed (the one backward formula among them
-too), 5 listed as equivalent.  The hypothesis tests draw new examples each run (the dev profile),
+the tracer's table entries, views locking their base): the 27 mutants on lines that are new or
+changed since (found by line text and column) were run against the new code: 22 killed (the one
+backward formula among them too), 5 listed as equivalent.  The hypothesis tests draw new examples each run (the dev profile),
 so a mutant only a rare example catches may survive a run.
 """
 import argparse
