@@ -15,6 +15,7 @@ the ratio after / before of the medians, and the middle half of the per-round
 ratios (a round pairs one sample of each version).
 """
 import argparse
+import io
 import json
 import os
 import statistics
@@ -76,7 +77,7 @@ def export(ref, into):
     """The package and benchmark files of a commit, written under ``into``."""
     data = subprocess.run(["git", "archive", ref, "tinygrad_rnn", "benchmarks"], cwd=ROOT,
                           capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=__import__("io").BytesIO(data)) as tar:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         tar.extractall(into, filter="data")
     return into
 

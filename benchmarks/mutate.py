@@ -32,8 +32,8 @@ survived, all 31 listed as equivalent: 428 of 428 non-equivalent mutants killed 
 formulas 136 of 136.  The engine changed after that run (only what each backward reads is locked;
 the tracer's table entries, views locking their base): the 27 mutants on lines that are new or
 changed since (found by line text and column) were run against the new code: 22 killed (the one
-backward formula among them too), 5 listed as equivalent.  The hypothesis tests draw new examples each run (the dev profile),
-so a mutant only a rare example catches may survive a run.
+backward formula among them too), 5 listed as equivalent.  The hypothesis tests draw new
+examples each run (the dev profile), so a mutant only a rare example catches may survive a run.
 """
 import argparse
 import ast
