@@ -529,7 +529,8 @@ class Tensor:
     """
 
     __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_op",
-                 "_retain_grad", "_seq", "_version", "_locked", "__weakref__")
+                 "_retain_grad", "_seq", "_version", "_locked", "_locked_base",
+                 "__weakref__")
     __array_ufunc__ = None  # so that `ndarray + Tensor` calls Tensor.__radd__
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
@@ -1210,22 +1211,28 @@ def _constant(array):
 
 
 def _lock(t):
-    """Make ``t.data`` read-only; a view's base too, as a write into the base would reach the view."""
+    """Make ``t.data`` read-only; a view's base too, as a write into the base would reach the view
+    (remembered only when this lock made it read-only: a base locked by its own graph stays so)."""
     t._locked = arr = t.data
     arr.setflags(False)
-    if isinstance(arr.base, np.ndarray):
-        arr.base.setflags(False)
+    base = arr.base
+    if isinstance(base, np.ndarray) and base.flags.writeable:
+        base.setflags(False)
+        t._locked_base = base
 
 
 def _unlock(t):
     """Let ``t.data`` be written again (after a graph that saved it has been freed)."""
     if t._locked is not None:
         arr, t._locked = t._locked, None
-        for a in (arr.base, arr) if isinstance(arr.base, np.ndarray) else (arr,):
-            try:
-                a.setflags(True)
-            except ValueError:  # a view of an array that numpy made read-only (broadcast_to): it stays so
-                pass
+        base = getattr(t, "_locked_base", None)   # set by _lock only (a slot read before any write fails)
+        if base is not None:
+            t._locked_base = None
+            base.setflags(True)
+        try:
+            arr.setflags(True)
+        except ValueError:      # a view of an array that is still locked, or that numpy made read-only
+            pass
 
 
 def _writable(t):
