@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -96,6 +97,9 @@ def main(argv=None):
         return
     if not args.before:
         p.error("--before is required")
+    for case in args.cases.split(","):
+        if case != "perop" and not re.fullmatch(r"W[1-4]/\w+", case):
+            p.error(f"unknown case {case!r}: perop, or W1..W4/<system> (a key of benchmarks/systems.py)")
     with tempfile.TemporaryDirectory() as tmp:
         roots = {"before": export(args.before, os.path.join(tmp, "before")),
                  "after": export(args.after, os.path.join(tmp, "after")) if args.after else ROOT}

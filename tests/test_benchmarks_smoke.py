@@ -179,3 +179,6 @@ def test_compare_times_two_versions_in_turns():
         assert before > 0 and after > 0 and abs(ratio - after / before) <= 0.01 * ratio + 5e-4
     bad = subprocess.run([sys.executable, os.path.join(BENCH, "compare.py")], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "--before is required" in bad.stderr
+    bad = subprocess.run([sys.executable, os.path.join(BENCH, "compare.py"), "--before", "HEAD", "--cases", "W9/x"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown case 'W9/x'" in bad.stderr
