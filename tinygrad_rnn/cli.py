@@ -7,8 +7,10 @@ training run whose loss diverged, exits 1; Ctrl-C exits 130.
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 
@@ -407,6 +409,15 @@ def _graph(args):
     return 0
 
 
+def _after_ctrl_c():
+    """The command was interrupted and has settled its files: a further Ctrl-C now ends the process by the
+    signal itself, rather than as a KeyboardInterrupt raised inside whatever the interpreter is tearing
+    down (a weakref callback, which would print a traceback and go on)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    return 130
+
+
 def main(argv=None):
     """Run the command line; returns the exit status (0 ok, 1 a check failed or the loss diverged, 2 bad input,
     130 Ctrl-C)."""
@@ -417,7 +428,8 @@ def main(argv=None):
     try:
         args = parser.parse_args(argv)
         args.argv = argv
-        return args.run(args)
+        status = args.run(args)
+        return _after_ctrl_c() if status == 130 else status
     except UsageError as e:
         print(e, file=sys.stderr)
         return 2
@@ -436,8 +448,9 @@ def main(argv=None):
         print(f"tinygrad-rnn: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        status = _after_ctrl_c()
         print("tinygrad-rnn: interrupted", file=sys.stderr)
-        return 130
+        return status
 
 
 if __name__ == "__main__":

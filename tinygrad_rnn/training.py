@@ -747,16 +747,19 @@ def train(text, config=None, out_dir="runs/charlm", resume=None, progress=True, 
                                      f"{type(e).__name__}: {e}") from e
     except KeyboardInterrupt:
         interrupted = True
-        if run.saved is None or not run.saved[0]:
-            run.log(f"interrupted at step {run.step}, before the first checkpoint: nothing of this run was written")
-        else:
-            where = run.ckpt_path if run.written else str(resume)
-            run.log(f"interrupted at step {run.step}: the checkpoint of epoch {run.saved[0]} (step {run.saved[1]}) "
-                    f"is kept in {where}")
+        with _ctrl_c_deferred():   # a second Ctrl-C waits until the message and the lock are settled
+            if run.saved is None or not run.saved[0]:
+                run.log(f"interrupted at step {run.step}, before the first checkpoint: nothing of this run was "
+                        f"written")
+            else:
+                where = run.ckpt_path if run.written else str(resume)
+                run.log(f"interrupted at step {run.step}: the checkpoint of epoch {run.saved[0]} "
+                        f"(step {run.saved[1]}) is kept in {where}")
     finally:
-        if run.bar is not None:
-            run.bar.close()
-        run.lock.release()
+        with _ctrl_c_deferred():
+            if run.bar is not None:
+                run.bar.close()
+            run.lock.release()
     return _finish(run, interrupted)
 
 
