@@ -346,6 +346,22 @@ def test_a_module_is_freed_after_its_compiled_step_ran():
     assert ref() is None                          # the programs are kept per module, weakly
 
 
+def test_modules_made_and_freed_in_turn_each_run_their_own_weights():
+    import gc
+    from tinygrad_rnn.nn.cells import RNNCell
+    xs = np.linspace(-1, 1, 18).reshape(2, 3, 3)
+    for seed in range(6):          # a freed module's id is often reused by the next one
+        cell = nn.RNNCell(3, 4, rng=seed)
+        hs, _ = nn.unroll(cell, Tensor(xs))
+        with expanded():
+            want, _ = nn.unroll(cell, Tensor(xs))
+        np.testing.assert_array_equal(hs.data, want.data)
+        del cell, hs, want
+        gc.collect()
+    # what was written for modules that are gone is dropped when another module comes
+    assert len(RNNCell.step._by_owner) == 1
+
+
 def test_an_input_the_outputs_do_not_depend_on_gets_no_gradient():
     @composite
     def f(x, y):

@@ -122,7 +122,7 @@ class Composite:
         self.fn = fn
         self.name = name or fn.__name__.strip("_") or "composite"
         self._programs = {}                           # for plain functions: signature -> _Program
-        self._by_owner = weakref.WeakKeyDictionary()  # for methods: owner -> {signature: _Program}
+        self._by_owner = {}     # for methods: id(owner) -> (weak reference to it, {signature: _Program})
         self.reasons = {}                             # signature -> why it runs plainly
 
     def __get__(self, owner, kind=None):
@@ -155,13 +155,25 @@ class Composite:
         if key is None:
             return None, None
         key += (engine._grad_enabled,)   # a program written under no_grad() has no backward
-        programs = self._programs if owner is None else self._by_owner.setdefault(owner, {})
+        programs = self._programs if owner is None else self._owner_programs(owner)
         program = programs.get(key)
         if program is None or (program is not _PLAIN and not program.still_valid(owner)):
             program = programs[key] = self._write(owner, args, kwargs, tensors, key)
         if program is _PLAIN or _aliased(tensors, program.param_ids):
             return None, None
         return program, tensors
+
+    def _owner_programs(self, owner):
+        """The programs written for ``owner``: held by id beside a weak reference without a callback (a
+        callback runs whenever the owner happens to be collected, and a Ctrl-C that lands in one is lost);
+        the entries of owners that are gone are dropped when a new owner comes."""
+        entry = self._by_owner.get(id(owner))
+        if entry is not None and entry[0]() is owner:
+            return entry[1]
+        self._by_owner = {key: e for key, e in self._by_owner.items() if e[0]() is not None}
+        programs = {}
+        self._by_owner[id(owner)] = (weakref.ref(owner), programs)
+        return programs
 
     def _plain(self, owner, args, kwargs):
         return self.fn(*args, **kwargs) if owner is None else self.fn(owner, *args, **kwargs)

@@ -108,16 +108,15 @@ def _graph_freed(g):
 
 
 def _unbroadcast(g, shape):
-    """Sum ``g`` down to ``shape``: the adjoint of numpy broadcasting."""
-    if g.shape == shape:
-        return g
-    extra = g.ndim - len(shape)
-    if extra:
-        g = g.sum(axis=tuple(range(extra)))
-    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    return np.asarray(g).reshape(shape)
+    """Sum ``g`` down to ``shape``: the adjoint of numpy broadcasting (one sum over every axis it added or
+    stretched; which axes those are depends on the shapes alone, so a traced program finds them once)."""
+    return g if g.shape == shape else np.asarray(g.sum(axis=_broadcast_axes(g.shape, shape))).reshape(shape)
+
+
+def _broadcast_axes(big, shape):
+    """The axes of ``big`` that broadcasting ``shape`` to ``big`` added (in front) or stretched (from 1)."""
+    extra = len(big) - len(shape)
+    return tuple(range(extra)) + tuple(extra + i for i, n in enumerate(shape) if n == 1 and big[extra + i] != 1)
 
 
 def _check_axis(axis, shape, op):
@@ -132,20 +131,12 @@ def _rows(a):
 
     No module but numpy is used: a traced program's saved module copies this function.
     """
-    n = a.shape[-1]
-    if n:
-        return a.reshape(-1, n)
-    rows = 1
-    for k in a.shape[:-1]:
-        rows *= k
-    return a.reshape(rows, 0)
+    return a.reshape(-1, a.shape[-1]) if a.shape[-1] else a.reshape(int(np.prod(a.shape[:-1])), 0)
 
 
 def _folded_matmul(a, b):
     """``a @ b``; a stack of rows times one matrix is done as one large product (faster than many)."""
-    if a.ndim > 2 and b.ndim == 2:
-        return (_rows(a) @ b).reshape(a.shape[:-1] + b.shape[-1:])
-    return a @ b
+    return (_rows(a) @ b).reshape(a.shape[:-1] + b.shape[-1:]) if a.ndim > 2 and b.ndim == 2 else a @ b
 
 
 # Every derivative is written once, with operators and the functions of ``m``: on the normal path ``m``
@@ -190,12 +181,14 @@ def _neg_backward(g, m=np):
 
 
 def _matmul_grad_a(g, b, m=np):
-    """The first factor's gradient when both are matrices (the common case; else ``_matmul_backward``)."""
-    return g @ b.T
+    """The first factor's gradient when ``b`` is a matrix and ``a`` a matrix or a stack of rows (the common
+    cases, ``_matrix_factor``; else ``_matmul_backward``)."""
+    return g @ b.T if g.ndim == 2 else _folded_matmul(g, b.T)
 
 
 def _matmul_grad_b(g, a, m=np):
-    return a.T @ g
+    """The matrix's gradient: one product over all rows of the stack."""
+    return a.T @ g if a.ndim == 2 else _rows(a).T @ _rows(g)
 
 
 def _exp_backward(g, out, m=np):
@@ -249,7 +242,12 @@ def _concat_backward(g, splits, axis, m=np):
 
 def _stack_backward(g, axis, m=np):
     """One slice of ``g`` along ``axis`` (the stacked axis, counted from the front) per input."""
-    return tuple(g) if axis == 0 and m is np else tuple(m.moveaxis(g, axis, 0))   # the first: no moveaxis
+    return tuple(g[_at(axis, i)] for i in range(g.shape[axis]))
+
+
+def _at(axis, i):
+    """The index of position ``i`` along ``axis``: ``(i,)``, ``(:, i)``, ..."""
+    return (slice(None),) * axis + (i,)
 
 
 # ---------------------------------------------------------------------- the longer forward and backward formulas
@@ -393,6 +391,11 @@ def _two_matrices(a, b):
     return a.ndim == 2 and b.ndim == 2
 
 
+def _matrix_factor(a, b):
+    """Where a product's gradients are one function per input: ``b`` a matrix, ``a`` one or a stack of rows."""
+    return b.ndim == 2 and a.ndim >= 2
+
+
 # ---------------------------------------------------------------------- the table of primitives
 class _Primitive:
     """One primitive operation: its numpy forward and, for each input, the function of its gradient.
@@ -404,16 +407,19 @@ class _Primitive:
     on as it is.  ``several``, instead, gives every input's gradient in one call.  ``saved`` names
     the values that the Tensor's backward keeps, in its parameters' order: on the graph path they
     are handed to it as Tensors.  ``symbol`` is the operator that writes the forward (``a * b``), for
-    inputs where ``operator_if`` holds (None: all).  ``args`` names what ``forward`` is called with, as
-    ``reads`` does (``inputs``: all inputs, as a list; ``index``: ``attr0`` as an index); None: the
-    inputs, then the other arguments.  A traced program writes the forward from these alone.
+    inputs where ``operator_if`` holds (None: all).  An entry with both ``grads`` and ``several`` uses
+    ``grads`` where ``grads_if`` holds for its inputs' arrays, ``several`` elsewhere.  ``args`` names
+    what ``forward`` is called with, as ``reads`` does (``inputs``: all inputs, as a list; ``index``:
+    ``attr0`` as an index); None: the inputs, then the other arguments.  A traced program writes the
+    forward from these alone.
     """
-    __slots__ = ("name", "forward", "grads", "several", "saved", "symbol", "args", "operator_if")
+    __slots__ = ("name", "forward", "grads", "several", "saved", "symbol", "args", "operator_if", "grads_if")
 
     def __init__(self, name, forward=None, grads=(), several=None, saved=(), symbol=None, args=None,
-                 operator_if=None):
+                 operator_if=None, grads_if=None):
         self.name, self.forward, self.grads, self.several = name, forward, grads, several
         self.saved, self.symbol, self.args, self.operator_if = saved, symbol, args, operator_if
+        self.grads_if = grads_if
 
 
 def _table(*primitives):
@@ -429,9 +435,10 @@ _PRIMITIVES = _table(
     _Primitive("pow", np.power, ((_pow_grad_base, ("a", "b", "out")), (_pow_grad_exponent, ("a", "out"))),
                saved=("a", "b", "out"), symbol="**"),
     _Primitive("neg", np.negative, ((_neg_backward, ()),), symbol="-"),
-    # two matrices: one function per input; other shapes: _matmul_backward gives both
+    # a matrix b: one function per input; other shapes: _matmul_backward gives both
     _Primitive("matmul", _folded_matmul, ((_matmul_grad_a, ("b",)), (_matmul_grad_b, ("a",))),
-               several=(_matmul_backward, ("a", "b")), saved=("a", "b"), symbol="@", operator_if=_two_matrices),
+               several=(_matmul_backward, ("a", "b")), saved=("a", "b"), symbol="@", operator_if=_two_matrices,
+               grads_if=_matrix_factor),
     _Primitive("exp", np.exp, ((_exp_backward, ("out",)),), saved=("out",)),
     _Primitive("expm1", np.expm1, ((_expm1_backward, ("a",)),), saved=("a",)),
     _Primitive("log", np.log, ((_log_backward, ("a",)),), saved=("a",)),
@@ -796,7 +803,7 @@ class Tensor:
                              f"(inner dimensions {a.shape[-1]} and {b.shape[-2 if b.ndim > 1 else 0]})") from None
 
         def backward(g, a=a, b=b, m=np):
-            if a.ndim == 2 and b.ndim == 2:
+            if _matrix_factor(a, b):
                 return (_matmul_grad_a(g, b, m) if self.requires_grad else None,
                         _matmul_grad_b(g, a, m) if other.requires_grad else None)
             return _matmul_backward(g, a, b, self.requires_grad, other.requires_grad, m)
@@ -1218,14 +1225,19 @@ def _lock(t):
     base = arr.base
     if isinstance(base, np.ndarray) and base.flags.writeable:
         base.setflags(False)
-        t._locked_base = base
+    else:
+        base = None
+    t._locked_base = base
 
 
 def _unlock(t):
     """Let ``t.data`` be written again (after a graph that saved it has been freed)."""
     if t._locked is not None:
         arr, t._locked = t._locked, None
-        base = getattr(t, "_locked_base", None)   # set by _lock only (a slot read before any write fails)
+        try:
+            base = t._locked_base   # set by every _lock; unset where a result or constant locked itself
+        except AttributeError:
+            base = None
         if base is not None:
             t._locked_base = None
             base.setflags(True)

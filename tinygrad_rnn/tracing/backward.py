@@ -9,6 +9,7 @@ import numpy as np
 from .. import tensor as engine
 from ..tensor import _unbroadcast
 from .errors import TraceError
+from .fold import specialise, specialise_pieces
 from .recorder import NODES, Op
 
 _PRIMITIVES = engine._PRIMITIVES
@@ -81,7 +82,7 @@ class _BackwardLines:
                 grads[pkey] = dname
             return
         if value.shape != shape:
-            piece = f"{self._use(_unbroadcast)}({piece}, {shape!r})"   # as the engine's _accumulate
+            piece = self._call(_unbroadcast, piece, shape)   # as the engine's _accumulate
         if np.result_type(value) != dtype:
             piece = f"({piece}).astype(np.{dtype.name})"
         if pkey not in grads:
@@ -105,31 +106,35 @@ class _BackwardLines:
         if prim is None:
             raise TraceError(f"trace: the backward of {op!r} cannot be traced")
         values = _Reads(v, parents, attrs, self.var[id(t)])
-        # two matrices: one function per input, as the engine's backward picks; other matmuls: one call
-        if prim.several and (op != "matmul" or not (parents[0].ndim == 2 and parents[1].ndim == 2)):
+        # one function per input where the entry has them (and its grads_if holds, as the engine picks)
+        if prim.several and not (prim.grads and prim.grads_if(*(p.data for p in parents))):
             fn, reads = prim.several
             extra = [p.requires_grad for p in parents] if op == "matmul" else []
+            texts = self._texts(g, *(values[r] for r in reads), *extra)
+            pieces = specialise_pieces(fn, texts, self.ns, self._use)
+            if pieces is not None:      # a tuple made element by element: each input's line on its own
+                return list(enumerate(pieces))
             both = self._reserve(_GRADS_NAME.get(op, f"{op}_grads"))
             self._emit(f"{both} = {self._call(fn, g, *(values[r] for r in reads), *extra)}", "backward")
             return [(i, f"{both}[{i}]") for i in range(len(parents))]
         return [(i, g if fn is None else self._call(fn, g, *(values[r] for r in reads)))
                 for i, (fn, reads) in enumerate(prim.grads) if parents[i].requires_grad]
 
+    @staticmethod
+    def _texts(g, *args):
+        return [g] + [x if isinstance(x, str) else repr(x) for x in args]
+
     def _call(self, fn, g, *args):
         """The code of the engine's function ``fn`` on ``g`` (a name) and ``args`` (names; else values).
 
-        A function that only returns an expression of its arguments and numpy is written as that
-        expression, its parameters replaced by the arguments (``_mul_grad(dh, w)`` is ``dh * w``): the
-        same operations in the same order, without a call per line.  Any other is called.
+        A function whose body is one expression is written as that expression for this program's
+        shapes (``tracing.fold``): ``_mul_grad(dh, w)`` is ``dh * w``, ``_unbroadcast(da, (100,))``
+        the one sum it makes for these shapes.  The same operations in the same order, without a
+        call per line.  Any other is called.
         """
-        texts = [g] + [x if isinstance(x, str) else repr(x) for x in args]
-        body = _expression_of(fn)
-        if body is None:
-            return f"{self._use(fn)}({', '.join(texts)})"
-        params, expr = body
-        given = dict(zip(params, texts), m="np")
-        code = ast.unparse(_Substitute({k: ast.parse(v, mode="eval").body for k, v in given.items()}).visit(expr))
+        code = specialise(fn, self._texts(g, *args), self.ns, self._use)
         # an expression with an operator weaker than * keeps its own order inside a longer line
+        expr = ast.parse(code, mode="eval").body
         loose = isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Add, ast.Sub)) or \
             isinstance(expr, (ast.Compare, ast.BoolOp, ast.IfExp, ast.Lambda))
         return f"({code})" if loose else code

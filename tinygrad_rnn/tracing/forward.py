@@ -8,6 +8,7 @@ from .. import tensor as engine
 from ..tensor import Tensor
 from .backward import _expression_of, _Reads, _Substitute
 from .errors import TraceError
+from .fold import specialise
 from .recorder import Copy, Decide, Derived, Op
 
 _SHORT = {"matmul": "mm", "index": "ix", "reshape": "rs", "transpose": "tr", "detach": "det",
@@ -119,9 +120,12 @@ class _ForwardLines:
                            f"raise GuardFailed('np.count_nonzero({arg}) != {count}')")
 
     def _forward_call(self, prim, texts):
-        """The call of the table's forward on ``texts``; one whose body is a single expression, that expression."""
+        """The call of the table's forward on ``texts``; one whose body is a single expression, that expression
+        (for this program's shapes, ``tracing.fold``)."""
         fn = prim.forward
         body = None if isinstance(fn, np.ufunc) else _expression_of(fn)
+        if not isinstance(fn, np.ufunc) and not any(isinstance(x, _Index) for x in texts):
+            return specialise(fn, [str(x) for x in texts], self.ns, self._function_text)
         if body is None:
             return f"{self._function_text(fn)}({', '.join(str(x) for x in texts)})"
         params, expr = body

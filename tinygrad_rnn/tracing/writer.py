@@ -11,6 +11,7 @@ import inspect
 import itertools
 import keyword
 import textwrap
+import types
 
 import numpy as np
 
@@ -190,7 +191,7 @@ class _Writer(_ForwardLines, _BackwardLines):
             self.helpers.append(fn)
             self.used.update((name, "d" + name))
             self.ns[name] = fn
-            globals_read = {i.argval for i in dis.get_instructions(fn) if i.opname == "LOAD_GLOBAL"}
+            globals_read = _globals_read(fn.__code__)
             for other_name in sorted(globals_read):   # helpers that the helper calls, from its own module
                 other = fn.__globals__.get(other_name)
                 if inspect.isfunction(other) and other.__module__ == fn.__module__:
@@ -287,3 +288,12 @@ class _Writer(_ForwardLines, _BackwardLines):
                      if k == "np" or k == "GuardFailed" or k in self.constants or callable(v)}
         exec(compile(source, f"<traced {name}>", "exec"), namespace)
         return source, namespace[name]
+
+
+def _globals_read(code):
+    """The global names a function's code reads, its inner functions' and generators' too."""
+    names = {i.argval for i in dis.get_instructions(code) if i.opname == "LOAD_GLOBAL"}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _globals_read(const)
+    return names
