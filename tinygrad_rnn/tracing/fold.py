@@ -82,6 +82,8 @@ def _index_node(value):
         if isinstance(v, slice):
             return ast.Slice(*(None if x is None else ast.Constant(x) for x in (v.start, v.stop, v.step)))
         return ast.Constant(v)
+    if isinstance(value, tuple) and len(value) == 1:    # x[(0,)] is x[0] for an int or a slice
+        value = value[0]
     return ast.Tuple([part(v) for v in value], ast.Load()) if isinstance(value, tuple) else part(value)
 
 
@@ -156,7 +158,7 @@ class _Folder(ast.NodeTransformer):
 
     def _evaluate(self, node):
         code = compile(ast.fix_missing_locations(ast.Expression(copy.deepcopy(node))), "<fold>", "eval")
-        return eval(code, {**self.env, **self.held})
+        return eval(code, {"np": np, **self.env, **self.held})
 
     def _all_known(self, node):
         for child in ast.iter_child_nodes(node):
