@@ -195,9 +195,10 @@ def sum_to_case(draw):
 
 
 def sum_to_reference(a, shape):
-    """Sum over the leading axes broadcasting adds, then over the widened size-1 axes."""
-    a = a.sum(axis=tuple(range(a.ndim - len(shape))))
-    return a.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True).reshape(shape)
+    """One sum over the leading axes broadcasting adds and the size-1 axes it widens, then the shape."""
+    extra = a.ndim - len(shape)
+    axes = [i for i in range(a.ndim) if i < extra or shape[i - extra] == 1]
+    return np.asarray(a.sum(axis=tuple(axes))).reshape(shape)
 
 
 @st.composite
