@@ -97,3 +97,20 @@ def test_only_what_the_shapes_decide_is_decided_while_writing():
     # numpy's own functions are called, never written out
     assert specialise(np.broadcast_to, ["g", "(2, 3)"], {"g": g}, lambda f: "np." + f.__name__) == \
         "np.broadcast_to(g, (2, 3))"
+
+
+_MARK = object()
+
+
+def _checked(g, mark):
+    assert mark is _MARK
+    return g
+
+
+def _with_a_default(g, mark=_MARK):
+    return _checked(g, mark)                   # the call inside must pass an object no program can spell
+
+
+def test_what_cannot_be_written_out_is_called():
+    g = np.ones(2)
+    assert specialise(_with_a_default, ["g"], {"g": g}, _use) == "_with_a_default(g)"

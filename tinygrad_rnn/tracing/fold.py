@@ -28,8 +28,11 @@ def specialise(fn, args, env, use):
     """The code of ``fn(*args)``: ``args`` are code texts, ``env`` the program's namespace while it is
     written (each variable's trace-time value), ``use(f)`` the name under which the program calls ``f``."""
     folder = _Folder(env)
-    node = folder.visit(ast.Call(func=folder.hold(fn), args=[_parse(a) for a in args], keywords=[]))
-    return folder.render(node, use)
+    try:
+        node = folder.visit(ast.Call(func=folder.hold(fn), args=[_parse(a) for a in args], keywords=[]))
+        return folder.render(node, use)
+    except _CannotWrite:        # something the program cannot spell: the call itself, which is always right
+        return f"{use(fn)}({', '.join(args)})"
 
 
 def specialise_pieces(fn, args, env, use):
@@ -49,6 +52,10 @@ def specialise_pieces(fn, args, env, use):
         element = _Replace({loop.target.id: ast.Constant(i)}).visit(copy.deepcopy(node.args[0].elt))
         pieces.append(folder.render(folder.visit(element), use))
     return pieces
+
+
+class _CannotWrite(Exception):
+    """A value met while writing out a function that has no spelling in a program."""
 
 
 def _parse(text):
@@ -302,7 +309,7 @@ class _WriteBack(ast.NodeTransformer):
         literal = _literal(value)
         if literal is not _UNKNOWN:
             return repr(literal)
-        raise TypeError(f"trace: cannot write {value!r} into a program")
+        raise _CannotWrite(value)
 
 
 def _is_engine_function(fn):
