@@ -2,9 +2,9 @@
 
 Layers, each importing only those below it:
   tensor      the engine (Tensor, graph, backward)
-  tracing     trace: a training step written out as numpy code, and run as such
-  vjp_writer, composite
-              compiled compositions: a function of Tensors run as one node (forward and backward
+  tracing     trace: a training step written out as numpy code, and run as such; tracing.vjp
+              writes a composition's forward and backward
+  composite   compiled compositions: a function of Tensors run as one node (forward and backward
               written from the composition itself)
   functional  activations and losses as compositions of Tensor operations, compiled
   checking    gradcheck, gradgradcheck, numerical_grad, compare_grads

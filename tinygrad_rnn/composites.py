@@ -5,7 +5,7 @@
         return F.tanh(x @ Wx + h @ Wh + b)
 
 The first call for a given signature runs ``cell`` plainly while the engine
-records it, and writes two numpy functions from the record (``vjp_writer``):
+records it, and writes two numpy functions from the record (``tracing.vjp``):
 the forward, and the backward that takes the outputs' gradients and returns
 the inputs' (a vector-Jacobian product).  Later calls run those as one node
 whose backward is the written backward.  The numbers are the plain
@@ -51,7 +51,7 @@ from .tensor import Tensor
 from .tracing.errors import GuardFailed, TraceError
 from .tracing.watch import _probe, _still_holds
 from .tracing.recorder import Derived, Op
-from .vjp_writer import NotCompiled, write_vjp
+from .tracing.vjp import NotCompiled, write_vjp
 
 __all__ = ["composite", "expanded", "is_expanded", "Composite", "CompositeOp"]
 

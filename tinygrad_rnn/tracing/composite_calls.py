@@ -124,7 +124,7 @@ def _safe(name):
 
 
 def _suffix(pattern):
-    """The backward function's suffix for the outputs that receive a gradient (as ``vjp_writer`` names it)."""
+    """The backward function's suffix for the outputs that receive a gradient (as ``tracing.vjp`` names it)."""
     return "_" + "".join("1" if p else "0" for p in pattern) if len(pattern) > 1 else ""
 
 

@@ -21,15 +21,15 @@ import itertools
 
 import numpy as np
 
-from . import tensor as engine
-from .tensor import Tensor
-from .tracing.backward import _ScatterCode
-from .tracing.errors import GuardFailed, TraceError
-from .tracing.passes import reuse_buffers, with_frees, without_dead
-from .tracing.recorder import Op, _Recorder, _Recording
-from .tracing.verify import _same
-from .tracing.writer import _Writer
-from .tracing.watch import _SLOT_DATA, _Watch
+from .. import tensor as engine
+from ..tensor import Tensor
+from .backward import _ScatterCode
+from .errors import GuardFailed, TraceError
+from .passes import reuse_buffers, with_frees, without_dead
+from .recorder import Op, _Recorder, _Recording
+from .verify import _same
+from .writer import _Writer
+from .watch import _SLOT_DATA, _Watch
 
 __all__ = ["write_vjp", "Compiled"]
 
