@@ -89,8 +89,10 @@ def must_fail(row_name):
     """Run a row's gradient property test; it must fail with AssertionError (a wrong gradient).
     The same examples as the suite's, but the first failure is reported as it is instead of
     shrunk: the failure is what matters here, and shrinking would cost most of the time."""
+    # as many examples as the ci profile in every profile: a row that covers several operations (the
+    # arithmetic with a constant) must draw the broken one, which a quick local profile could miss
     test = gradient_test(BY_NAME[row_name], phases=[Phase.explicit, Phase.reuse, Phase.generate],
-                         report_multiple_bugs=False, database=None)
+                         report_multiple_bugs=False, database=None, max_examples=150)
     try:
         test()
     except AssertionError as e:
