@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinygrad_rnn import tensor
-from tinygrad_rnn.tracing.fold import specialise, specialise_pieces
+from tinygrad_rnn.tracing.fold import specialise, specialise_around, specialise_pieces
 
 
 def _use(fn):
@@ -114,3 +114,11 @@ def _with_a_default(g, mark=_MARK):
 def test_what_cannot_be_written_out_is_called():
     g = np.ones(2)
     assert specialise(_with_a_default, ["g"], {"g": g}, _use) == "_with_a_default(g)"
+
+
+def test_a_caller_writing_its_argument_in_pieces_gets_the_code_around_it():
+    g = np.arange(12.0).reshape(4, 3)
+    before, after = specialise_around(tensor._unbroadcast, g, ["(3,)"], {}, _use)
+    assert (before, after) == ("np.asarray(", ".sum(axis=(0,))).reshape((3,))")
+    np.testing.assert_array_equal(_run(before + "(g + 0.0)" + after, {"g": g}), tensor._unbroadcast(g, (3,)))
+    assert specialise_around(_square_of, g, [], {}, _use) is None        # read twice: no single place

@@ -35,6 +35,18 @@ def specialise(fn, args, env, use):
         return f"{use(fn)}({', '.join(args)})"
 
 
+def specialise_around(fn, value, args, env, use):
+    """``(before, after)``: the code of ``fn(<x>, *args)`` for a first argument ``x`` whose value is
+    ``value``, split where it reads ``x`` (once), for a caller that writes ``x`` in pieces of its own
+    (in brackets, unless it is a name); None where the code reads ``x`` more than once, or not at all."""
+    hole = next(n for n in (f"_x{i}" for i in itertools.count()) if n not in env)
+    code = specialise(fn, [hole, *args], {**env, hole: value}, use)
+    reads = [n for n in ast.walk(ast.parse(code, mode="eval")) if isinstance(n, ast.Name) and n.id == hole]
+    if len(reads) != 1:
+        return None
+    return code[:reads[0].col_offset], code[reads[0].end_col_offset:]
+
+
 def specialise_pieces(fn, args, env, use):
     """The code of each element of the tuple ``fn(*args)`` returns, when ``fn`` builds it as
     ``tuple(<element> for i in range(n))`` with ``n`` known while writing; else None."""

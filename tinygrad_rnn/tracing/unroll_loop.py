@@ -19,6 +19,7 @@ import numpy as np
 from ..tensor import Tensor, _Scatter, _unbroadcast
 from .composite_calls import _add_terms, _check, _functions, _tuple
 from .errors import Unsupported
+from .fold import specialise_around
 
 __all__ = ["forward_loop", "backward_loop", "Step", "render"]
 
@@ -93,8 +94,13 @@ def _conv(writer, code, value, like):
     """``code`` (parts) as the engine makes a term fit its tensor: summed down to its shape, cast to its dtype."""
     if isinstance(value, _Scatter):
         raise Unsupported("a gradient term that scatters into a state or an input")
-    if value.shape != like.shape:
-        code = _parts(f"{writer._use(_unbroadcast)}(", code, f", {like.shape!r})")
+    if value.shape != like.shape:     # the sum these shapes need (tracing.fold), else the call
+        around = specialise_around(_unbroadcast, value, [repr(like.shape)], writer.ns, writer._use)
+        if around is None:
+            code = _parts(f"{writer._use(_unbroadcast)}(", code, f", {like.shape!r})")
+        else:
+            name = render(code, "t").isidentifier()
+            code = _parts(around[0], code, around[1]) if name else _parts(around[0] + "(", code, ")" + around[1])
     if value.dtype != like.dtype:
         code = _parts("(", code, f").astype(np.{like.dtype.name})")
     return code
