@@ -122,3 +122,51 @@ def test_a_caller_writing_its_argument_in_pieces_gets_the_code_around_it():
     assert (before, after) == ("np.asarray(", ".sum(axis=(0,))).reshape((3,))")
     np.testing.assert_array_equal(_run(before + "(g + 0.0)" + after, {"g": g}), tensor._unbroadcast(g, (3,)))
     assert specialise_around(_square_of, g, [], {}, _use) is None        # read twice: no single place
+
+
+def _power_of(g, k):
+    return k ** g
+
+
+def _pick(x, idx):
+    return x[idx]
+
+
+def _guarded(a):
+    return a * 2 if a.ndim > 1 and a.shape[1] == 3 else a
+
+
+def _outer(x):
+    return _square_of(x)
+
+
+def test_what_is_written_reads_as_python_reads_the_function():
+    g = np.array([1.0, 2.0, 3.0])
+    # a negative number decided while writing keeps its sign inside a power: (-2) ** g
+    code = specialise(_power_of, ["g", "-2"], {"g": g}, _use)
+    np.testing.assert_array_equal(_run(code, {"g": g}), _power_of(g, -2))
+    # an index of one sequence picks rows, not one element
+    x = np.arange(6.0).reshape(3, 2)
+    code = specialise(_pick, ["x", "((0, 1),)"], {"x": x}, _use)
+    np.testing.assert_array_equal(_run(code, {"x": x}), _pick(x, ((0, 1),)))
+    # `and` stops where Python stops: a.shape[1] of a vector is never looked at
+    assert specialise(_guarded, ["a"], {"a": g}, _use) == "a"
+    assert specialise(_guarded, ["a"], {"a": x.reshape(2, 3)}, _use) == "a * 2"
+    # a costly argument handed through another function is not written twice either
+    assert specialise(_outer, ["np.exp(g)"], {"g": g}, _use) == "_outer(np.exp(g))"
+
+
+def test_a_variable_named_like_a_builtin_leaves_the_builtin_alone():
+    import tinygrad_rnn as tg
+    from tinygrad_rnn import Tensor
+
+    def f(tuple, b):                       # concat's backward folds to tuple(np.split(...))
+        return (tg.concat([tuple, b]) * 2.0).sum()
+    a, b = np.linspace(-1, 1, 6).reshape(2, 3), np.linspace(0, 1, 3).reshape(1, 3)
+    program = tg.trace(f, Tensor(a, requires_grad=True), Tensor(b, requires_grad=True))
+    ta, tb = Tensor(a * 3, requires_grad=True), Tensor(b - 1, requires_grad=True)
+    f(ta, tb).backward()
+    pa, pb = Tensor(a * 3, requires_grad=True), Tensor(b - 1, requires_grad=True)
+    program(pa, pb)
+    np.testing.assert_array_equal(pa.grad, ta.grad)
+    np.testing.assert_array_equal(pb.grad, tb.grad)

@@ -31,7 +31,7 @@ def specialise(fn, args, env, use):
     try:
         node = folder.visit(ast.Call(func=folder.hold(fn), args=[_parse(a) for a in args], keywords=[]))
         return folder.render(node, use)
-    except _CannotWrite:        # something the program cannot spell: the call itself, which is always right
+    except Exception:   # noqa: BLE001 - anything folding cannot do: the call itself, which is always right
         return f"{use(fn)}({', '.join(args)})"
 
 
@@ -51,7 +51,14 @@ def specialise_pieces(fn, args, env, use):
     """The code of each element of the tuple ``fn(*args)`` returns, when ``fn`` builds it as
     ``tuple(<element> for i in range(n))`` with ``n`` known while writing; else None."""
     folder = _Folder(env)
-    node = folder.visit(ast.Call(func=folder.hold(fn), args=[_parse(a) for a in args], keywords=[]))
+    try:
+        node = folder.visit(ast.Call(func=folder.hold(fn), args=[_parse(a) for a in args], keywords=[]))
+        return _pieces(folder, node, use)
+    except Exception:   # noqa: BLE001 - anything folding cannot do: one call for all, which is always right
+        return None
+
+
+def _pieces(folder, node, use):
     if not (isinstance(node, ast.Call) and folder.known(node.func) is tuple and len(node.args) == 1
             and isinstance(node.args[0], ast.GeneratorExp) and len(node.args[0].generators) == 1):
         return None
@@ -101,8 +108,8 @@ def _index_node(value):
         if isinstance(v, slice):
             return ast.Slice(*(None if x is None else ast.Constant(x) for x in (v.start, v.stop, v.step)))
         return ast.Constant(v)
-    if isinstance(value, tuple) and len(value) == 1:    # x[(0,)] is x[0] for an int or a slice
-        value = value[0]
+    if isinstance(value, tuple) and len(value) == 1 and (value[0] is None or isinstance(value[0], (int, slice))):
+        value = value[0]                                 # x[(0,)] is x[0] for an int or a slice
     return ast.Tuple([part(v) for v in value], ast.Load()) if isinstance(value, tuple) else part(value)
 
 
@@ -169,6 +176,8 @@ class _Folder(ast.NodeTransformer):
     def _static(self, node, value):
         """``node``, known to be ``value`` while writing: a literal is written as one."""
         literal = _literal(value)
+        if isinstance(literal, int) and not isinstance(literal, bool) and literal < 0:
+            return ast.copy_location(ast.UnaryOp(ast.USub(), ast.Constant(-literal)), node)   # (-2) ** g
         if literal is not _UNKNOWN:
             return ast.copy_location(ast.Constant(literal), node)
         if not _is_data(value):
@@ -223,7 +232,25 @@ class _Folder(ast.NodeTransformer):
         node = self.generic_visit(node)
         return self._static(node, self._evaluate(node)) if self._all_known(node) else node
 
-    visit_BinOp = visit_UnaryOp = visit_Compare = visit_BoolOp = visit_Tuple = _fold_whole
+    visit_BinOp = visit_UnaryOp = visit_Compare = visit_Tuple = _fold_whole
+
+    def visit_BoolOp(self, node):
+        """``and``/``or`` as Python runs them: an operand known to end the evaluation drops the rest,
+        unvisited; a known one that passes it on is dropped (unless it is the last, the value then)."""
+        ends = isinstance(node.op, ast.Or)      # the truth value that ends the evaluation
+        kept = []
+        for i, operand in enumerate(node.values):
+            operand = self.visit(operand)
+            known = self.known(operand)
+            if known is _UNKNOWN or i == len(node.values) - 1:
+                kept.append(operand)
+            elif bool(known) == ends:
+                kept.append(operand)
+                break
+        if len(kept) == 1:
+            return kept[0]
+        node.values = kept
+        return node
 
     def visit_Subscript(self, node):
         node = self._fold_whole(node)
@@ -268,6 +295,8 @@ class _Folder(ast.NodeTransformer):
         for param, arg in bound.arguments.items():
             if not isinstance(arg, ast.AST):                  # a default value
                 names[param] = self.hold(arg)
+            elif isinstance(arg, ast.Name) and arg.id in self.args:
+                names[param] = arg         # an outer argument as it is: its uses are counted where it was bound
             elif self.known(arg) is not _UNKNOWN:
                 names[param] = arg
             else:
@@ -305,7 +334,14 @@ class _WriteBack(ast.NodeTransformer):
             return node
         if node.id in self.folder.args:
             return self.visit(copy.deepcopy(self.folder.args[node.id]))
-        return _parse(self._name_of(self.folder.held[node.id], self.use))
+        code = _parse(self._name_of(self.folder.held[node.id], self.use))
+        first = code
+        while isinstance(first, ast.Attribute):
+            first = first.value
+        if isinstance(first, ast.Name) and first.id in self.folder.env and \
+                self.folder.env[first.id] is not self.folder.held[node.id] and first.id != "np":
+            raise _CannotWrite(first.id)        # a variable of the program has that name (``tuple``, ``sum``)
+        return code
 
     @staticmethod
     def _name_of(value, use):
