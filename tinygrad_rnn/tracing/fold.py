@@ -177,7 +177,9 @@ class _Folder(ast.NodeTransformer):
         """``node``, known to be ``value`` while writing: a literal is written as one."""
         literal = _literal(value)
         if isinstance(literal, int) and not isinstance(literal, bool) and literal < 0:
-            return ast.copy_location(ast.UnaryOp(ast.USub(), ast.Constant(-literal)), node)   # (-2) ** g
+            negative = ast.copy_location(ast.UnaryOp(ast.USub(), ast.Constant(-literal)), node)   # (-2) ** g
+            self.values[id(negative)] = (negative, literal)
+            return negative
         if literal is not _UNKNOWN:
             return ast.copy_location(ast.Constant(literal), node)
         if not _is_data(value):
