@@ -340,10 +340,13 @@ def test_a_module_is_freed_after_its_compiled_step_ran():
     import gc
     cell = nn.LSTMCell(3, 4, rng=0)
     hs, last = nn.unroll(cell, Tensor(np.ones((2, 3, 3))))
-    ref = weakref.ref(cell)
+    (hs * hs).sum().backward()
+    refs = [weakref.ref(cell)] + [weakref.ref(p) for p in cell.parameters()]
     del cell, hs, last                            # the graph (which holds the cell) goes too
     gc.collect()
-    assert ref() is None                          # the programs are kept per module, weakly
+    # the programs are kept per module, weakly, and go with it: nothing holds its weights any more
+    assert [r() for r in refs] == [None] * len(refs)
+    assert len(nn.LSTMCell.step._by_owner) == 0
 
 
 def test_modules_made_and_freed_in_turn_each_run_their_own_weights():
@@ -358,8 +361,24 @@ def test_modules_made_and_freed_in_turn_each_run_their_own_weights():
         np.testing.assert_array_equal(hs.data, want.data)
         del cell, hs, want
         gc.collect()
-    # what was written for modules that are gone is dropped when another module comes
-    assert len(RNNCell.step._by_owner) == 1
+    # what was written for modules that are gone went with them
+    assert len(RNNCell.step._by_owner) == 0
+
+
+def test_modules_that_compare_equal_still_run_their_own_weights():
+    class Alike(nn.RNNCell):
+        def __eq__(self, other):
+            return True
+
+        def __hash__(self):
+            return 0
+    xs = np.linspace(-1, 1, 18).reshape(2, 3, 3)
+    cells = [Alike(3, 4, rng=seed) for seed in range(3)]
+    for cell in cells + cells:
+        hs, _ = nn.unroll(cell, Tensor(xs))
+        with expanded():
+            want, _ = nn.unroll(cell, Tensor(xs))
+        np.testing.assert_array_equal(hs.data, want.data)
 
 
 def test_an_input_the_outputs_do_not_depend_on_gets_no_gradient():

@@ -409,11 +409,12 @@ def _graph(args):
     return 0
 
 
-def _after_ctrl_c():
-    """The command was interrupted and has settled its files: a further Ctrl-C now ends the process by the
-    signal itself, rather than as a KeyboardInterrupt raised inside whatever the interpreter is tearing
-    down (a weakref callback, which would print a traceback and go on)."""
-    if threading.current_thread() is threading.main_thread():
+def _after_ctrl_c(command):
+    """The command was interrupted and has settled its files.  Run as the program (``command``: ``main()``
+    reading ``sys.argv``, which exits next), a further Ctrl-C now ends the process by the signal itself,
+    rather than as a KeyboardInterrupt raised inside whatever the interpreter is tearing down (a weakref
+    callback, which would print a traceback and go on); called from Python, the caller's handler stays."""
+    if command and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_DFL)
     return 130
 
@@ -424,12 +425,13 @@ def main(argv=None):
     from .data import DataError
     from .training import CheckpointError, Diverged
     parser = _build_parser()
+    command = argv is None
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
         args = parser.parse_args(argv)
         args.argv = argv
         status = args.run(args)
-        return _after_ctrl_c() if status == 130 else status
+        return _after_ctrl_c(command) if status == 130 else status
     except UsageError as e:
         print(e, file=sys.stderr)
         return 2
@@ -448,7 +450,7 @@ def main(argv=None):
         print(f"tinygrad-rnn: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        status = _after_ctrl_c()
+        status = _after_ctrl_c(command)
         print("tinygrad-rnn: interrupted", file=sys.stderr)
         return status
 

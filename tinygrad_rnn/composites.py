@@ -122,7 +122,7 @@ class Composite:
         self.fn = fn
         self.name = name or fn.__name__.strip("_") or "composite"
         self._programs = {}                           # for plain functions: signature -> _Program
-        self._by_owner = {}     # for methods: id(owner) -> (weak reference to it, {signature: _Program})
+        self._by_owner = {}     # for methods: weak reference to the owner -> (its id, {signature: _Program})
         self.reasons = {}                             # signature -> why it runs plainly
 
     def __get__(self, owner, kind=None):
@@ -164,16 +164,13 @@ class Composite:
         return program, tensors
 
     def _owner_programs(self, owner):
-        """The programs written for ``owner``: held by id beside a weak reference without a callback (a
-        callback runs whenever the owner happens to be collected, and a Ctrl-C that lands in one is lost);
-        the entries of owners that are gone are dropped when a new owner comes."""
-        entry = self._by_owner.get(id(owner))
-        if entry is not None and entry[0]() is owner:
-            return entry[1]
-        self._by_owner = {key: e for key, e in self._by_owner.items() if e[0]() is not None}
-        programs = {}
-        self._by_owner[id(owner)] = (weakref.ref(owner), programs)
-        return programs
+        """The programs written for ``owner``, dropped with it.  The weak reference's callback is the
+        dict's own ``pop``, which runs no Python code: a Python callback runs whenever the owner happens
+        to be collected, and a Ctrl-C that lands inside one is lost with a traceback."""
+        entry = self._by_owner.get(weakref.ref(owner))
+        if entry is None:
+            entry = self._by_owner[weakref.ref(owner, self._by_owner.pop)] = (id(owner), {})
+        return entry[1] if entry[0] == id(owner) else {}   # another owner that compares equal: none kept
 
     def _plain(self, owner, args, kwargs):
         return self.fn(*args, **kwargs) if owner is None else self.fn(owner, *args, **kwargs)
