@@ -73,6 +73,10 @@ def test_a_stack_gives_one_line_per_input():
     assert specialise_pieces(tensor._concat_backward, ["g", "[1]", "0"], {"g": g}, _use) is None
 
 
+def _scaled_by(g, n):
+    return n * g
+
+
 def _by_value(g):
     return g if g.sum() > 0 else -g           # depends on the values: decided by each run
 
@@ -122,6 +126,9 @@ def test_a_caller_writing_its_argument_in_pieces_gets_the_code_around_it():
     assert (before, after) == ("np.asarray(", ".sum(axis=(0,))).reshape((3,))")
     np.testing.assert_array_equal(_run(before + "(g + 0.0)" + after, {"g": g}), tensor._unbroadcast(g, (3,)))
     assert specialise_around(_square_of, g, [], {}, _use) is None        # read twice: no single place
+    # offsets are found in the parsed code, which counts bytes: a name that is not ASCII moves nothing
+    before, after = specialise_around(_scaled_by, g, ["ñ"], {"ñ": 2.0}, _use)
+    assert (before, after) == ("ñ * ", "")
 
 
 def _power_of(g, k):

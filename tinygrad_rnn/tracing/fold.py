@@ -44,7 +44,8 @@ def specialise_around(fn, value, args, env, use):
     reads = [n for n in ast.walk(ast.parse(code, mode="eval")) if isinstance(n, ast.Name) and n.id == hole]
     if len(reads) != 1:
         return None
-    return code[:reads[0].col_offset], code[reads[0].end_col_offset:]
+    text = code.encode()            # the parser's offsets count bytes of UTF-8 (a name may not be ASCII)
+    return text[:reads[0].col_offset].decode(), text[reads[0].end_col_offset:].decode()
 
 
 def specialise_pieces(fn, args, env, use):
