@@ -85,8 +85,24 @@ def test_the_tracer_names_no_derivative_itself():
         assert not {n for n in named if DERIVATIVE.fullmatch(n)}, path.name
 
 
+def _built_from_the_table():
+    """{op name: its derivative's name} for the methods that ``tensor._from_table`` made from an entry,
+    each checked to hold that entry's own forward and gradient function."""
+    found = {}
+    for attr, method in vars(Tensor).items():
+        if "grad" not in getattr(getattr(method, "__code__", None), "co_freevars", ()):
+            continue
+        held = inspect.getclosurevars(method).nonlocals
+        prim = tensor._PRIMITIVES[held["name"]]
+        assert held["grad"] is prim.grads[0][0] and held["forward"] is prim.forward, attr
+        found[held["name"]] = {held["grad"].__name__}
+    return found
+
+
 def test_the_table_holds_the_functions_that_each_operation_calls():
-    closures = _closures_by_op()
+    built = _built_from_the_table()
+    assert {"exp", "sin", "neg", "abs"} <= set(built)
+    closures = {**_closures_by_op(), **built}
     table = tensor._PRIMITIVES
     differentiable = {op for op, called in closures.items() if called}
     assert differentiable - set(table) == set(), "an operation whose derivative is not in the table"

@@ -79,9 +79,15 @@ def test_second_derivatives(row):
 
 def test_check_second_order_fails_on_a_wrong_second_derivative(monkeypatch):
     """A control: sin's backward right in value but constant on the graph path fails the check."""
-    monkeypatch.setattr(engine, "_sin_backward", wrong_sin_backward)
+    break_sin(monkeypatch)
     with pytest.raises(AssertionError, match="second derivative"):
         check_second_order(lambda t: t.sin(), np.array([0.3, -1.0]))
+
+
+def break_sin(monkeypatch):
+    """The table's sin entry given ``wrong_sin_backward``, and the method made from the entry again."""
+    monkeypatch.setattr(engine._PRIMITIVES["sin"], "grads", ((wrong_sin_backward, ("a",)),))
+    monkeypatch.setattr(Tensor, "sin", engine._from_table("sin")(Tensor.sin.__wrapped__))
 
 
 def wrong_sin_backward(g, x, m=np):
@@ -187,7 +193,7 @@ def test_gradgradcheck_passes_on_primitives_and_compositions():
 
 
 def test_gradgradcheck_catches_a_wrong_second_derivative_that_gradcheck_misses(monkeypatch):
-    monkeypatch.setattr(engine, "_sin_backward", wrong_sin_backward)
+    break_sin(monkeypatch)
     x = leaf([0.4, -1.1, 2.0])
     assert tg.gradcheck(lambda t: t.sin(), x)
     with pytest.raises(tg.GradcheckError, match=r"(?s)second derivatives: .*input 0 \(shape \(3,\)\): worst element "

@@ -21,6 +21,7 @@ composition computes a constant or picks a branch from values, in a way such a
 trace recomputes or guards rather than freezes.
 """
 import contextlib
+import functools
 import itertools
 import operator
 import types
@@ -471,6 +472,43 @@ _PRIMITIVES = _table(
 )
 
 
+def _from_table(name):
+    """A one-input elementwise method made from the table's entry ``name``; the method written under it
+    gives its name, signature and docstring, and nothing else::
+
+        @_from_table("sin")
+        def sin(self):
+            \"\"\"Sine, elementwise.\"\"\"
+
+    The node: the entry's forward on the data, a backward that hands the entry's gradient function what
+    it reads (the input ``a`` or the result ``out``, as a default argument that the graph path replaces
+    by a Tensor where the entry saves it), and what it reads kept read-only while the graph lives.
+    """
+    prim = _PRIMITIVES[name]
+    forward, ((grad, reads),) = prim.forward, prim.grads
+
+    def made(stub):
+        if reads == ("out",):
+            def method(self):
+                out = forward(self.data)
+                return Tensor._make(out, (self,), lambda g, out=out, m=np: (grad(g, out, m),), name, keeps=(),
+                                    keeps_out=True)
+        elif reads == ("a",) and prim.saved:
+            def method(self):
+                x = self.data
+                return Tensor._make(forward(x), (self,), lambda g, x=x, m=np: (grad(g, x, m),), name,
+                                    keeps=(self,))
+        elif reads == ("a",):   # read as a constant (abs: the sign), an array on the graph path too
+            def method(self):
+                x = self.data
+                return Tensor._make(forward(x), (self,), lambda g, m=np: (grad(g, x, m),), name, keeps=(self,))
+        else:
+            def method(self):
+                return Tensor._make(forward(self.data), (self,), lambda g, m=np: (grad(g, m),), name, keeps=())
+        return functools.update_wrapper(method, stub)
+    return made
+
+
 def _broadcast_source(source, target):
     """Whether numpy broadcasting takes ``source`` to ``target`` (so summing takes ``target`` back)."""
     if len(source) > len(target):
@@ -766,9 +804,9 @@ class Tensor:
             _pow_grad_base(g, a, b, out, m) if self.requires_grad else None,
             _pow_grad_exponent(g, a, out, m) if other.requires_grad else None), "pow")
 
+    @_from_table("neg")
     def __neg__(self):
         """``-self``."""
-        return Tensor._make(-self.data, (self,), lambda g, m=np: (_neg_backward(g, m),), "neg", keeps=())
 
     def __radd__(self, other):
         """``other + self`` for a number or array ``other``."""
@@ -844,34 +882,25 @@ class Tensor:
         return self._compare(other, np.not_equal)
 
     # ------------------------------------------------------------------ elementwise functions
+    @_from_table("exp")
     def exp(self):
         """e to the power of each element."""
-        out = np.exp(self.data)
-        return Tensor._make(out, (self,), lambda g, out=out, m=np: (_exp_backward(g, out, m),), "exp", keeps=(),
-                            keeps_out=True)
 
+    @_from_table("expm1")
     def expm1(self):
         """exp(x) - 1, exact for small x (the stable tanh is built on it)."""
-        x = self.data
-        return Tensor._make(np.expm1(x), (self,), lambda g, x=x, m=np: (_expm1_backward(g, x, m),), "expm1",
-                            keeps=(self,))
 
+    @_from_table("log")
     def log(self):
         """The natural logarithm of each element."""
-        x = self.data
-        return Tensor._make(np.log(x), (self,), lambda g, x=x, m=np: (_log_backward(g, x, m),), "log",
-                            keeps=(self,))
 
+    @_from_table("sqrt")
     def sqrt(self):
         """The square root of each element."""
-        out = np.sqrt(self.data)
-        return Tensor._make(out, (self,), lambda g, out=out, m=np: (_sqrt_backward(g, out, m),), "sqrt", keeps=(),
-                            keeps_out=True)
 
+    @_from_table("abs")
     def abs(self):
         """The absolute value of each element; the gradient at 0 is 0 (as numpy.sign)."""
-        x = self.data
-        return Tensor._make(np.abs(x), (self,), lambda g, m=np: (_abs_backward(g, x, m),), "abs", keeps=(self,))
 
     def clip(self, lo=None, hi=None):
         """Limit values to [lo, hi]; the gradient passes where lo <= x <= hi (as torch.clamp)."""
@@ -886,23 +915,17 @@ class Tensor:
                             (lo is not None, hi is not None))
 
     # ------------------------------------------------------------------ more elementwise, reductions and shapes
+    @_from_table("sin")
     def sin(self):
         """Sine, elementwise; its gradient is ``g * cos(x)``."""
-        x = self.data
-        return Tensor._make(np.sin(x), (self,), lambda g, x=x, m=np: (_sin_backward(g, x, m),), "sin",
-                            keeps=(self,))
 
+    @_from_table("cos")
     def cos(self):
         """Cosine, elementwise; its gradient is ``-g * sin(x)``."""
-        x = self.data
-        return Tensor._make(np.cos(x), (self,), lambda g, x=x, m=np: (_cos_backward(g, x, m),), "cos",
-                            keeps=(self,))
 
+    @_from_table("log1p")
     def log1p(self):
         """log(1 + x), exact for small x."""
-        x = self.data
-        return Tensor._make(np.log1p(x), (self,), lambda g, x=x, m=np: (_log1p_backward(g, x, m),), "log1p",
-                            keeps=(self,))
 
     def min(self, axis=None, keepdims=False):
         """Minimum, as -max(-x): ties share the gradient equally, and a NaN is picked (and gets it)."""
