@@ -80,8 +80,12 @@ EQUIVALENT = {
         "after the leaf, so at least 1: a version of 1 is never above it either",
     ("tinygrad_rnn/tensor.py", "return a.reshape(-1, n)", "1", "2", 0):
         "_rows: numpy's reshape takes any negative size as the one to infer, so -2 is -1",
-    ("tinygrad_rnn/tensor.py", "return (_rows(a) @ b).reshape(a.shape[:-1] + b.shape[-1:])", "-", "+", 1):
+    ("tinygrad_rnn/tensor.py", "return (_rows(a) @ b).reshape(a.shape[:-1] + b.shape[-1:]) if a.ndim > 2 and "
+     "b.ndim == 2 else a @ b", "-", "+", 1):
         "_folded_matmul: b is 2-d on this path, so b.shape[1:] is b.shape[-1:]",
+    ("tinygrad_rnn/tensor.py", "return (_rows(a) @ b).reshape(a.shape[:-1] + b.shape[-1:]) if a.ndim > 2 and "
+     "b.ndim == 2 else a @ b", ">", ">=", 0):
+        "_folded_matmul: a 2-d a folded is a.reshape(-1, n) @ b reshaped to its own shape: the same product",
     ("tinygrad_rnn/tensor.py", "return m.where(mask, a, 1) ** e", "1", "2", 0):
         "_power on the graph path: the fill is used only where a == b == 0, where the exponent b - 1 is -1, "
         "so 1 ** -1 and 2 ** -1 are both finite, and the where around it in _pow_grad_base gives 0 there "

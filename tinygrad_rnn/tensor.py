@@ -493,15 +493,11 @@ def _from_table(name):
                 out = forward(self.data)
                 return Tensor._make(out, (self,), lambda g, out=out, m=np: (grad(g, out, m),), name, keeps=(),
                                     keeps_out=True)
-        elif reads == ("a",) and prim.saved:
+        elif reads == ("a",):   # (an entry that saves nothing, abs, gets no Tensor for x on the graph path)
             def method(self):
                 x = self.data
                 return Tensor._make(forward(x), (self,), lambda g, x=x, m=np: (grad(g, x, m),), name,
                                     keeps=(self,))
-        elif reads == ("a",):   # read as a constant (abs: the sign), an array on the graph path too
-            def method(self):
-                x = self.data
-                return Tensor._make(forward(x), (self,), lambda g, m=np: (grad(g, x, m),), name, keeps=(self,))
         else:
             def method(self):
                 return Tensor._make(forward(self.data), (self,), lambda g, m=np: (grad(g, m),), name, keeps=())
