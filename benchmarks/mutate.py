@@ -60,8 +60,6 @@ SWAPS = {"+": "-", "-": "+", "*": "/", "/": "*", "**": "*", "@": "*", "<": "<=",
 
 # (file, source line stripped, old, new, occurrence of `old` in the line) -> why no input tells it apart
 EQUIVALENT = {
-    ("tinygrad_rnn/tensor.py", "g = g.sum(axis=axes, keepdims=True)", "True", "False", 0):
-        "_unbroadcast: the reshape to `shape` that follows puts back the summed axes as 1s; same values",
     ("tinygrad_rnn/tensor.py", "elif axis is None and not keepdims:", "and", "or", 0):
         "_sum_backward: reached only when axis is None or keepdims; with keepdims g already has the "
         "shape (1,) * ndim, so the extra reshape changes nothing",
@@ -78,8 +76,6 @@ EQUIVALENT = {
     ("tinygrad_rnn/tensor.py", "self._version = 0", "0", "1", 0):
         "a leaf's version is only compared with the creation number of a node that records it, made "
         "after the leaf, so at least 1: a version of 1 is never above it either",
-    ("tinygrad_rnn/tensor.py", "return a.reshape(-1, n)", "1", "2", 0):
-        "_rows: numpy's reshape takes any negative size as the one to infer, so -2 is -1",
     ("tinygrad_rnn/tensor.py", "return (_rows(a) @ b).reshape(a.shape[:-1] + b.shape[-1:]) if a.ndim > 2 and "
      "b.ndim == 2 else a @ b", "-", "+", 1):
         "_folded_matmul: b is 2-d on this path, so b.shape[1:] is b.shape[-1:]",
@@ -157,8 +153,6 @@ EQUIVALENT = {
      "or", "and", 1):
         "_is_basic_index: an index with ... is then scattered by np.add.at instead of +=; both give the "
         "same sums for an index that repeats no element",
-    ("tinygrad_rnn/tensor.py", "if a.ndim > 2 and b.ndim == 2:", ">", ">=", 0):
-        "_folded_matmul: a 2-d a then takes the folded path, where reshaping it to rows changes nothing",
     ("tinygrad_rnn/tensor.py", 't._parents, t._backward, t._op, t._retain_grad = (), None, "const", False',
      "False", "True", 0):
         "_constant: a constant never requires grad, so backward never reaches it to keep a gradient",

@@ -163,20 +163,13 @@ def join_case(draw, same_shape):
 
 
 @st.composite
-def on_the_left_case(draw):
-    """A number, or a constant array, on the left of + - * / (the reflected methods)."""
+def constant_case(draw):
+    """A tensor and a number, or a constant array, for either side of + - * / (on the left: the
+    reflected methods)."""
     x = draw(S.any_array(S.away_from_zero(0.5, 3.0)))
     c = draw(S.away_from_zero(0.5, 3.0))
-    left = np.full(x.shape[-1:], c) if draw(st.booleans()) else c
-    return (x,), {"c": left, "op": draw(st.sampled_from(["+", "-", "*", "/"]))}
-
-
-@st.composite
-def on_the_right_case(draw):
-    x = draw(S.any_array(S.away_from_zero(0.5, 3.0)))
-    c = draw(S.away_from_zero(0.5, 3.0))
-    right = np.full(x.shape[-1:], c) if draw(st.booleans()) else c
-    return (x,), {"c": right, "op": draw(st.sampled_from(["+", "-", "*", "/"]))}
+    constant = np.full(x.shape[-1:], c) if draw(st.booleans()) else c
+    return (x,), {"c": constant, "op": draw(st.sampled_from(["+", "-", "*", "/"]))}
 
 
 ARITHMETIC = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}
@@ -270,9 +263,9 @@ ROWS = [
     Row("rpow", ("Tensor.__rpow__",), lambda t, base: base ** t,
         case(S.any_array(S.floats(-2.0, 2.0)), base=S.floats(0.2, 3.0))),
     Row("constant_on_the_left", ("Tensor.__radd__", "Tensor.__rsub__", "Tensor.__rmul__", "Tensor.__rtruediv__"),
-        lambda t, c, op: ARITHMETIC[op](c, t), on_the_left_case(), constants_promote=True),
+        lambda t, c, op: ARITHMETIC[op](c, t), constant_case(), constants_promote=True),
     Row("constant_on_the_right", ("Tensor.__add__", "Tensor.__sub__", "Tensor.__mul__", "Tensor.__truediv__"),
-        lambda t, c, op: ARITHMETIC[op](t, c), on_the_right_case(), constants_promote=True),
+        lambda t, c, op: ARITHMETIC[op](t, c), constant_case(), constants_promote=True),
     # matmul: 1-D either side, 2-D, batched with broadcast batch axes
     Row("matmul", ("Tensor.__matmul__",), lambda a, b: a @ b, case(S.matmul_pair())),
     Row("matmul_batched", ("Tensor.__matmul__",), lambda a, b: a @ b, case(S.batched_matmul_pair())),

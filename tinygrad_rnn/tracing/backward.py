@@ -164,29 +164,6 @@ class _Reads(dict):
         return self.attrs[int(read[len("attr"):])]
 
 
-def _expression_of(fn):
-    """(parameter names, a fresh copy of the returned expression) when ``fn``'s body is one ``return``
-    of an expression that reads only its parameters and numpy (``np``); else None."""
-    if fn not in _BODIES:
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
-        except (OSError, TypeError, SyntaxError):   # no source to read: it is called
-            tree = None
-        _BODIES[fn] = tree if isinstance(tree, ast.FunctionDef) else None
-    tree = _BODIES[fn]
-    if tree is None:
-        return None
-    body = tree.body[1:] if isinstance(tree.body[0], ast.Expr) and isinstance(tree.body[0].value, ast.Constant) \
-        else tree.body
-    if len(body) != 1 or not isinstance(body[0], ast.Return) or body[0].value is None:
-        return None
-    params = [a.arg for a in tree.args.args]
-    names = {n.id for n in ast.walk(body[0].value) if isinstance(n, ast.Name)}
-    if not names <= set(params) | {"np"}:
-        return None
-    return params, copy.deepcopy(body[0].value)
-
-
 _BODIES = {}
 
 

@@ -6,9 +6,9 @@ import numpy as np
 
 from .. import tensor as engine
 from ..tensor import Tensor
-from .backward import _expression_of, _Reads, _Substitute
+from .backward import _Reads, _Substitute
 from .errors import TraceError
-from .fold import specialise
+from .fold import specialise, written_out
 from .recorder import Copy, Decide, Derived, Op
 
 _SHORT = {"matmul": "mm", "index": "ix", "reshape": "rs", "transpose": "tr", "detach": "det",
@@ -123,12 +123,16 @@ class _ForwardLines:
         """The call of the table's forward on ``texts``; one whose body is a single expression, that expression
         (for this program's shapes, ``tracing.fold``)."""
         fn = prim.forward
-        body = None if isinstance(fn, np.ufunc) else _expression_of(fn)
-        if not isinstance(fn, np.ufunc) and not any(isinstance(x, _Index) for x in texts):
-            return specialise(fn, [str(x) for x in texts], self.ns, self._function_text)
-        if body is None:
+        if isinstance(fn, np.ufunc):
             return f"{self._function_text(fn)}({', '.join(str(x) for x in texts)})"
-        params, expr = body
+        if not any(isinstance(x, _Index) for x in texts):
+            return specialise(fn, [str(x) for x in texts], self.ns, self._function_text)
+        # an index is written in brackets, where no expression can stand for it: put in as it is
+        body = written_out(fn)
+        params = list(body[0].parameters) if body else []
+        if body is None or {n.id for n in ast.walk(body[1]) if isinstance(n, ast.Name)} - set(params) - {"np"}:
+            return f"{self._function_text(fn)}({', '.join(str(x) for x in texts)})"
+        expr = body[1]
         values = {k: ast.parse(v, mode="eval").body for k, v in zip(params, texts) if not isinstance(v, _Index)}
         slices = {k: ast.parse(f"_[{v}]", mode="eval").body.slice for k, v in zip(params, texts)
                   if isinstance(v, _Index)}
