@@ -7,7 +7,7 @@ import ast
 import inspect
 import pathlib
 import re
-
+import textwrap
 import types
 
 import numpy as np
@@ -123,7 +123,16 @@ def test_every_table_entry_is_traced_by_its_table_functions():
         for fn, reads in prim.grads + ((prim.several,) if prim.several else ()):
             if fn is not None:
                 assert inspect.isfunction(fn) and fn.__module__ == tensor.__name__, name
-                assert set(reads) <= {"a", "b", "mask", "out", "shape_a", "shape_b", "attr0", "attr1", "lo", "hi"}
+                assert set(reads) <= {"a", "b", "mask", "out", "shape_a", "shape_b", "attr0", "attr1", "need_a",
+                                      "need_b", "lo", "hi"}
+
+
+def test_the_backward_writer_names_no_operation():
+    """It asks each entry what its gradient is (functions, several, scatter), never which operation it is."""
+    source = inspect.getsource(tracing._Writer._backward_pieces)
+    constants = {n.value for n in ast.walk(ast.parse(textwrap.dedent(source))) if isinstance(n, ast.Constant)}
+    assert not constants & set(tensor._PRIMITIVES), constants & set(tensor._PRIMITIVES)
+    assert tensor._PRIMITIVES["index"].scatter == (tensor._scatter_add, tensor._scatter_add_at)
 
 
 def test_the_engine_backwards_do_no_arithmetic_of_their_own():

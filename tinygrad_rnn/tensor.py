@@ -246,6 +246,16 @@ def _stack_backward(g, axis, m=np):
     return tuple(g[_at(axis, i)] for i in range(g.shape[axis]))
 
 
+def _scatter_add(buffer, idx, g):
+    """An indexing's gradient, added into its input's gradient ``buffer`` at ``idx``."""
+    buffer[idx] += g            # basic indexing never repeats an element
+
+
+def _scatter_add_at(buffer, idx, g):
+    """The same for an index that may repeat an element."""
+    np.add.at(buffer, idx, g)   # repeated indices accumulate
+
+
 def _at(axis, i):
     """The index of position ``i`` along ``axis``: ``(i,)``, ``(:, i)``, ..."""
     return (slice(None),) * axis + (i,)
@@ -404,23 +414,27 @@ class _Primitive:
     ``grads[i]`` is ``(function, reads)``: the function is called as ``function(g, *values, m)``
     with the values named in ``reads`` (``a``, ``b``: the inputs; ``mask``: a ``where``'s condition;
     ``out``: the result; ``shape_a``, ``shape_b``: the inputs' shapes; ``attr0``, ``attr1``: the
-    operation's other arguments; ``lo``, ``hi``: a ``clip``'s bounds); a function of None passes ``g``
+    operation's other arguments; ``need_a``, ``need_b``: whether that input needs a gradient; ``lo``,
+    ``hi``: a ``clip``'s bounds); a function of None passes ``g``
     on as it is.  ``several``, instead, gives every input's gradient in one call.  ``saved`` names
     the values that the Tensor's backward keeps, in its parameters' order: on the graph path they
     are handed to it as Tensors.  ``symbol`` is the operator that writes the forward (``a * b``), for
     inputs where ``operator_if`` holds (None: all).  An entry with both ``grads`` and ``several`` uses
-    ``grads`` where ``grads_if`` holds for its inputs' arrays, ``several`` elsewhere.  ``args`` names
+    ``grads`` where ``grads_if`` holds for its inputs' arrays, ``several`` elsewhere.  ``scatter``, an
+    indexing's, adds the gradient into the input's gradient buffer in place, for a basic index and for
+    any index: ``function(buffer, index, g)``.  ``args`` names
     what ``forward`` is called with, as ``reads`` does (``inputs``: all inputs, as a list; ``index``:
     ``attr0`` as an index); None: the inputs, then the other arguments.  A traced program writes the
     forward from these alone.
     """
-    __slots__ = ("name", "forward", "grads", "several", "saved", "symbol", "args", "operator_if", "grads_if")
+    __slots__ = ("name", "forward", "grads", "several", "saved", "symbol", "args", "operator_if", "grads_if",
+                 "scatter")
 
     def __init__(self, name, forward=None, grads=(), several=None, saved=(), symbol=None, args=None,
-                 operator_if=None, grads_if=None):
+                 operator_if=None, grads_if=None, scatter=None):
         self.name, self.forward, self.grads, self.several = name, forward, grads, several
         self.saved, self.symbol, self.args, self.operator_if = saved, symbol, args, operator_if
-        self.grads_if = grads_if
+        self.grads_if, self.scatter = grads_if, scatter
 
 
 def _table(*primitives):
@@ -438,7 +452,7 @@ _PRIMITIVES = _table(
     _Primitive("neg", np.negative, ((_neg_backward, ()),), symbol="-"),
     # a matrix b: one function per input; other shapes: _matmul_backward gives both
     _Primitive("matmul", _folded_matmul, ((_matmul_grad_a, ("b",)), (_matmul_grad_b, ("a",))),
-               several=(_matmul_backward, ("a", "b")), saved=("a", "b"), symbol="@", operator_if=_two_matrices,
+               several=(_matmul_backward, ("a", "b", "need_a", "need_b")), saved=("a", "b"), symbol="@", operator_if=_two_matrices,
                grads_if=_matrix_factor),
     _Primitive("exp", np.exp, ((_exp_backward, ("out",)),), saved=("out",)),
     _Primitive("expm1", np.expm1, ((_expm1_backward, ("a",)),), saved=("a",)),
@@ -460,8 +474,8 @@ _PRIMITIVES = _table(
     _Primitive("sum_to", _unbroadcast, ((_sum_to_backward, ("shape_a",)),)),
     _Primitive("concat", _concat, several=(_concat_backward, ("attr1", "attr0")), args=("inputs", "attr0")),
     _Primitive("stack", _stack, several=(_stack_backward, ("attr1",)), args=("inputs", "attr0")),
-    # an indexing's gradient is the engine's scatter (tensor._Scatter), not a function of the table
-    _Primitive("index", _index, args=("a", "index")),
+    # the engine hands the scatter over unmade (a _Scatter) and adds it into the buffer once it is there
+    _Primitive("index", _index, scatter=(_scatter_add, _scatter_add_at), args=("a", "index")),
     _Primitive("detach", _detach),                   # no gradient flows through these
     _Primitive("less", np.less, symbol="<"),
     _Primitive("less_equal", np.less_equal, symbol="<="),
@@ -672,17 +686,14 @@ class Tensor:
             return _constant(np.array(other))   # a copy: a caller's later in-place edit cannot reach the graph
         return Tensor(other)
 
-    def _broadcast(self, name, fn, other):
+    def _broadcast_error(self, name, other, e):
+        """The error to raise for numpy's ValueError ``e`` in the binary operation ``name``."""
         try:
-            return fn(self.data, other.data)
-        except ValueError as e:
-            try:
-                np.broadcast_shapes(self.shape, other.shape)
-            except ValueError:
-                raise ValueError(f"{name}: shapes {self.shape} and {other.shape} cannot be broadcast "
-                                 f"together") from None
-            # the shapes fit: numpy refused the values (integers to negative integer powers, say)
-            raise ValueError(f"{name} of {self.dtype} {self.shape} and {other.dtype} {other.shape}: {e}") from None
+            np.broadcast_shapes(self.shape, other.shape)
+        except ValueError:
+            return ValueError(f"{name}: shapes {self.shape} and {other.shape} cannot be broadcast together")
+        # the shapes fit: numpy refused the values (integers to negative integer powers, say)
+        return ValueError(f"{name} of {self.dtype} {self.shape} and {other.dtype} {other.shape}: {e}")
 
     shape = property(lambda self: self.data.shape)
     """The shape of the data, a tuple."""
@@ -755,22 +766,31 @@ class Tensor:
     # ------------------------------------------------------------------ arithmetic
     def __add__(self, other):
         """``self + other``, broadcasting as numpy does; numbers and arrays become constants."""
-        other = self._lift(other)
-        out = self._broadcast("add", np.add, other)
+        other = other if isinstance(other, Tensor) else self._lift(other)
+        try:
+            out = np.add(self.data, other.data)
+        except ValueError as e:
+            raise self._broadcast_error("add", other, e) from None
         return Tensor._make(out, (self, other), lambda g, m=np: (g, g), "add", keeps=())
 
     def __sub__(self, other):
         """``self - other``, broadcasting."""
-        other = self._lift(other)
-        out = self._broadcast("sub", np.subtract, other)
+        other = other if isinstance(other, Tensor) else self._lift(other)
+        try:
+            out = np.subtract(self.data, other.data)
+        except ValueError as e:
+            raise self._broadcast_error("sub", other, e) from None
         return Tensor._make(out, (self, other), lambda g, m=np: (
             g, _sub_grad_b(g, other.shape, m) if other.requires_grad else None), "sub", keeps=())
 
     def __mul__(self, other):
         """``self * other``, elementwise, broadcasting."""
-        other = self._lift(other)
+        other = other if isinstance(other, Tensor) else self._lift(other)
         a, b = self.data, other.data
-        out = self._broadcast("mul", np.multiply, other)
+        try:
+            out = np.multiply(a, b)
+        except ValueError as e:
+            raise self._broadcast_error("mul", other, e) from None
 
         def backward(g, a=a, b=b, m=np):     # the saved operands as defaults (see _sum_to)
             return (_mul_grad(g, b, m) if self.requires_grad else None,
@@ -781,9 +801,12 @@ class Tensor:
 
     def __truediv__(self, other):
         """``self / other``, elementwise, broadcasting."""
-        other = self._lift(other)
+        other = other if isinstance(other, Tensor) else self._lift(other)
         b = other.data
-        out = self._broadcast("div", np.divide, other)
+        try:
+            out = np.divide(self.data, b)
+        except ValueError as e:
+            raise self._broadcast_error("div", other, e) from None
 
         def backward(g, b=b, out=out, m=np):
             return (_div_grad_a(g, b, m) if self.requires_grad else None,
@@ -792,9 +815,12 @@ class Tensor:
 
     def __pow__(self, other):
         """``self ** other``, elementwise; the exponent may be a tensor that needs a gradient too."""
-        other = self._lift(other)
+        other = other if isinstance(other, Tensor) else self._lift(other)
         a, b = self.data, other.data
-        out = self._broadcast("pow", np.power, other)
+        try:
+            out = np.power(a, b)
+        except ValueError as e:
+            raise self._broadcast_error("pow", other, e) from None
 
         return Tensor._make(out, (self, other), lambda g, a=a, b=b, out=out, m=np: (
             _pow_grad_base(g, a, b, out, m) if self.requires_grad else None,
@@ -1167,17 +1193,7 @@ class _Scatter:
         self.idx, self.g, self.basic = idx, g, basic
 
     def add_into(self, buffer):
-        (_scatter_add if self.basic else _scatter_add_at)(buffer, self.idx, self.g)
-
-
-# the scatter itself, written once: the engine calls these, a traced program writes their statement
-def _scatter_add(buffer, idx, g):
-    buffer[idx] += g            # basic indexing never repeats an element
-
-
-def _scatter_add_at(buffer, idx, g):
-    np.add.at(buffer, idx, g)   # repeated indices accumulate
-
+        (_scatter_add if self.basic else _scatter_add_at)(buffer, self.idx, self.g)     # index's entry has them
 
 
 def _accumulate(grads, owned, parent, pg):
@@ -1371,7 +1387,10 @@ def where(cond, a, b):
 def _choice(name, fn, a, b):
     like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else Tensor(np.asarray(a))
     a, b = like._lift(a), like._lift(b)
-    return a, b, a._broadcast(name, fn, b)
+    try:
+        return a, b, fn(a.data, b.data)
+    except ValueError as e:
+        raise a._broadcast_error(name, b, e) from None
 
 
 def maximum(a, b):

@@ -99,23 +99,22 @@ class _BackwardLines:
     def _backward_pieces(self, op, g, parents, attrs, t):
         """(parent index, code) for each input's gradient: calls of the functions of ``op``'s table entry."""
         v = [self._name_of(p, parents) for p in parents]
-        if op == "index":
-            given, basic = attrs
-            return [(0, _ScatterCode(self._index_source(given, parents[1:], v[1:]), g, basic))]
         prim = _PRIMITIVES.get(op)
         if prim is None:
             raise TraceError(f"trace: the backward of {op!r} cannot be traced")
+        if prim.scatter:    # added into the input's buffer at the index (attrs: the index as given, whether basic)
+            given, basic = attrs
+            return [(0, _ScatterCode(self._index_source(given, parents[1:], v[1:]), g, basic, prim.scatter))]
         values = _Reads(v, parents, attrs, self.var[id(t)])
         # one function per input where the entry has them (and its grads_if holds, as the engine picks)
         if prim.several and not (prim.grads and prim.grads_if(*(p.data for p in parents))):
             fn, reads = prim.several
-            extra = [p.requires_grad for p in parents] if op == "matmul" else []
-            texts = self._texts(g, *(values[r] for r in reads), *extra)
+            texts = self._texts(g, *(values[r] for r in reads))
             pieces = specialise_pieces(fn, texts, self.ns, self._use)
             if pieces is not None:      # a tuple made element by element: each input's line on its own
                 return list(enumerate(pieces))
             both = self._reserve(_GRADS_NAME.get(op, f"{op}_grads"))
-            self._emit(f"{both} = {self._call(fn, g, *(values[r] for r in reads), *extra)}", "backward")
+            self._emit(f"{both} = {self._call(fn, g, *(values[r] for r in reads))}", "backward")
             return [(i, f"{both}[{i}]") for i in range(len(parents))]
         return [(i, g if fn is None else self._call(fn, g, *(values[r] for r in reads)))
                 for i, (fn, reads) in enumerate(prim.grads) if parents[i].requires_grad]
@@ -143,8 +142,8 @@ class _BackwardLines:
 class _Reads(dict):
     """What a name of the table's vocabulary (``reads``, ``args``) stands for in one operation's lines:
     ``a``, ``b``, ``mask`` (the inputs' names), ``out`` (the result's), ``shape_a``, ``shape_b``,
-    ``attr0``, ``attr1`` (values) and a clip's bounds ``lo``, ``hi`` (inputs after x; a missing one is
-    None), each looked up when asked for."""
+    ``attr0``, ``attr1`` (values), ``need_a``, ``need_b`` (whether that input needs a gradient) and a
+    clip's bounds ``lo``, ``hi`` (inputs after x; a missing one is None), each looked up when asked for."""
 
     def __init__(self, names, parents, attrs, out=None):
         super().__init__()
@@ -161,6 +160,8 @@ class _Reads(dict):
             return lo if read == "lo" else next(bounds) if self.attrs[1] else "None"
         if read == "out":
             return self.out
+        if read in ("need_a", "need_b"):
+            return self.parents[read == "need_b"].requires_grad
         return self.attrs[int(read[len("attr"):])]
 
 
@@ -188,17 +189,16 @@ class _Substitute(ast.NodeTransformer):
 class _ScatterCode:
     """The gradient of an indexing: added into the input's gradient buffer at the index.
 
-    Its line is the statement of the engine's own scatter (``tensor._scatter_add``, or
-    ``_scatter_add_at`` for an index that may repeat), its parameters replaced by the
-    buffer, the index (as written in brackets) and the gradient.
+    Its line is the statement of the table entry's ``scatter`` function for the index (``basic``:
+    ``tensor._scatter_add``; else ``_scatter_add_at``, for an index that may repeat), its parameters
+    replaced by the buffer, the index (as written in brackets) and the gradient.
     """
 
-    def __init__(self, index, g, basic):
-        self.index, self.g, self.basic = index, g, basic
+    def __init__(self, index, g, basic, scatter):
+        self.index, self.g, self.basic, self.scatter = index, g, basic, scatter
 
     def code(self, buffer):
-        fn = engine._scatter_add if self.basic else engine._scatter_add_at
-        params, statement = _statement_of(fn)
+        params, statement = _statement_of(self.scatter[not self.basic])
         index = ast.parse(f"_[{self.index}]", mode="eval").body.slice    # the index as written in brackets
         given = dict(zip(params, (buffer, None, self.g)))
         values = {k: ast.parse(v, mode="eval").body for k, v in given.items() if v is not None}
