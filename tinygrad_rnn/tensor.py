@@ -640,24 +640,24 @@ class Tensor:
         t._seq = next(_creation_counter)
         t._version = 0
         t._locked = None
-        t.requires_grad = False
-        t._parents = ()
-        t._backward = None
-        if _grad_enabled and backward is not None:
-            for p in parents:
-                if p.requires_grad:
-                    t.requires_grad = True
-                    t._parents = parents
-                    t._backward = backward
-                    # what backward will read is made read-only while the graph lives: a raw in-place
-                    # write (W.data[...] = 0) then fails instead of silently changing the gradient
-                    for q in parents if keeps is None else keeps:
-                        if q._locked is not q.data:
-                            _lock(q)
-                    if keeps is None or keeps_out:
-                        data.setflags(False)
-                        t._locked = data
-                    break
+        for p in parents if _grad_enabled and backward is not None else ():
+            if p.requires_grad:
+                t.requires_grad = True
+                t._parents = parents
+                t._backward = backward
+                # what backward will read is made read-only while the graph lives: a raw in-place
+                # write (W.data[...] = 0) then fails instead of silently changing the gradient
+                for q in parents if keeps is None else keeps:
+                    if q._locked is not q.data:
+                        _lock(q)
+                if keeps is None or keeps_out:
+                    data.setflags(False)
+                    t._locked = data
+                break
+        else:
+            t.requires_grad = False
+            t._parents = ()
+            t._backward = None
         if _tracer is not None:
             _tracer.record(t, op, parents, attrs)
         return t
@@ -1141,7 +1141,8 @@ def _backpropagate(roots, seeds, retain_graph, targets):
                 node.grad = g          # allocated by this backward: hand it over uncopied
             else:
                 node.grad = np.array(g, dtype=node.data.dtype)  # an ndarray even for 0-d results
-        owned.discard(key)
+        if owned:
+            owned.discard(key)
         if backward is None:
             continue
         pieces = backward(g)
