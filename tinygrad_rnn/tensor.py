@@ -452,8 +452,8 @@ _PRIMITIVES = _table(
     _Primitive("neg", np.negative, ((_neg_backward, ()),), symbol="-"),
     # a matrix b: one function per input; other shapes: _matmul_backward gives both
     _Primitive("matmul", _folded_matmul, ((_matmul_grad_a, ("b",)), (_matmul_grad_b, ("a",))),
-               several=(_matmul_backward, ("a", "b", "need_a", "need_b")), saved=("a", "b"), symbol="@", operator_if=_two_matrices,
-               grads_if=_matrix_factor),
+               several=(_matmul_backward, ("a", "b", "need_a", "need_b")), saved=("a", "b"), symbol="@",
+               operator_if=_two_matrices, grads_if=_matrix_factor),
     _Primitive("exp", np.exp, ((_exp_backward, ("out",)),), saved=("out",)),
     _Primitive("expm1", np.expm1, ((_expm1_backward, ("a",)),), saved=("a",)),
     _Primitive("log", np.log, ((_log_backward, ("a",)),), saved=("a",)),
