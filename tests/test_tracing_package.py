@@ -154,7 +154,7 @@ def test_a_constant_is_known_by_its_flag_even_when_made_before_tracing():
 
 def test_the_index_gradient_is_written_from_the_engines_scatter(monkeypatch):
     """The scatter is defined once, in the table's entry for index (tensor._scatter_add, _scatter_add_at):
-    change it there, the program follows."""
+    change it there, and the engine, a traced program, a compiled composition and the compiled unroll follow."""
     def source(f, x):
         return tinygrad_rnn.trace(f, x).source.split("# backward")[1]
 
@@ -162,10 +162,38 @@ def test_the_index_gradient_is_written_from_the_engines_scatter(monkeypatch):
     assert "dx[:, 1] += dix" in source(lambda x: x[:, 1].exp().sum(), x)
     assert re.search(r"np\.add\.at\(dx, np\.s_\[const\d*\], dix\)", source(lambda x: x[np.array([0, 0, 2])].sum(), x))
 
-    def scatter_times_one(buffer, idx, g):
-        buffer[idx] += g * 1.0
-    monkeypatch.setattr(tensor._PRIMITIVES["index"], "scatter", (scatter_times_one, tensor._scatter_add_at))
-    assert "dx[:, 1] += dix * 1.0" in source(lambda x: x[:, 1].exp().sum(), x)
+    # a scatter that adds twice the gradient: the engine, a traced program and a compiled composition all
+    # follow the entry, basic and advanced indices alike (the trace checks its program against the engine)
+    def scatter_twice(buffer, idx, g):
+        buffer[idx] += g * 2.0
+
+    def scatter_twice_at(buffer, idx, g):
+        np.add.at(buffer, idx, g * 2.0)
+    monkeypatch.setattr(tensor._PRIMITIVES["index"], "scatter", (scatter_twice, scatter_twice_at))
+    assert "dx[:, 1] += dix * 2.0" in source(lambda x: x[:, 1].exp().sum(), x)
+    for f, want in ((lambda x: x[:, 1].sum(), [[0, 2], [0, 2], [0, 2]]),
+                    (lambda x: x[[0, 0, 2]].sum(), [[4, 4], [0, 0], [2, 2]])):
+        x.grad = None
+        f(x).backward()
+        np.testing.assert_array_equal(x.grad, want)
+        program = tinygrad_rnn.trace(f, x)
+        x.grad = None
+        program(x)
+        np.testing.assert_array_equal(x.grad, want)
+        composed = tinygrad_rnn.composite(f)
+        for _ in range(2):                  # the recording call, then the compiled node
+            x.grad = None
+            composed(x).backward()
+            np.testing.assert_array_equal(x.grad, want)
+    # the compiled unroll hands each step's input gradient back as the entry's scatter of a time step
+    cell, xs0 = tinygrad_rnn.nn.RNNCell(2, 3, rng=0), np.linspace(-1, 1, 8).reshape(2, 2, 2)
+    grads = []
+    for scatter in ((tensor._scatter_add, tensor._scatter_add_at), (scatter_twice, scatter_twice_at)):
+        monkeypatch.setattr(tensor._PRIMITIVES["index"], "scatter", scatter)
+        xs = Tensor(xs0, requires_grad=True)
+        tinygrad_rnn.nn.unroll(cell, xs)[0].sum().backward()
+        grads.append(xs.grad)
+    np.testing.assert_array_equal(grads[1], 2 * grads[0])
 
 
 # ---------------------------------------------------------------------- no program text is edited

@@ -484,6 +484,7 @@ _PRIMITIVES = _table(
     _Primitive("equal", np.equal, symbol="=="),
     _Primitive("not_equal", np.not_equal, symbol="!="),
 )
+_INDEX = _PRIMITIVES["index"]
 
 
 def _from_table(name):
@@ -1067,10 +1068,11 @@ class Tensor:
         # input's gradient buffer in place, so slicing one time step out of a
         # long sequence costs the size of the slice, not of the sequence.
         basic = _is_basic_index(idx)
+        add = _INDEX.scatter[not basic]
         shape = x.shape
 
         def backward(g, m=np):
-            return (_Scatter(idx, g, basic) if m is np else _scatter(idx, g, basic, shape),)
+            return (_Scatter(idx, g, add) if m is np else _scatter(idx, g, add, shape),)
         return Tensor._make(np.asarray(out), (self,) + _index_tensors(given), backward, "index", (given, basic))
 
     # ------------------------------------------------------------------ backward
@@ -1187,14 +1189,15 @@ class _Slot:
 
 
 class _Scatter:
-    """The gradient of ``x[idx]`` for ``x``: ``g`` at ``idx``, zero elsewhere, never materialised."""
-    __slots__ = ("idx", "g", "basic")
+    """The gradient of ``x[idx]`` for ``x``: ``g`` at ``idx``, zero elsewhere, never materialised.
+    ``add`` is the index entry's ``scatter`` function for this index."""
+    __slots__ = ("idx", "g", "add")
 
-    def __init__(self, idx, g, basic):
-        self.idx, self.g, self.basic = idx, g, basic
+    def __init__(self, idx, g, add):
+        self.idx, self.g, self.add = idx, g, add
 
     def add_into(self, buffer):
-        (_scatter_add if self.basic else _scatter_add_at)(buffer, self.idx, self.g)     # index's entry has them
+        self.add(buffer, self.idx, self.g)
 
 
 def _accumulate(grads, owned, parent, pg):
@@ -1544,11 +1547,11 @@ def _through_composition(node, outs, g):
     return [inner.get(id(p)) for p in node._parents]
 
 
-def _scatter(idx, g, basic, shape):
-    """A Tensor of zeros of ``shape`` with ``g`` added at ``idx``: indexing's gradient, differentiable
-    (its own gradient is indexing again)."""
+def _scatter(idx, g, add, shape):
+    """A Tensor of zeros of ``shape`` with ``g`` added at ``idx`` by ``add``: indexing's gradient,
+    differentiable (its own gradient is indexing again)."""
     out = np.zeros(shape, dtype=g.dtype)
-    _Scatter(idx, g.data, basic).add_into(out)
+    add(out, idx, g.data)
     return Tensor._make(out, (g,), lambda g2, m=np: (g2[idx],), "scatter")
 
 

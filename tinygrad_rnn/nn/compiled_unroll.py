@@ -175,7 +175,7 @@ def _backward(programs, saved, states, xs, state0, params, at):
                     holder, total = _Holder(xs.data[at[t]]), {}
                     _add(total, set(), holder, gx)
                     gx = total[id(holder)]
-                yield 0, _Scatter(at[t], gx, True)
+                yield 0, _Scatter(at[t], gx, engine._INDEX.scatter[0])     # a time step: a basic index
             carried = terms[1:1 + n]
             for j, term in enumerate(terms[1 + n:], start=1 + n):
                 if term is not None:

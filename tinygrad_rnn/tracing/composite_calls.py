@@ -161,8 +161,6 @@ def _functions(writer, compiled):
     text = renamed(compiled.source, renames)
     if "_Scatter" in _read(tree) and _Scatter not in writer.helpers:
         writer.helpers.append(_Scatter)
-        writer._use(engine._scatter_add)       # what its add_into calls
-        writer._use(engine._scatter_add_at)
         writer.ns["_Scatter"] = _Scatter
     exec(compile(text, f"<traced {base}>", "exec"), namespace)
     for n in names:

@@ -188,7 +188,8 @@ class _VjpWriter(_Writer):
         terms = self.leaf_terms[id(parent)]
         name = self._reserve("g_" + self._name_of(parent))
         if isinstance(piece, _ScatterCode):
-            self._emit(f"{name} = _Scatter(np.s_[{piece.index}], {piece.g}, {piece.basic})", "backward")
+            add = self._use(piece.scatter[not piece.basic])
+            self._emit(f"{name} = _Scatter(np.s_[{piece.index}], {piece.g}, {add})", "backward")
         else:
             self._emit(f"{name} = {piece}", "backward")
         terms.append(name)
