@@ -353,6 +353,8 @@ def test_modules_made_and_freed_in_turn_each_run_their_own_weights():
     import gc
     from tinygrad_rnn.nn.cells import RNNCell
     xs = np.linspace(-1, 1, 18).reshape(2, 3, 3)
+    gc.collect()
+    alive = len(RNNCell.step._by_owner)     # cells that other tests keep
     for seed in range(6):          # a freed module's id is often reused by the next one
         cell = nn.RNNCell(3, 4, rng=seed)
         hs, _ = nn.unroll(cell, Tensor(xs))
@@ -362,7 +364,7 @@ def test_modules_made_and_freed_in_turn_each_run_their_own_weights():
         del cell, hs, want
         gc.collect()
     # what was written for modules that are gone went with them
-    assert len(RNNCell.step._by_owner) == 0
+    assert len(RNNCell.step._by_owner) == alive
 
 
 def test_modules_that_compare_equal_still_run_their_own_weights():

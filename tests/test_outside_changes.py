@@ -215,6 +215,164 @@ def test_under_no_grad_a_fallback_and_a_new_batch_size_return_values():
     assert lin.W.grad is None
 
 
+class _Trainer:                        # not a module: a module reached through an object of the user's
+    def __init__(self):
+        self.rnn = nn.RNN(nn.RNNCell(3, 4, rng=0))
+
+    def step(self, xs):
+        hs, _ = self.rnn(xs)
+        return (hs * hs).sum()
+
+
+_GLOBAL_MODEL = None          # set by the test that reads it through a helper
+
+
+def _through_a_helper():
+    hs, _ = _GLOBAL_MODEL(XS)
+    return (hs * hs).sum()
+
+
+XS = np.random.default_rng(1).standard_normal((2, 4, 3))
+
+
+@pytest.mark.parametrize("how", ["method of an object", "closed-over dict", "helper reading a global"])
+def test_a_module_reached_through_other_objects_is_watched(how, monkeypatch):
+    """A changed attribute of a module that fn reaches only through an object, a container or a helper
+    function is seen, and so is a replaced parameter of such a module."""
+    if how == "method of an object":
+        holder = _Trainer()
+        rnn, fn = holder.rnn, holder.step
+    elif how == "closed-over dict":
+        models = {"rnn": nn.RNN(nn.RNNCell(3, 4, rng=0))}
+        rnn = models["rnn"]
+
+        def fn(xs):
+            hs, _ = models["rnn"](xs)
+            return (hs * hs).sum()
+    else:
+        rnn = nn.RNN(nn.RNNCell(3, 4, rng=0))
+        monkeypatch.setitem(globals(), "_GLOBAL_MODEL", rnn)
+
+        def fn(xs):
+            return _through_a_helper()
+    program = tg.trace(fn, XS)
+
+    def eager():
+        for p in rnn.parameters():
+            p.grad = None
+        loss = fn(Tensor(XS))
+        loss.backward()
+        return loss.item(), [p.grad.copy() for p in rnn.parameters()]
+
+    def traced():
+        for p in rnn.parameters():
+            p.grad = None
+        return float(program(XS)), [p.grad.copy() for p in rnn.parameters()]
+    for change in (lambda: setattr(rnn.cell, "nonlinearity", "relu"),
+                   lambda: setattr(rnn.cell, "Wx", nn.Parameter(rnn.cell.Wx.data * 2.0))):
+        before = program.retraces
+        change()
+        got, want = traced(), eager()
+        assert program.retraces == before + 1
+        assert got[0] == want[0]
+        for g, w in zip(got[1], want[1]):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_settings_on_an_object_whose_class_takes_no_hook_are_checked():
+    """A SimpleNamespace (a built-in type) of settings: its attributes are all checked on each call."""
+    import types
+    cfg = types.SimpleNamespace(scale=2.0, W=nn.Parameter(np.ones((3, 1))))
+    program = tg.trace(lambda x: ((x @ cfg.W) * cfg.scale).sum(), np.ones((2, 3)))
+    cfg.scale = 5.0
+    assert float(program(np.ones((2, 3)))) == 30.0 and program.retraces == 1
+    cfg.W = nn.Parameter(np.full((3, 1), 2.0))
+    assert float(program(np.ones((2, 3)))) == 60.0 and program.retraces == 2
+
+
+def test_a_class_attribute_read_by_a_module_is_watched():
+    """A module's plain class attribute (a default): set on the instance, or changed on the class."""
+    class Scaled(nn.Module):
+        scale = 1.0
+
+        def __init__(self):
+            self.W = nn.Parameter(np.arange(6.0).reshape(3, 2))
+
+        def forward(self, x):
+            return ((x @ self.W) * self.scale).sum()
+
+    class ScaledComposite(Scaled):
+        @tg.composite
+        def forward(self, x):
+            return ((x @ self.W) * self.scale).sum()
+    x = np.ones((2, 3))
+    for cls in (Scaled, ScaledComposite):
+        m = cls()
+        run = tg.trace(m, x) if cls is Scaled else (lambda v, m=m: m(Tensor(v)).item())
+        run(x), run(x)
+        m.scale = 3.0                       # the instance now has a value of its own
+        assert float(run(x)) == 90.0
+        del m.scale
+        cls.scale = 7.0                     # the class's value changes
+        assert float(run(x)) == 210.0
+
+
+@pytest.mark.parametrize("container", ["dict", "list"])
+def test_an_array_inside_a_closed_over_container_changed_in_place_is_seen(container):
+    W = nn.Parameter(np.arange(6.0).reshape(3, 2))
+    x = np.ones((2, 3))
+    mask = np.array([1.0, 0.0])
+    cfg = {"mask": mask} if container == "dict" else [mask, W]
+
+    def fn(t):
+        return ((t @ W) * (cfg["mask"] if container == "dict" else cfg[0])).sum()
+    program = tg.trace(fn, x)
+    composed = tg.composite(fn)
+    composed(Tensor(x)), composed(Tensor(x))
+    mask[1] = 1.0
+    assert float(program(x)) == 30.0 and program.retraces == 1
+    assert composed(Tensor(x)).item() == 30.0
+
+
+def test_pythons_random_inside_a_traced_step_is_refused():
+    import random
+    from tinygrad_rnn.tracing import TraceError
+    with pytest.raises(TraceError, match="Python's random"):
+        tg.trace(lambda t: (t * random.random()).sum(), np.ones(2), backward=False)
+
+
+def test_the_eager_fallback_never_returns_a_view_of_an_argument_or_parameter():
+    W = nn.Parameter(np.eye(3))
+    program = tg.trace(lambda x: ((x @ W).sum(), x[:, -1], W * 1.0, W.detach()), np.ones((2, 3)))
+    x = Tensor(np.ones((4, 3)))
+    with tg.no_grad():                       # a new batch size: run eagerly
+        outs = program(x)
+    for out in outs[1:]:
+        assert not np.shares_memory(out, W.data) and not np.shares_memory(out, x.data)
+        out[...] = 9.0
+    assert np.array_equal(W.data, np.eye(3)) and np.array_equal(x.data, np.ones((4, 3)))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_a_stateful_rnns_carried_state_can_be_edited_in_place(kind):
+    """Truncated BPTT that resets one lane of the carried state at a document boundary: the state is a copy,
+    writable before and after backward, and the edit reaches the next chunk."""
+    cell = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[kind](3, 4, rng=0)
+    rnn = nn.RNN(cell, stateful=True)
+    xs = np.random.default_rng(0).standard_normal((2, 5, 3))
+    hs, _ = rnn(xs)
+    states = rnn.state if isinstance(rnn.state, tuple) else (rnn.state,)
+    for s in states:
+        s.data[0] = 0.0                      # before the backward of the chunk that made it
+    (hs * hs).sum().backward()
+    for s in states:
+        s.data[1] = 0.0                      # and after
+    zero = tuple(Tensor(np.zeros_like(s.data)) for s in states)
+    got, _ = rnn(xs)
+    want, _ = nn.unroll(cell, Tensor(xs), zero if len(zero) > 1 else zero[0])
+    np.testing.assert_array_equal(got.data, want.data)
+
+
 # ---------------------------------------------------------------------- 6. edge inputs
 @pytest.mark.parametrize("sa, sb", [((2, 3, 0), (0, 4)), ((1,), (1, 0)), ((0,), (0,)), ((2, 0, 3), (3, 4)),
                                     ((0, 3), (3,))])

@@ -257,6 +257,19 @@ def test_traced_step_carries_the_state_and_refuses_a_cell_without_a_zero_state()
         assert loss == expected.item()
         for p, q in zip(model.parameters(), twin.parameters()):
             np.testing.assert_array_equal(p.grad, q.grad)
+    assert step.program.retraces == 0        # nothing it reads changes between steps: one program
+
+    # the model is reached through the step object: a replaced head is seen
+    model.out, twin.out = nn.Linear(model.out.W.shape[0], 5, rng=3), nn.Linear(model.out.W.shape[0], 5, rng=3)
+    step.reset()
+    x, y = rng.integers(0, 5, (4, 6)), rng.integers(0, 5, (4, 6))
+    model.zero_grad(), twin.zero_grad()
+    twin.rnn.reset_state()
+    loss = step(x, y)
+    expected = F.cross_entropy(twin(x), y)
+    expected.backward()
+    assert loss == expected.item() and step.program.retraces == 1
+    np.testing.assert_array_equal(model.out.W.grad, twin.out.W.grad)
 
     class NoZeroState(nn.Module):
         def forward(self, x, state):

@@ -27,8 +27,9 @@ that it reads around the Tensor operations (``.data``, numpy on tensor values)
 would be frozen into the program: the first call checks the program on other
 input values and raises ``TraceError`` when it does not reproduce the plain run.
 What it reads from outside its arguments (globals and closure variables, also
-those of the functions it calls from its own module; the attributes of the
-modules it reads, private ones too) is checked on every call: the same object,
+those of the functions it calls: its own module's, compositions and the user's,
+``tracing.watch.function_reads``; the attributes of the modules it reads, private
+ones too) is checked on every call: the same object,
 or for a numpy array or a number the same value.  ``.data`` read by the
 user's code and random draws are refused while it is written.
 
@@ -38,7 +39,6 @@ is traced (``tracing.trace``), each composite is one call of its written
 forward and backward functions in the program (``tracing.composite_calls``).
 """
 import contextlib
-import dis
 import functools
 import inspect
 import types
@@ -49,7 +49,7 @@ import numpy as np
 from . import tensor as engine
 from .tensor import Tensor
 from .tracing.errors import GuardFailed, TraceError
-from .tracing.watch import _probe, _still_holds
+from .tracing.watch import _global_names, _probe, _still_holds, function_reads
 from .tracing.recorder import Derived, Op
 from .tracing.vjp import NotCompiled, write_vjp
 
@@ -218,7 +218,7 @@ class _Program:
         self.param_ids = {id(p) for p in self.params}
         fn = composite.fn
         self.paths = [_find(p, owner, fn, composite.name) for p in self.params]
-        self.reads = _reads(fn)
+        self.reads = [_probe(*read) for read in function_reads(fn)]
         self.probes = compiled.probes      # module attributes (private ones too) it read while written
         self.generation = _generation[0]
         self.outside_arrays(owner)
@@ -422,7 +422,6 @@ def _refiller(args, kwargs):
 
 def _argument_names(fn, args, kwargs, count):
     """Names for the Tensor arguments in the code: the parameter's name (``h``, ``c`` for a pair ``state``)."""
-    import inspect
     try:
         params = [p.name for p in inspect.signature(fn).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -518,47 +517,3 @@ def _resolve(path, owner, fn):
     return value
 
 
-def _reads(fn, depth=3, seen=None):
-    """A check (``tracing._probe``) for each global and closure variable ``fn`` reads: the same object
-    (an array: the same values, a number: an equal one) must be there on later calls.
-
-    Functions it calls from its own module, and compositions it calls, are followed (``depth`` levels):
-    a global that a helper reads decides the numbers as much as one that ``fn`` reads.
-    """
-    code = getattr(fn, "__code__", None)
-    seen = set() if seen is None else seen
-    if code is None or id(fn) in seen:
-        return []
-    seen.add(id(fn))
-    out = []
-    for _, cell in zip(code.co_freevars, fn.__closure__ or ()):
-        try:
-            out.append(_probe(cell, None, cell.cell_contents))
-        except ValueError:
-            pass
-    globals_ = fn.__globals__
-    for var in _global_names(code):
-        if var in globals_:
-            value = globals_[var]
-            out.append(_probe(globals_, var, value))
-            inner = value.fn if isinstance(value, Composite) else value
-            if depth and inspect.isfunction(inner) and (isinstance(value, Composite) or
-                                                        inner.__module__ == fn.__module__):
-                out += _reads(inner, depth - 1, seen)
-    return out
-
-
-def _global_names(code):
-    """The global names that ``code`` (and the lambdas and comprehensions in it) loads.
-
-    Not ``co_names``: that also holds every attribute name (``self.W`` lists ``W``), which would take an
-    unrelated global of the same name for something the function reads.
-    """
-    names = set()
-    for ins in dis.get_instructions(code):
-        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
-            names.add(ins.argval)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return sorted(names)

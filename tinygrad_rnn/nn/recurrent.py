@@ -96,11 +96,19 @@ def detach_state(state):
     return state.detach() if isinstance(state, Tensor) else state
 
 
+def _carried(state):
+    """The state to carry to the next call: each Tensor a new leaf with a copy of its values, so that it can
+    be edited in place (a lane reset at a document boundary) whatever still reads the original."""
+    if isinstance(state, (tuple, list)):
+        return type(state)(_carried(s) for s in state)
+    return Tensor(state.data) if isinstance(state, Tensor) else state
+
+
 class RNN(Module):
     """A cell unrolled over a sequence; ``rnn(xs, state=None)`` returns ``(hs, state)`` as ``unroll``.
 
-    With ``stateful=True`` the last state is kept, detached, and used as the
-    next call's initial state: truncated BPTT, as Deep Learning from Scratch 2's
+    With ``stateful=True`` the last state is kept, detached (a copy that you may
+    edit in place), and used as the next call's initial state: truncated BPTT, as Deep Learning from Scratch 2's
     TimeRNN does it (the forward connection carries over, the backward stops at
     the chunk boundary).  ``reset_state()`` forgets it.  ``params`` registers the
     Parameters of a plain-function cell so that ``parameters()`` finds them.
@@ -142,5 +150,5 @@ class RNN(Module):
                                  f"call reset_state() first")
         hs, last = unroll(self.cell, xs, state, batch_first=self.batch_first)
         if self.stateful:
-            self._state = detach_state(last)
+            self._state = _carried(last)
         return hs, last

@@ -26,7 +26,7 @@ from ..tensor import Tensor, _Scatter
 from .backward import _ScatterCode
 from .errors import GuardFailed, TraceError
 from .recorder import Composite, Output, Unroll
-from .watch import _probe
+from .watch import _probe, function_reads
 
 __all__ = ["record_composite", "record_unroll", "write_forward", "write_backward", "functions_called",
            "renamed"]
@@ -54,20 +54,9 @@ def _note_reads(recorder, owner, fn):
     if owner is not None:
         for name in list(vars(owner)):
             getattr(owner, name)
-    code = getattr(fn, "__code__", None)
-    noted = recorder.noted_functions
-    if code is None or fn in noted:
-        return
-    noted.add(fn)
-    for cell in fn.__closure__ or ():
-        try:
-            recorder.probes.append(_probe(cell, None, cell.cell_contents))
-        except ValueError:
-            pass
-    for name in code.co_names:
-        value = fn.__globals__.get(name)
-        if name in fn.__globals__ and not callable(value) and type(value).__name__ != "module":
-            recorder.probes.append(_probe(fn.__globals__, name, value))
+    if fn not in recorder.noted_functions:
+        recorder.noted_functions.add(fn)
+        recorder.probes += [_probe(*read) for read in function_reads(fn)]
 
 
 def record_composite(recorder, composite, owner, args, kwargs):

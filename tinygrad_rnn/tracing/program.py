@@ -115,7 +115,7 @@ class Program:
         outs = out if isinstance(out, (tuple, list)) else (out,)
         if self.backward and engine.is_grad_enabled() and outs[0].requires_grad:
             outs[0].backward()
-        values = tuple(o.data for o in outs)
+        values = tuple(np.array(o.data) for o in outs)     # a copy: never a view of an argument or parameter
         return values[0] if not isinstance(out, (tuple, list)) else values
 
     def _trace(self, values):
