@@ -219,7 +219,9 @@ class _Program:
         fn = composite.fn
         self.paths = [_find(p, owner, fn, composite.name) for p in self.params]
         self.reads = [_probe(*read) for read in function_reads(fn)]
-        self.probes = compiled.probes      # module attributes (private ones too) it read while written
+        read = {(id(source), key) for source, key, _, _ in self.reads}
+        # module attributes (private ones too) it read while written; what reads has is not checked twice
+        self.probes = [p for p in compiled.probes if (id(p[0]), p[1]) not in read]
         self.generation = _generation[0]
         self.outside_arrays(owner)
 
