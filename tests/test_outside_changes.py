@@ -133,7 +133,7 @@ def test_state_kept_in_a_module_attribute_is_not_frozen():
         def forward(self, ids):
             self.calls += 1
             return (self.W[ids] * float(self.calls)).sum()
-    with pytest.raises(TraceError, match="other input values"):
+    with pytest.raises(TraceError, match="fn changes 'calls', which it also reads"):
         tg.trace(Counter().forward, _ids(0))
 
 
@@ -288,6 +288,153 @@ def test_settings_on_an_object_whose_class_takes_no_hook_are_checked():
     assert float(program(np.ones((2, 3)))) == 30.0 and program.retraces == 1
     cfg.W = nn.Parameter(np.full((3, 1), 2.0))
     assert float(program(np.ones((2, 3)))) == 60.0 and program.retraces == 2
+
+
+W22 = nn.Parameter(np.ones((2, 2)))   # the weight of the checks below: x @ W22 of ones is 2 per element
+X22 = np.ones((2, 2))
+
+
+def _checks_the_change(fn, change, scale_after):
+    """Trace ``fn`` (read ``* scale`` with scale 2 in it), make ``change``: the next call re-traces and gives
+    the eager numbers (8 per unit of scale)."""
+    program = tg.trace(fn, X22, backward=False)
+    assert float(program(X22)) == 16.0
+    change()
+    assert float(program(X22)) == 8.0 * scale_after == float(fn(Tensor(X22)).data)
+    assert program.retraces == 1
+
+
+class _Config:
+    SCALE = 2.0
+
+
+class _Base:
+    scale = 2.0
+
+
+class _Sub(_Base):
+    pass
+
+
+class _Slotted:
+    __slots__ = ("scale",)
+
+    def __init__(self):
+        self.scale = 2.0
+
+
+GSCALE = 2.0
+_OTHER = None               # a module of the user's, set by the test that reads it
+
+
+class _ReadsAGlobal(nn.Module):
+    def forward(self, x):
+        return ((x @ W22) * GSCALE).sum()
+
+
+def test_what_the_functions_that_run_read_is_checked(monkeypatch):
+    """Values read through another module, a class, a slot, a method's globals, a stored function's closure,
+    ``vars()``, a set or a deque: a change re-traces."""
+    import collections
+    import types
+    other = types.ModuleType("scratch_settings")
+    other.CONST = 2.0
+    monkeypatch.setitem(globals(), "_OTHER", other)
+    _checks_the_change(lambda x: ((x @ W22) * _OTHER.CONST).sum(), lambda: setattr(other, "CONST", 5.0), 5.0)
+    monkeypatch.setattr(_Config, "SCALE", 2.0)
+    _checks_the_change(lambda x: ((x @ W22) * _Config.SCALE).sum(), lambda: setattr(_Config, "SCALE", 3.0), 3.0)
+    sub = _Sub()
+    _checks_the_change(lambda x: ((x @ W22) * sub.scale).sum(), lambda: setattr(_Sub, "scale", 4.0), 4.0)
+    slotted = _Slotted()
+    _checks_the_change(lambda x: ((x @ W22) * slotted.scale).sum(), lambda: setattr(slotted, "scale", 6.0), 6.0)
+    m = _ReadsAGlobal()
+    monkeypatch.setitem(globals(), "GSCALE", 2.0)
+    _checks_the_change(lambda x: m(x), lambda: globals().__setitem__("GSCALE", 7.0), 7.0)
+    box, holder = [2.0], types.SimpleNamespace()
+    holder.act = lambda t: t * box[0]
+    _checks_the_change(lambda x: holder.act(x @ W22).sum(), lambda: box.__setitem__(0, 9.0), 9.0)
+    obj = _Base()
+    obj.scale = 2.0
+    _checks_the_change(lambda x: ((x @ W22) * vars(obj)["scale"]).sum(), lambda: setattr(obj, "scale", 3.0), 3.0)
+    members = {2.0}
+    _checks_the_change(lambda x: ((x @ W22) * max(members)).sum(), lambda: members.add(5.0), 5.0)
+    queue = collections.deque([2.0])
+    _checks_the_change(lambda x: ((x @ W22) * queue[0]).sum(), lambda: queue.__setitem__(0, 4.0), 4.0)
+
+
+def test_what_a_composition_checks_does_not_keep_its_module_alive():
+    """A module whose attributes lead back to it (a bound method of its own, settings that point to it): the
+    checks its compiled method keeps hold it weakly, so it is freed when the user drops it."""
+    import gc
+    import weakref
+
+    class Settings:
+        pass
+
+    class Cell(nn.Module):
+        def __init__(self):
+            self.W = nn.Parameter(np.ones((3, 3)))
+            self.act = self._tanh
+            self.cfg = Settings()
+            self.cfg.owner, self.cfg.scale = self, 2.0
+
+        def _tanh(self, t):
+            return F.tanh(t)
+
+        @tg.composite
+        def step(self, x):
+            return self.act(x @ self.W) * self.cfg.scale
+    x = Tensor(np.ones((2, 3)))
+    cell = Cell()
+    first = cell.step(x).data
+    np.testing.assert_array_equal(cell.step(x).data, first)      # the compiled node
+    cell.cfg.scale = 3.0                                         # still checked
+    np.testing.assert_array_equal(cell.step(x).data, first * 1.5)
+    ref = weakref.ref(cell)
+    del cell
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_nan_setting_does_not_retrace_every_call():
+    holder = _Base()
+    holder.scale = float("nan")
+    program = tg.trace(lambda x: ((x @ W22) * holder.scale).sum(), X22, backward=False)
+    for _ in range(3):
+        assert np.isnan(program(X22))
+    assert program.retraces == 0
+
+
+def test_an_object_whose_getattr_raises_other_errors_can_be_traced():
+    class Lookup:
+        def __init__(self):
+            self._d = {"scale": 2.0}
+
+        def __getattr__(self, name):
+            return self.__dict__["_d"][name]        # KeyError, not AttributeError, for an unknown name
+    cfg = Lookup()
+    program = tg.trace(lambda x: ((x @ W22) * cfg.scale).sum(), X22, backward=False)
+    assert float(program(X22)) == 16.0
+
+
+def test_another_thread_may_read_data_while_a_trace_runs():
+    import threading
+    other = Tensor(np.arange(3.0))
+    seen = []
+
+    def read():
+        try:
+            seen.append(float(other.data.sum()))
+        except Exception as e:          # noqa: BLE001 - what the other thread met is the test's result
+            seen.append(e)
+
+    def fn(x):
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join()
+        return (x @ W22).sum()
+    tg.trace(fn, X22, backward=False)
+    assert seen and all(s == 3.0 for s in seen), seen
 
 
 def test_a_class_attribute_read_by_a_module_is_watched():

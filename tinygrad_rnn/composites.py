@@ -49,7 +49,7 @@ import numpy as np
 from . import tensor as engine
 from .tensor import Tensor
 from .tracing.errors import GuardFailed, TraceError
-from .tracing.watch import _global_names, _probe, _still_holds, function_reads
+from .tracing.probes import _global_names, function_reads, probe as _probe, still_holds as _still_holds
 from .tracing.recorder import Derived, Op
 from .tracing.vjp import NotCompiled, write_vjp
 

@@ -57,5 +57,6 @@ __all__ = ["trace", "Program", "TraceError", "GuardFailed"]
 from .backward import _ScatterCode  # noqa: E402,F401
 from .recorder import _Recorder, _Recording  # noqa: E402,F401
 from .verify import _close, _same  # noqa: E402,F401
-from .watch import _SLOT_DATA, _probe, _still_holds, _Watch  # noqa: E402,F401
+from .probes import probe as _probe, still_holds as _still_holds  # noqa: E402,F401
+from .watch import _SLOT_DATA, _Watch  # noqa: E402,F401
 from .writer import _Writer  # noqa: E402,F401

@@ -26,7 +26,7 @@ from ..tensor import Tensor, _Scatter
 from .backward import _ScatterCode
 from .errors import GuardFailed, TraceError
 from .recorder import Composite, Output, Unroll
-from .watch import _probe, function_reads
+from .probes import function_reads, is_module, probe as _probe
 
 __all__ = ["record_composite", "record_unroll", "write_forward", "write_backward", "functions_called",
            "renamed"]
@@ -89,7 +89,7 @@ def record_unroll(recorder, unroll_compiled, cell, xs, state, time_axis):
     if not hs._parents:          # made without a graph: the sequence is recorded step by step instead
         return None
     hub = hs._parents[0]
-    _note_reads(recorder, cell if hasattr(cell, "named_parameters") else None, hub._op.programs[0].composite.fn)
+    _note_reads(recorder, cell if is_module(cell) else None, hub._op.programs[0].composite.fn)
     outs = (hs,) + (tuple(last) if isinstance(last, tuple) else (last,))
     _record(recorder, Unroll, hub._op, hub._op, hub._parents, outs)
     return result

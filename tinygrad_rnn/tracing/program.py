@@ -14,7 +14,7 @@ import numpy as np
 from .. import tensor as engine
 from ..tensor import Tensor
 from .errors import GuardFailed, TraceError
-from .watch import _still_holds
+from .probes import still_holds as _still_holds
 
 __all__ = ["trace", "Program", "TraceError", "GuardFailed"]
 

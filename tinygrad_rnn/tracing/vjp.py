@@ -29,6 +29,7 @@ from .passes import reuse_buffers, with_frees, without_dead
 from .recorder import Op, _Recorder, _Recording
 from .verify import _same
 from .writer import _Writer
+from .probes import is_module
 from .watch import _SLOT_DATA, _Watch
 
 __all__ = ["write_vjp", "Compiled"]
@@ -133,7 +134,7 @@ class _VjpWriter(_Writer):
     def __init__(self, fn, inputs, name, recorder, start, outs, arg_names):
         owner = getattr(fn, "__self__", None)
         self.name, self.outs, self.given_names = name, outs, arg_names
-        super().__init__(fn, inputs, owner if hasattr(owner, "named_parameters") else None, recorder, start,
+        super().__init__(fn, inputs, owner if is_module(owner) else None, recorder, start,
                          recorder.events, _same, builtins=("np", "GuardFailed", "_Scatter"),
                          function_name=_safe(name))
         self.forward, self.backwards = None, {}

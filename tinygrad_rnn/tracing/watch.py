@@ -1,168 +1,26 @@
-"""What ``fn`` reads from outside while it is traced, and how a later call checks it still holds.
+"""What ``fn`` reads from outside while it is traced (each read becomes a probe, ``probes.py``, checked
+on every later call: a change traces again); ``.data`` read by code outside the package and random draws
+are refused, and so is a value that ``fn`` both reads and changes.
 
-``_Watch`` notes the closure cells and globals ``fn`` and the functions it calls
-read, and the attributes it reads of the objects reachable from them (each
-becomes a probe, checked on every later call: a change traces again), refuses
-``.data`` read by code outside the package, and sees random draws.
+Noted: the closure cells and globals of ``fn`` and of the functions it names (``function_reads``), the
+globals and ``module.NAME`` / ``Class.NAME`` reads of every function of the user's that runs during the
+call (seen by a profile hook), and every attribute that the call reads of a module or another object of
+the user's reachable from those (seen by a hook on their classes' ``__getattribute__``).
 """
-import dis
-import inspect
 import random
 import sys
+import threading
 import types
 
 import numpy as np
 
 from ..tensor import Tensor
 from .errors import TraceError
+from .probes import (_read, attributes_of, code_reads, describe, function_reads, installed, is_module,
+                     own_attributes, probe, reachable, slot_value, still_holds, users)
 
 _SLOT_DATA = Tensor.__dict__["data"]   # the slot descriptor of Tensor.data
-_MISSING = object()
-
-
-def _simple(v):
-    return v is None or isinstance(v, (bool, int, float, complex, str, bytes)) or (
-        isinstance(v, tuple) and all(_simple(x) for x in v))
-
-
-_ITEMS = 64     # a container of more (not all plain) is checked by identity and its tensors and modules
-
-
-def _probe(source, key, value, depth=2):
-    """How a later call checks that ``source[key]`` (a dict entry or list item, or a closure cell when key
-    is None) still holds what the trace read: equal for plain values and arrays, the same object
-    otherwise; a list, tuple or dict the same one, holding what it held (``depth`` levels down)."""
-    if _simple(value):
-        return (source, key, "eq", value)
-    if isinstance(value, np.ndarray):
-        return (source, key, "array", value.copy())
-    if isinstance(value, (list, tuple, dict)):
-        items = list(value.items() if isinstance(value, dict) else enumerate(value))
-        if all(_simple(k) and _simple(v) for k, v in items):     # settings: equal entries
-            return (source, key, "entries", (value, value.copy() if isinstance(value, (list, dict)) else value))
-        if depth and len(items) <= _ITEMS:
-            return (source, key, "items", (value, len(items), [_probe(value, k, v, depth - 1) for k, v in items]))
-        parts = tuple(v for _, v in items if isinstance(v, Tensor) or hasattr(v, "named_parameters"))
-        return (source, key, "is", (value, parts))
-    return (source, key, "is", (value, ()))
-
-
-def _read(source, key):
-    if key is None:
-        return source.cell_contents
-    if isinstance(source, (list, tuple)):
-        return source[key] if key < len(source) else _MISSING
-    return source.get(key, _MISSING)
-
-
-def _still_holds(probe):
-    source, key, kind, want = probe
-    try:
-        value = _read(source, key)
-    except ValueError:                           # an emptied closure cell
-        return False
-    if kind == "absent":                         # an instance that read its class's value has none of its own
-        return value is _MISSING
-    if kind == "eq":
-        return value.__class__ is want.__class__ and value == want
-    if kind == "array":
-        return isinstance(value, np.ndarray) and value.shape == want.shape and value.dtype == want.dtype \
-            and np.array_equal(value, want, equal_nan=want.dtype.kind in "fc")
-    if kind == "entries":
-        obj, entries = want
-        return value is obj and value == entries
-    if kind == "items":
-        obj, n, probes = want
-        return value is obj and len(value) == n and all(map(_still_holds, probes))
-    obj, parts = want
-    if value is not obj:
-        return False
-    if parts:
-        items = value.values() if isinstance(value, dict) else value
-        now = tuple(x for x in items if isinstance(x, Tensor) or hasattr(x, "named_parameters"))
-        return len(now) == len(parts) and all(a is b for a, b in zip(now, parts))
-    return True
-
-
-def _global_names(code):
-    """The global names that ``code`` (and the lambdas and comprehensions in it) loads.
-
-    Not ``co_names``: that also holds every attribute name (``self.W`` lists ``W``), which would take an
-    unrelated global of the same name for something the function reads.
-    """
-    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names.update(_global_names(const))
-    return sorted(names)
-
-
-def _followed(inner, wrapped, fn):
-    """Whether the reads of ``inner``, a function that ``fn`` calls, are ``fn``'s too: a wrapped one (a
-    composition), one of ``fn``'s module, or one of the user's (not the package's, not numpy's)."""
-    if not inspect.isfunction(inner):
-        return False
-    module = inner.__module__ or ""
-    return wrapped or module == fn.__module__ or not module.startswith(("tinygrad_rnn", "numpy"))
-
-
-def function_reads(fn, depth=3, seen=None):
-    """``(source, key, value)`` for each closure cell (``key`` None) and global that ``fn`` reads.
-
-    The functions it calls are followed (``depth`` levels; see ``_followed``): a global that a helper
-    reads decides the numbers as much as one that ``fn`` reads.
-    """
-    fn = inspect.unwrap(fn)
-    code = getattr(fn, "__code__", None)
-    seen = set() if seen is None else seen
-    if code is None or id(fn) in seen:
-        return []
-    seen.add(id(fn))
-    out = []
-    for _, cell in zip(code.co_freevars, fn.__closure__ or ()):
-        try:
-            out.append((cell, None, cell.cell_contents))
-        except ValueError:                      # a cell not filled yet
-            pass
-    globals_ = fn.__globals__
-    out += [(globals_, var, globals_[var]) for var in _global_names(code) if var in globals_]
-    if depth:
-        for _, _, value in list(out):
-            inner = inspect.unwrap(value) if callable(value) else value
-            if _followed(inner, inner is not value, fn):
-                out += function_reads(inner, depth - 1, seen)
-    return out
-
-
-_LEAVES = (Tensor, np.ndarray, np.generic, np.random.Generator, np.random.RandomState, type, types.ModuleType,
-           types.BuiltinFunctionType, types.FunctionType, str, bytes, int, float, complex, bool, type(None))
-
-
-def _reachable(values, limit=5000):
-    """The modules (anything with ``named_parameters``) and the other objects with attributes that can be
-    reached from ``values``: through attributes, containers and bound methods (at most ``limit`` objects)."""
-    modules, objects, seen, stack = [], [], set(), list(values)
-    while stack and len(seen) < limit:
-        v = stack.pop()
-        if id(v) in seen or isinstance(v, _LEAVES):
-            continue
-        seen.add(id(v))
-        if isinstance(v, types.MethodType):
-            stack += [v.__self__, v.__func__]
-        elif isinstance(v, (list, tuple, set, frozenset)):
-            stack += list(v)
-        elif isinstance(v, dict):
-            stack += list(v.values())
-        elif hasattr(v, "__dict__") and not callable(getattr(type(v), "__get__", None)):
-            (modules if hasattr(v, "named_parameters") else objects).append(v)
-            stack += list(vars(v).values())
-    return modules, objects
-
-
-def _internal(cls):
-    """A class of the engine's, the tracer's or numpy's: what fn reads of them is not the user's state."""
-    module = getattr(cls, "__module__", "") or ""
-    return module.startswith(("tinygrad_rnn.tensor", "tinygrad_rnn.tracing", "tinygrad_rnn.composites", "numpy"))
+_GENERATORS = (np.random.Generator, np.random.RandomState)
 
 
 def _rng_states(objects):
@@ -171,43 +29,70 @@ def _rng_states(objects):
 
 
 class _Watch:
-    """While ``fn`` is traced: note what it reads from outside (each read becomes a check on later calls),
-    refuse ``.data`` read by code outside the package, and see random draws (numpy's global generator,
-    generators ``fn`` reaches, an unseeded ``default_rng``, Python's ``random``).
-
-    Read from outside: the closure cells and globals of ``fn`` and of the functions it calls
-    (``function_reads``), and every attribute that the traced call reads of a module or another object
-    reachable from those: an instance's own, or a plain value of its class (then also that the instance
-    has not set one of its own since).
-    """
+    """While ``fn`` is traced: note what it reads from outside, refuse ``.data`` read by code outside the
+    package, and see random draws (numpy's global generator, generators ``fn`` reaches, an unseeded
+    ``default_rng``, Python's ``random``)."""
 
     def __init__(self, fn):
         self.fn = fn
         self.probes = []
-        self.seen = set()
+        self.noted = set()          # (id(source), key) already probed
+        self.seen = set()           # (id(object), attribute) already noted by the class hook
+        self.codes = set()          # code objects whose reads are noted
         self.unseeded = False
-        # set on entering: the random generators' states, the classes' own __getattribute__, default_rng
+        self.thread = threading.get_ident()
+        # set on entering: the random generators' states, the classes' own __getattribute__, default_rng,
+        # the profile function
         self.rng_before, self.global_before, self.python_before = [], None, None
-        self.saved, self.default_rng = [], np.random.default_rng
+        self.saved, self.default_rng, self.profile_before = [], np.random.default_rng, None
 
     def _roots(self):
         """``(source, key, value)``: fn's closure cells and globals (and its helpers'), and its owner."""
         fn = getattr(self.fn, "__func__", self.fn)
         owner = getattr(self.fn, "__self__", None)
-        if owner is None and hasattr(self.fn, "named_parameters"):   # a Module traced as fn: its forward
+        if owner is None and is_module(self.fn):                    # a Module traced as fn: its forward
             owner, fn = self.fn, type(self.fn).forward
         found = function_reads(getattr(fn, "__func__", fn))
         if owner is not None:
             found.append(({"self": owner}, "self", owner))
         return found
 
-    def _watch_reads(self, modules, objects):
+    def _note(self, source, key, value, owner=None):
+        """A probe of ``source[key]`` (an attribute of ``owner`` when it is given: read through a weak
+        reference to it)."""
+        if (id(source if owner is None else owner), key) in self.noted:
+            return
+        self.noted.add((id(source if owner is None else owner), key))
+        self.probes.append(probe(source if owner is None else attributes_of(owner), key, value))
+        if isinstance(value, _GENERATORS):
+            self.rng_before += _rng_states([value])
+
+    def _note_attribute(self, obj, name):
+        """A check for the attribute ``name`` of ``obj``, which the traced call read."""
+        own = own_attributes(obj)
+        if name == "__dict__":                  # vars(obj): all of it
+            for key, value in own.items():
+                self._note(own, key, value, obj)
+        elif name in own:
+            self._note(own, name, own[name], obj)
+        else:
+            for cls in type(obj).__mro__:
+                if name in cls.__dict__:
+                    value = cls.__dict__[name]
+                    if isinstance(value, types.MemberDescriptorType):      # a slot
+                        self._note(obj, name, slot_value(obj, name))
+                    elif not callable(getattr(type(value), "__get__", None)):   # a plain value of the class
+                        self.probes.append((attributes_of(obj), name, "absent", None))
+                        self._note(type(obj), name, value)
+                    return
+
+    def _hook_classes(self, modules, objects):
         """Note the attributes that the call reads of these modules and objects: through a hook on each
         module's base class (the one that defines named_parameters) and on each other object's class. An
         object whose class takes no hook (a built-in type such as SimpleNamespace, or one with its own
         ``__getattribute__``) has all its attributes noted now instead."""
         classes = [cls for m in modules for cls in type(m).__mro__ if "named_parameters" in cls.__dict__]
-        classes += [type(o) for o in objects if not _internal(type(o))]
+        classes += [type(o) for o in objects]
         hooked = set()
 
         def getattribute(obj, name, _get=object.__getattribute__):
@@ -226,45 +111,36 @@ class _Watch:
             self.saved.append((cls, before))
             hooked.add(cls)
         for o in objects:
-            if not _internal(type(o)) and not any(cls in hooked for cls in type(o).__mro__):
-                own = vars(o)
+            if not any(cls in hooked for cls in type(o).__mro__):
+                own = own_attributes(o)
                 for name, value in own.items():
-                    self._note(own, name, value)
+                    self._note(own, name, value, o)
 
-    def _note(self, source, key, value):
-        self.probes.append(_probe(source, key, value))
-        if isinstance(value, (np.random.Generator, np.random.RandomState)):
-            self.rng_before += _rng_states([value])
-
-    def _note_attribute(self, obj, name):
-        """A check for the attribute ``name`` of ``obj``, which the traced call read."""
-        try:
-            own = object.__getattribute__(obj, "__dict__")
-        except AttributeError:                  # an object with __slots__
-            own = {}
-        if name in own:
-            self._note(own, name, own[name])
-            return
-        for cls in type(obj).__mro__:
-            if name in cls.__dict__:
-                value = cls.__dict__[name]
-                if not callable(getattr(type(value), "__get__", None)):    # a plain value, not a method
-                    self.probes.append((own, name, "absent", None))
-                    self._note(cls.__dict__, name, value)
-                return
+    def _profile(self, frame, event, arg):
+        """Each function of the user's that runs: the globals it loads and the attributes it reads of a
+        global module or class, noted as it starts (before it can change them)."""
+        code = frame.f_code
+        if event == "call" and code not in self.codes:
+            self.codes.add(code)
+            if users(frame.f_globals.get("__name__")) and not installed(code.co_filename):
+                for source, key, value in code_reads(code, frame.f_globals):
+                    self._note(source, key, value)
 
     def __enter__(self):
         watch = self
         roots = self._roots()
         for source, key, value in roots:
             self._note(source, key, value)
-        # the modules and objects reachable from fn, found before the call: their attribute reads are noted
-        modules, objects = _reachable([v for _, _, v in roots])
-        self.rng_before += _rng_states([v for o in modules + objects for v in vars(o).values()
-                                        if isinstance(v, (np.random.Generator, np.random.RandomState))])
+        # the modules, objects and functions reachable from fn, found before the call
+        modules, objects, functions = reachable([v for _, _, v in roots])
+        for f in functions:
+            for source, key, value in function_reads(f, depth=0):
+                self._note(source, key, value)
+        self.rng_before += _rng_states([v for o in modules + objects for v in own_attributes(o).values()
+                                        if isinstance(v, _GENERATORS)])
         self.global_before = np.random.get_state(legacy=False)
         self.python_before = random.getstate()
-        self._watch_reads(modules, objects)
+        self._hook_classes(modules, objects)
         self.default_rng = np.random.default_rng
 
         def default_rng(seed=None, _make=self.default_rng):
@@ -272,10 +148,13 @@ class _Watch:
                 watch.unseeded = True
             return _make(seed)
         np.random.default_rng = default_rng
-        Tensor.data = property(_read_data, _SLOT_DATA.__set__)
+        Tensor.data = property(_read_data(self.thread), _SLOT_DATA.__set__)
+        self.profile_before = sys.getprofile()
+        sys.setprofile(self._profile)
         return self
 
     def __exit__(self, exc_type, *exc):
+        sys.setprofile(self.profile_before)
         Tensor.data = _SLOT_DATA
         np.random.default_rng = self.default_rng
         for cls, before in self.saved:
@@ -294,6 +173,14 @@ class _Watch:
                 "unseeded default_rng, or Python's random); the draws would be frozen into the program, the "
                 "same mask on every call. Draw the mask (or the noise) outside fn with your generator and pass "
                 "it in as an input: trace(step, x, y, mask) and call program(x, y, rng.random(shape) < p).")
+        # a list or dict that fn fills (a log) is checked from here on; another value it changes is refused
+        self.probes = [p if p[2] not in ("items", "entries") or still_holds(p) else probe(p[0], p[1], _read(*p[:2]))
+                       for p in self.probes]
+        changed = next((p for p in self.probes if not still_holds(p)), None)
+        if changed is not None:
+            raise TraceError(f"trace: fn changes {describe(changed)}, which it also reads; a program cannot "
+                             f"repeat the change, and the next call would see another value. Keep such state "
+                             f"outside fn: pass it in as an input and return its new value.")
         return False
 
 
@@ -310,11 +197,14 @@ def _same_state(a, b):
                                     for x, y in zip(a, b))
 
 
-def _read_data(t):
-    caller = sys._getframe(1).f_globals.get("__name__", "")
-    if not (caller == "tinygrad_rnn" or caller.startswith("tinygrad_rnn.")):
-        raise TraceError("trace: fn reads .data of a tensor while tracing; the value it computes from it "
-                         "would be frozen into the program. Use Tensor operations (or .shape, .dtype), or "
-                         "compute the value outside fn and pass it in as an input.")
-    return _SLOT_DATA.__get__(t, Tensor)
 
+def _read_data(thread):
+    """``Tensor.data`` while tracing in ``thread``: refused there for code outside the package."""
+    def read(t):
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if threading.get_ident() == thread and not (caller == "tinygrad_rnn" or caller.startswith("tinygrad_rnn.")):
+            raise TraceError("trace: fn reads .data of a tensor while tracing; the value it computes from it "
+                             "would be frozen into the program. Use Tensor operations (or .shape, .dtype), or "
+                             "compute the value outside fn and pass it in as an input.")
+        return _SLOT_DATA.__get__(t, Tensor)
+    return read

@@ -21,6 +21,7 @@ from .errors import GuardFailed, TraceError
 from .forward import _ForwardLines
 from .lines import Line
 from .passes import reuse_buffers, stack_in_place, with_frees, without_dead
+from .probes import is_module
 from .verify import _close, _Mismatch, replays
 
 
@@ -83,18 +84,18 @@ class _Writer(_ForwardLines, _BackwardLines):
     def _param_names(self):
         """Names for parameters: from ``names``, else from the modules ``fn`` refers to (``cell.Wx``)."""
         if self.names is not None:
-            pairs = self.names.named_parameters() if hasattr(self.names, "named_parameters") else self.names.items()
+            pairs = self.names.named_parameters() if is_module(self.names) else self.names.items()
             return {id(p): name for name, p in pairs}
         found = {}
         fn = self.fn
         owner = getattr(fn, "__self__", None)
-        modules = [("", owner)] if hasattr(owner, "named_parameters") else []
+        modules = [("", owner)] if is_module(owner) else []
         try:
             seen = inspect.getclosurevars(getattr(fn, "__func__", fn))
             refs = {**seen.globals, **seen.nonlocals}
         except (TypeError, ValueError):
             refs = {}
-        modules += [(name + ".", m) for name, m in refs.items() if hasattr(m, "named_parameters")]
+        modules += [(name + ".", m) for name, m in refs.items() if is_module(m)]
         for prefix, module in modules:
             for name, p in module.named_parameters():
                 found.setdefault(id(p), prefix + name)

@@ -1,0 +1,304 @@
+"""Probes: a value that a traced function read from outside, and how a later call checks it still holds.
+
+A probe is ``(source, key, kind, want)``: where the value is read from (a dict,
+a list, a closure cell when ``key`` is None, else an object whose attribute
+``key`` is read), and what must still be there. ``function_reads`` and
+``code_reads`` say what a function reads (its closure cells, its globals, the
+attributes it reads of a global module or class of the user's);
+``reachable`` finds the modules, objects and functions that the user's state
+can hide in.
+"""
+import collections
+import dis
+import inspect
+import os
+import sys
+import types
+import weakref
+
+import numpy as np
+
+from ..tensor import Tensor
+
+_MISSING = object()
+_ITEMS = 64     # a container of more (not all plain) is checked by identity and its tensors and modules
+_SEQUENCES = (list, tuple, collections.deque)
+
+
+def _simple(v):
+    return v is None or isinstance(v, (bool, int, float, complex, str, bytes)) or (
+        isinstance(v, tuple) and all(_simple(x) for x in v))
+
+
+def is_module(v):
+    """Whether ``v`` is a module: an instance whose class defines ``named_parameters`` (looked up without
+    running a ``__getattr__`` of the object's)."""
+    return not isinstance(v, type) and inspect.isfunction(inspect.getattr_static(type(v), "named_parameters", None))
+
+
+def users(module_name):
+    """Whether a module of this name is the user's: not the engine's, numpy's or Python's own library (code
+    without a module, such as a program the tracer runs with exec, is no one's)."""
+    top = (module_name or "").partition(".")[0]
+    return bool(top) and top not in ("tinygrad_rnn", "numpy") and top not in sys.stdlib_module_names
+
+
+def internal(cls):
+    """A class whose instances hold no state of the user's: the engine's, the tracer's, numpy's, Python's
+    (but for the namespaces that hold settings), another installed library's."""
+    module = getattr(cls, "__module__", "") or ""
+    top = module.partition(".")[0]
+    if f"{module}.{cls.__name__}" in ("types.SimpleNamespace", "argparse.Namespace"):
+        return False
+    if top == "tinygrad_rnn":
+        return module.startswith(("tinygrad_rnn.tensor", "tinygrad_rnn.tracing", "tinygrad_rnn.composites"))
+    file = getattr(sys.modules.get(module), "__file__", "")
+    return top == "numpy" or top in sys.stdlib_module_names or installed(file)
+
+
+def installed(path):
+    """Whether ``path`` is a file of an installed library (under site-packages)."""
+    return bool({"site-packages", "dist-packages"} & set((path or "").split(os.sep)))
+
+
+# ---------------------------------------------------------------------- making and checking probes
+class _Attributes:
+    """An object's instance attributes as a probe's source, through a weak reference: a check kept for a
+    module must not keep the module alive (its attributes may lead back to it)."""
+    __slots__ = ("ref",)
+
+    def __init__(self, obj):
+        self.ref = weakref.ref(obj)
+
+    def get(self, key, default):
+        obj = self.ref()
+        return default if obj is None else own_attributes(obj).get(key, default)
+
+
+def attributes_of(obj):
+    """The source for a probe of ``obj``'s instance attributes: weak where ``obj`` can be referred to so."""
+    try:
+        return _Attributes(obj)
+    except TypeError:
+        return own_attributes(obj)
+
+
+class _Same:
+    """What an identity check holds: the object through a weak reference where it can (a bound method: its
+    function, and its object weakly), else the object itself."""
+    __slots__ = ("ref", "func")
+
+    def __init__(self, value):
+        self.func = value.__func__ if isinstance(value, types.MethodType) else None
+        target = value.__self__ if self.func is not None else value
+        try:
+            self.ref = weakref.ref(target)
+        except TypeError:
+            self.ref = lambda: target
+
+    def holds(self, value):
+        if self.func is None:
+            return value is self.ref()
+        return isinstance(value, types.MethodType) and value.__func__ is self.func and value.__self__ is self.ref()
+
+
+def probe(source, key, value, depth=2):
+    """How a later call checks that ``source[key]`` still holds what the trace read: equal for plain values
+    and arrays, the same object otherwise; a list, tuple, deque or dict the same one, holding what it held
+    (``depth`` levels down); a set the same one with equal members."""
+    if _simple(value):
+        return (source, key, "eq", value)
+    if isinstance(value, np.ndarray):
+        return (source, key, "array", value.copy())
+    if isinstance(value, (set, frozenset)) and all(map(_simple, value)):
+        return (source, key, "entries", (value, set(value)))
+    if isinstance(value, (*_SEQUENCES, dict)):
+        items = list(value.items() if isinstance(value, dict) else enumerate(value))
+        if all(_simple(k) and _simple(v) for k, v in items):     # settings: equal entries
+            return (source, key, "entries", (value, value if isinstance(value, tuple) else value.copy()))
+        if depth and len(items) <= _ITEMS:
+            return (source, key, "items", (value, len(items), [probe(value, k, v, depth - 1) for k, v in items]))
+        parts = tuple(v for _, v in items if isinstance(v, Tensor) or is_module(v))
+        return (source, key, "is", (value, parts))
+    return (source, key, "same", _Same(value))
+
+
+def _read(source, key):
+    if key is None:
+        return source.cell_contents
+    if isinstance(source, (dict, types.MappingProxyType, _Attributes)):
+        return source.get(key, _MISSING)
+    if isinstance(source, _SEQUENCES):
+        return source[key] if key < len(source) else _MISSING
+    if isinstance(source, (type, types.ModuleType)):
+        return getattr(source, key, _MISSING)  # a module's or class's attribute (a class's through its bases)
+    return slot_value(source, key)             # an object's slot
+
+
+def _same(value, want):
+    return value.__class__ is want.__class__ and (value == want or value != value and want != want)   # NaN
+
+
+def still_holds(p):
+    source, key, kind, want = p
+    try:
+        value = _read(source, key)
+    except ValueError:                           # an emptied closure cell
+        return False
+    if kind == "absent":                         # an instance that read its class's value has none of its own
+        return value is _MISSING
+    if kind == "eq":
+        return _same(value, want)
+    if kind == "array":
+        return isinstance(value, np.ndarray) and value.shape == want.shape and value.dtype == want.dtype \
+            and np.array_equal(value, want, equal_nan=want.dtype.kind in "fc")
+    if kind == "entries":
+        obj, entries = want
+        return value is obj and value == entries
+    if kind == "items":
+        obj, n, probes = want
+        return value is obj and len(value) == n and all(map(still_holds, probes))
+    if kind == "same":
+        return want.holds(value)
+    obj, parts = want
+    if value is not obj:
+        return False
+    if parts:
+        items = value.values() if isinstance(value, dict) else value
+        now = tuple(x for x in items if isinstance(x, Tensor) or is_module(x))
+        return len(now) == len(parts) and all(a is b for a, b in zip(now, parts))
+    return True
+
+
+def describe(p):
+    """The name a message gives to what ``p`` checks."""
+    source, key, _, _ = p
+    if key is None:
+        return "a closed-over variable"
+    if isinstance(source, dict) and "__name__" in source:
+        return f"the global {key!r} of {source['__name__']}"
+    return f"{key!r}"
+
+
+# ---------------------------------------------------------------------- what a function reads
+def _global_names(code):
+    """The global names that ``code`` (and the lambdas and comprehensions in it) loads.
+
+    Not ``co_names``: that also holds every attribute name (``self.W`` lists ``W``), which would take an
+    unrelated global of the same name for something the function reads.
+    """
+    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(_global_names(const))
+    return sorted(names)
+
+
+def _global_attributes(code):
+    """``(global name, attribute)`` for each ``NAME.attr`` that ``code`` reads (``othermod.CONST``)."""
+    found, before = set(), None
+    for ins in dis.get_instructions(code):
+        if before is not None and ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+            found.add((before, ins.argval))
+        before = ins.argval if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") else None
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found.update(_global_attributes(const))
+    return sorted(found)
+
+
+def code_reads(code, globals_):
+    """``(source, key, value)`` for each global that ``code`` loads, and each attribute it reads of a global
+    module or class of the user's (``othermod.CONST``, ``Config.SCALE``)."""
+    out = [(globals_, var, globals_[var]) for var in _global_names(code) if var in globals_]
+    for var, attr in _global_attributes(code):
+        owner = globals_.get(var)
+        name = owner.__name__ if isinstance(owner, types.ModuleType) else getattr(owner, "__module__", None) \
+            if isinstance(owner, type) else None
+        if name is not None and users(name):
+            try:
+                out.append((owner, attr, getattr(owner, attr, _MISSING)))
+            except Exception:                   # noqa: BLE001 - a lazy module's __getattr__: not a plain value
+                pass
+    return out
+
+
+def function_reads(fn, depth=3, seen=None):
+    """``(source, key, value)`` for each closure cell (``key`` None) and global that ``fn`` reads.
+
+    The functions it names are followed (``depth`` levels): a composition (a wrapped function), one of
+    ``fn``'s module, or one of the user's: a global that a helper reads decides the numbers as much as one
+    that ``fn`` reads.
+    """
+    fn = inspect.unwrap(fn)
+    code = getattr(fn, "__code__", None)
+    seen = set() if seen is None else seen
+    if code is None or id(fn) in seen:
+        return []
+    seen.add(id(fn))
+    out = []
+    for _, cell in zip(code.co_freevars, fn.__closure__ or ()):
+        try:
+            out.append((cell, None, cell.cell_contents))
+        except ValueError:                      # a cell not filled yet
+            pass
+    out += code_reads(code, fn.__globals__)
+    if depth:
+        for _, _, value in list(out):
+            inner = inspect.unwrap(value) if callable(value) else value
+            if inspect.isfunction(inner) and (inner is not value or inner.__module__ == fn.__module__ or
+                                              users(inner.__module__)):
+                out += function_reads(inner, depth - 1, seen)
+    return out
+
+
+# ---------------------------------------------------------------------- where the user's state can be
+_LEAVES = (Tensor, np.ndarray, np.generic, np.random.Generator, np.random.RandomState, type, types.ModuleType,
+           types.BuiltinFunctionType, str, bytes, int, float, complex, bool, type(None))
+
+
+def own_attributes(obj):
+    """``obj``'s instance dict ({} if it has none), read without running a ``__getattr__`` of its own."""
+    try:
+        own = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        return {}
+    return own if isinstance(own, dict) else {}
+
+
+def slot_value(obj, name):
+    try:
+        return object.__getattribute__(obj, name)
+    except AttributeError:                      # a slot not set
+        return _MISSING
+
+
+def _slots(obj):
+    names = [n for cls in type(obj).__mro__ for n in cls.__dict__.get("__slots__", ())
+             if isinstance(cls.__dict__.get(n), types.MemberDescriptorType)]
+    return [(n, slot_value(obj, n)) for n in names]
+
+
+def reachable(values, limit=5000):
+    """The modules, the other objects of the user's, and the user's functions that can be reached from
+    ``values``: through attributes (``__dict__`` or ``__slots__``), containers and bound methods (at most
+    ``limit`` objects). Objects of the engine, numpy or Python's library are not entered."""
+    modules, objects, functions, seen, stack = [], [], [], set(), list(values)
+    while stack and len(seen) < limit:
+        v = stack.pop()
+        if id(v) in seen or isinstance(v, _LEAVES):
+            continue
+        seen.add(id(v))
+        if isinstance(v, types.FunctionType):
+            if users(v.__module__):
+                functions.append(v)
+        elif isinstance(v, types.MethodType):
+            stack += [v.__self__, v.__func__]
+        elif isinstance(v, (*_SEQUENCES, set, frozenset)):
+            stack += list(v)
+        elif isinstance(v, dict):
+            stack += list(v.values())
+        elif not internal(type(v)) and inspect.getattr_static(type(v), "__get__", None) is None:
+            (modules if is_module(v) else objects).append(v)
+            stack += list(own_attributes(v).values()) + [x for _, x in _slots(v)]
+    return modules, objects, functions
