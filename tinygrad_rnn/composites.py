@@ -219,9 +219,9 @@ class _Program:
         fn = composite.fn
         self.paths = [_find(p, owner, fn, composite.name) for p in self.params]
         self.reads = [_probe(*read) for read in function_reads(fn)]
-        read = {(id(source), key) for source, key, _, _ in self.reads}
+        read = {(id(p.source), p.key) for p in self.reads}
         # module attributes (private ones too) it read while written; what reads has is not checked twice
-        self.probes = [p for p in compiled.probes if (id(p[0]), p[1]) not in read]
+        self.probes = [p for p in compiled.probes if (id(p.source), p.key) not in read]
         self.generation = _generation[0]
         self.outside_arrays(owner)
 

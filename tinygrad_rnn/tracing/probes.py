@@ -10,7 +10,9 @@ can hide in.
 """
 import collections
 import dis
+import functools
 import inspect
+import operator
 import os
 import sys
 import types
@@ -68,18 +70,19 @@ class _Attributes:
     __slots__ = ("ref",)
 
     def __init__(self, obj):
+        _own(obj, "__dict__")                   # (AttributeError for an object without one)
         self.ref = weakref.ref(obj)
 
     def get(self, key, default):
         obj = self.ref()
-        return default if obj is None else own_attributes(obj).get(key, default)
+        return default if obj is None else _own(obj, "__dict__").get(key, default)
 
 
 def attributes_of(obj):
     """The source for a probe of ``obj``'s instance attributes: weak where ``obj`` can be referred to so."""
     try:
         return _Attributes(obj)
-    except TypeError:
+    except (AttributeError, TypeError):         # no __dict__, or no weak references to it
         return own_attributes(obj)
 
 
@@ -102,77 +105,117 @@ class _Same:
         return isinstance(value, types.MethodType) and value.__func__ is self.func and value.__self__ is self.ref()
 
 
+def _reader(source, key):
+    """A function of no arguments that reads ``source[key]`` as it is now (``_MISSING`` if it is not there)."""
+    if key is None:
+        return lambda: source.cell_contents
+    if isinstance(source, (dict, types.MappingProxyType, _Attributes)):
+        return functools.partial(source.get, key, _MISSING)
+    if isinstance(source, _SEQUENCES):
+        return lambda: source[key] if key < len(source) else _MISSING
+    if isinstance(source, (type, types.ModuleType)):   # a module's or class's attribute (a class's through its bases)
+        return functools.partial(getattr, source, key, _MISSING)
+    return functools.partial(slot_value, source, key)  # an object's slot
+
+
+def _equal(want, value):
+    return value.__class__ is want.__class__ and (value == want or value != value and want != want)   # NaN
+
+
+def _equal_array(want, value):
+    return isinstance(value, np.ndarray) and value.shape == want.shape and value.dtype == want.dtype \
+        and np.array_equal(value, want, equal_nan=want.dtype.kind in "fc")
+
+
+def _equal_entries(want, value):
+    obj, entries = want
+    return value is obj and value == entries
+
+
+def _equal_items(want, value):
+    obj, n, probes = want
+    return value is obj and len(value) == n and all(p.holds() for p in probes)
+
+
+def _same_parts(want, value):
+    obj, parts = want
+    if value is not obj:
+        return False
+    items = value.values() if isinstance(value, dict) else value
+    now = tuple(x for x in items if isinstance(x, Tensor) or is_module(x))
+    return len(now) == len(parts) and all(a is b for a, b in zip(now, parts))
+
+
+_TESTS = {"eq": _equal, "array": _equal_array, "entries": _equal_entries, "items": _equal_items, "is": _same_parts,
+          "absent": lambda want, value: value is _MISSING}   # an instance that read its class's value has none
+
+
+class Probe:
+    """A value read from ``source[key]`` (an attribute, a dict entry, a list item, a closure cell when
+    ``key`` is None) and what must still be there (``kind``: eq, array, entries, items, is, same, absent;
+    ``want``). ``holds()`` reads it again and tests it: made once, here, as one function (a program checks
+    its probes on every call)."""
+    __slots__ = ("source", "key", "kind", "want", "read", "holds")
+
+    def __init__(self, source, key, kind, want):
+        self.source, self.key, self.kind, self.want = source, key, kind, want
+        self.read = read = _reader(source, key)
+        # the common cases (an attribute or a dict entry that is the same object, or an equal number), in one call
+        if isinstance(source, _Attributes) and kind in ("same", "eq") and (kind == "eq" or want.func is None):
+            self.holds = _attribute_check(source.ref, key, kind, want)
+        elif isinstance(source, dict) and kind == "same" and want.func is None:
+            self.holds = lambda get=source.get, target=want.ref: get(key, _MISSING) is target()
+        else:
+            test = want.holds if kind == "same" else functools.partial(_TESTS[kind], want)
+
+            def holds():
+                try:
+                    return test(read())
+                except ValueError:               # an emptied closure cell
+                    return False
+            self.holds = holds
+
+
+def _attribute_check(owner, key, kind, want):
+    if kind == "same":
+        def holds(target=want.ref):
+            obj = owner()
+            return obj is not None and _own(obj, "__dict__").get(key, _MISSING) is target()
+    else:
+        def holds(cls=want.__class__):
+            obj = owner()
+            value = _MISSING if obj is None else _own(obj, "__dict__").get(key, _MISSING)
+            return value.__class__ is cls and (value == want or value != value and want != want)   # NaN
+    return holds
+
+
+still_holds = operator.methodcaller("holds")
+
+
 def probe(source, key, value, depth=2):
     """How a later call checks that ``source[key]`` still holds what the trace read: equal for plain values
     and arrays, the same object otherwise; a list, tuple, deque or dict the same one, holding what it held
     (``depth`` levels down); a set the same one with equal members."""
     if _simple(value):
-        return (source, key, "eq", value)
+        return Probe(source, key, "eq", value)
     if isinstance(value, np.ndarray):
-        return (source, key, "array", value.copy())
+        return Probe(source, key, "array", value.copy())
     if isinstance(value, (set, frozenset)) and all(map(_simple, value)):
-        return (source, key, "entries", (value, set(value)))
+        return Probe(source, key, "entries", (value, set(value)))
     if isinstance(value, (*_SEQUENCES, dict)):
         items = list(value.items() if isinstance(value, dict) else enumerate(value))
         if all(_simple(k) and _simple(v) for k, v in items):     # settings: equal entries
-            return (source, key, "entries", (value, value if isinstance(value, tuple) else value.copy()))
+            return Probe(source, key, "entries", (value, value if isinstance(value, tuple) else value.copy()))
         if depth and len(items) <= _ITEMS:
-            return (source, key, "items", (value, len(items), [probe(value, k, v, depth - 1) for k, v in items]))
+            return Probe(source, key, "items", (value, len(items), [probe(value, k, v, depth - 1) for k, v in items]))
         parts = tuple(v for _, v in items if isinstance(v, Tensor) or is_module(v))
-        return (source, key, "is", (value, parts))
-    return (source, key, "same", _Same(value))
-
-
-def _read(source, key):
-    if key is None:
-        return source.cell_contents
-    if isinstance(source, (dict, types.MappingProxyType, _Attributes)):
-        return source.get(key, _MISSING)
-    if isinstance(source, _SEQUENCES):
-        return source[key] if key < len(source) else _MISSING
-    if isinstance(source, (type, types.ModuleType)):
-        return getattr(source, key, _MISSING)  # a module's or class's attribute (a class's through its bases)
-    return slot_value(source, key)             # an object's slot
-
-
-def _same(value, want):
-    return value.__class__ is want.__class__ and (value == want or value != value and want != want)   # NaN
-
-
-def still_holds(p):
-    source, key, kind, want = p
-    try:
-        value = _read(source, key)
-    except ValueError:                           # an emptied closure cell
-        return False
-    if kind == "absent":                         # an instance that read its class's value has none of its own
-        return value is _MISSING
-    if kind == "eq":
-        return _same(value, want)
-    if kind == "array":
-        return isinstance(value, np.ndarray) and value.shape == want.shape and value.dtype == want.dtype \
-            and np.array_equal(value, want, equal_nan=want.dtype.kind in "fc")
-    if kind == "entries":
-        obj, entries = want
-        return value is obj and value == entries
-    if kind == "items":
-        obj, n, probes = want
-        return value is obj and len(value) == n and all(map(still_holds, probes))
-    if kind == "same":
-        return want.holds(value)
-    obj, parts = want
-    if value is not obj:
-        return False
-    if parts:
-        items = value.values() if isinstance(value, dict) else value
-        now = tuple(x for x in items if isinstance(x, Tensor) or is_module(x))
-        return len(now) == len(parts) and all(a is b for a, b in zip(now, parts))
-    return True
+        return Probe(source, key, "is", (value, parts))
+    return Probe(source, key, "same", _Same(value))
 
 
 def describe(p):
     """The name a message gives to what ``p`` checks."""
-    source, key, _, _ = p
+    source, key = p.source, p.key
     if key is None:
         return "a closed-over variable"
     if isinstance(source, dict) and "__name__" in source:
@@ -255,6 +298,9 @@ def function_reads(fn, depth=3, seen=None):
 # ---------------------------------------------------------------------- where the user's state can be
 _LEAVES = (Tensor, np.ndarray, np.generic, np.random.Generator, np.random.RandomState, type, types.ModuleType,
            types.BuiltinFunctionType, str, bytes, int, float, complex, bool, type(None))
+
+
+_own = object.__getattribute__     # an attribute read past any hook or __getattr__ of the object's class
 
 
 def own_attributes(obj):

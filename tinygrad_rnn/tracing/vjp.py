@@ -62,7 +62,7 @@ def write_vjp(fn, inputs, name, arg_names, shown=None):
     with watch, _Recording(recorder):
         out = fn(*inputs)
     # (not the owner itself: the program is kept per owner, weakly, and must not keep it alive)
-    probes = [p for p in getattr(watch, "probes", []) if p[1] != "self"]
+    probes = [p for p in getattr(watch, "probes", []) if p.key != "self"]
     single = isinstance(out, Tensor)
     outs = (out,) if single else tuple(out) if isinstance(out, (tuple, list)) else None
     if outs is None or not outs or not all(isinstance(o, Tensor) for o in outs):

@@ -16,8 +16,8 @@ import numpy as np
 
 from ..tensor import Tensor
 from .errors import TraceError
-from .probes import (_read, attributes_of, code_reads, describe, function_reads, installed, is_module,
-                     own_attributes, probe, reachable, slot_value, still_holds, users)
+from .probes import (Probe, attributes_of, code_reads, describe, function_reads, installed, is_module,
+                     own_attributes, probe, reachable, slot_value, users)
 
 _SLOT_DATA = Tensor.__dict__["data"]   # the slot descriptor of Tensor.data
 _GENERATORS = (np.random.Generator, np.random.RandomState)
@@ -82,7 +82,7 @@ class _Watch:
                     if isinstance(value, types.MemberDescriptorType):      # a slot
                         self._note(obj, name, slot_value(obj, name))
                     elif not callable(getattr(type(value), "__get__", None)):   # a plain value of the class
-                        self.probes.append((attributes_of(obj), name, "absent", None))
+                        self.probes.append(Probe(attributes_of(obj), name, "absent", None))
                         self._note(type(obj), name, value)
                     return
 
@@ -122,7 +122,9 @@ class _Watch:
         code = frame.f_code
         if event == "call" and code not in self.codes:
             self.codes.add(code)
-            if users(frame.f_globals.get("__name__")) and not installed(code.co_filename):
+            name = frame.f_globals.get("__name__")
+            # (code made by exec with globals of its own, such as a namedtuple's __new__, is no module's)
+            if users(name) and name in sys.modules and not installed(code.co_filename):
                 for source, key, value in code_reads(code, frame.f_globals):
                     self._note(source, key, value)
 
@@ -174,9 +176,9 @@ class _Watch:
                 "same mask on every call. Draw the mask (or the noise) outside fn with your generator and pass "
                 "it in as an input: trace(step, x, y, mask) and call program(x, y, rng.random(shape) < p).")
         # a list or dict that fn fills (a log) is checked from here on; another value it changes is refused
-        self.probes = [p if p[2] not in ("items", "entries") or still_holds(p) else probe(p[0], p[1], _read(*p[:2]))
+        self.probes = [p if p.kind not in ("items", "entries") or p.holds() else probe(p.source, p.key, p.read())
                        for p in self.probes]
-        changed = next((p for p in self.probes if not still_holds(p)), None)
+        changed = next((p for p in self.probes if not p.holds()), None)
         if changed is not None:
             raise TraceError(f"trace: fn changes {describe(changed)}, which it also reads; a program cannot "
                              f"repeat the change, and the next call would see another value. Keep such state "

@@ -6,12 +6,10 @@ backward (``backward.py``), the passes over the lines (``passes.py``), and the
 compiled function, each value checked against the eager run on the way.
 """
 import ast
-import dis
 import inspect
 import itertools
 import keyword
 import textwrap
-import types
 
 import numpy as np
 
@@ -21,7 +19,7 @@ from .errors import GuardFailed, TraceError
 from .forward import _ForwardLines
 from .lines import Line
 from .passes import reuse_buffers, stack_in_place, with_frees, without_dead
-from .probes import is_module
+from .probes import _global_names, is_module
 from .verify import _close, _Mismatch, replays
 
 
@@ -192,8 +190,7 @@ class _Writer(_ForwardLines, _BackwardLines):
             self.helpers.append(fn)
             self.used.update((name, "d" + name))
             self.ns[name] = fn
-            globals_read = _globals_read(fn.__code__)
-            for other_name in sorted(globals_read):   # helpers that the helper calls, from its own module
+            for other_name in _global_names(fn.__code__):   # helpers that the helper calls, from its own module
                 other = fn.__globals__.get(other_name)
                 if inspect.isfunction(other) and other.__module__ == fn.__module__:
                     self._use(other)
@@ -290,11 +287,3 @@ class _Writer(_ForwardLines, _BackwardLines):
         exec(compile(source, f"<traced {name}>", "exec"), namespace)
         return source, namespace[name]
 
-
-def _globals_read(code):
-    """The global names a function's code reads, its inner functions' and generators' too."""
-    names = {i.argval for i in dis.get_instructions(code) if i.opname == "LOAD_GLOBAL"}
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _globals_read(const)
-    return names
