@@ -29,8 +29,10 @@ What the program may assume, and how it is held to it:
 Before a program is handed out it is also run on other values of every input
 (floats, integers within their range, booleans) next to ``fn`` run eagerly on
 them.  While tracing, ``.data`` read outside the package and random draws are
-refused, and what ``fn`` reads from outside (closure, globals, module
-attributes) is noted: a later call where it changed traces again.
+refused, and what ``fn`` reads from outside (the closure cells and globals of
+``fn`` and of the functions of the user's that run, the attributes of the
+modules and objects it reaches) is noted: a later call where it changed traces
+again.  A value that ``fn`` reads and changes itself is refused.
 
 Parameters (tensors that require grad and were made before tracing) are read
 afresh on every call, so an optimiser's updates are seen (a Parameter
@@ -40,7 +42,8 @@ graph hands its gradient on into it, and under ``no_grad()`` a call computes
 values only.
 
 The package, one idea per file: ``program`` (``trace``, ``Program``, its
-guards), ``watch`` (what ``fn`` reads from outside), ``recorder`` (the engine's
+guards), ``watch`` and ``probes`` (what ``fn`` reads from outside, and the
+checks of it), ``recorder`` (the engine's
 reports, as named events), ``writer`` with ``forward`` and ``backward`` (the
 lines), ``lines`` and ``passes`` (the lines as records, and what is done to
 them before they are rendered), ``batch`` (products batched over time), ``run``
