@@ -396,6 +396,76 @@ def test_what_a_composition_checks_does_not_keep_its_module_alive():
     assert ref() is None
 
 
+class _Box:
+    def __init__(self, v):
+        self.v = v
+
+
+_DEFAULT_BOX = _Box(1.0)
+_SETTINGS = None            # a settings object of the user's, set by the test that reads it
+
+
+class _ReadsSettings(nn.Module):
+    def forward(self, x):
+        return ((x @ W22) * _SETTINGS.scale).sum()
+
+
+def test_objects_the_call_makes_are_its_own_and_a_log_it_fills_is_not_a_change():
+    """A temporary of a class that fn also reaches an instance of is not taken for state that fn changes; a
+    list or dict that fn (or a decorator around it) only fills neither re-traces nor re-writes."""
+    def step(x):
+        return (_Box(x @ W22).v * _DEFAULT_BOX.v).sum()
+    program = tg.trace(step, X22, backward=False)
+    assert float(program(X22)) == 8.0 and program.retraces == 0
+    log, counts = [], {}
+
+    def logged(x):
+        log.append("call")
+        counts["calls"] = counts.get("calls", 0) + 1
+        return (x @ W22).sum()
+    program = tg.trace(logged, X22, backward=False)
+    for _ in range(3):
+        program(X22)
+    assert program.retraces == 0
+    composed = tg.composite(logged)
+    for _ in range(3):
+        composed(Tensor(X22))
+    filled = len(log)
+    composed(Tensor(X22))
+    assert len(log) == filled                # the compiled node ran: the composition was not written again
+
+
+def test_a_class_that_refuses_the_hook_leaves_nothing_behind():
+    class Refusing(type):
+        def __setattr__(cls, name, value):
+            if name == "__getattribute__":
+                raise RuntimeError("no")
+            super().__setattr__(name, value)
+
+    class Settings(metaclass=Refusing):
+        def __init__(self):
+            self.scale = 2.0
+    first, settings = _Box(2.0), Settings()
+    program = tg.trace(lambda x: ((x @ W22) * first.v * settings.scale).sum(), X22, backward=False)
+    assert "__getattribute__" not in _Box.__dict__ and "__getattribute__" not in Settings.__dict__
+    settings.scale = 3.0                     # not hooked: all its attributes are checked instead
+    assert float(program(X22)) == 48.0 and program.retraces == 1
+
+
+def test_a_settings_object_read_by_a_submodule_and_a_module_held_in_a_closure_are_checked(monkeypatch):
+    import types
+    monkeypatch.setitem(globals(), "_SETTINGS", types.SimpleNamespace(scale=2.0))
+    m = _ReadsSettings()
+    _checks_the_change(lambda x: m(x), lambda: setattr(_SETTINGS, "scale", 5.0), 5.0)
+    held = types.ModuleType("scratch_held")
+    held.SCALE = 2.0
+
+    def make():
+        mod = held
+        return lambda x: ((x @ W22) * mod.SCALE).sum()
+    _checks_the_change(make(), lambda: setattr(held, "SCALE", 3.0), 3.0)
+
+
 def test_a_nan_setting_does_not_retrace_every_call():
     holder = _Base()
     holder.scale = float("nan")

@@ -49,7 +49,7 @@ import numpy as np
 from . import tensor as engine
 from .tensor import Tensor
 from .tracing.errors import GuardFailed, TraceError
-from .tracing.probes import _global_names, function_reads, probe as _probe, still_holds as _still_holds
+from .tracing.probes import _global_names, function_reads, probe as _probe, settled, still_holds as _still_holds
 from .tracing.recorder import Derived, Op
 from .tracing.vjp import NotCompiled, write_vjp
 
@@ -203,6 +203,7 @@ class Composite:
             self.reasons[key] = str(e)
             return _PLAIN
         program.check_on_other_values(call, leaves)
+        program.reads, program.probes = settled(program.reads), settled(program.probes)   # a log it filled
         compiled.recorder = None    # the record holds the example's whole graph: not needed any more
         return program
 

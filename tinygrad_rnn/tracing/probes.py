@@ -192,6 +192,13 @@ def _attribute_check(owner, key, kind, want):
 still_holds = operator.methodcaller("holds")
 
 
+def settled(probes):
+    """``probes`` with each list, tuple or dict that no longer holds what it held probed again as it is now:
+    for after fn has run, when what it filled (a log) is the state to check from then on."""
+    return [p if p.kind not in ("items", "entries") or p.holds() else probe(p.source, p.key, p.read())
+            for p in probes]
+
+
 def probe(source, key, value, depth=2):
     """How a later call checks that ``source[key]`` still holds what the trace read: equal for plain values
     and arrays, the same object otherwise; a list, tuple, deque or dict the same one, holding what it held
@@ -237,33 +244,49 @@ def _global_names(code):
     return sorted(names)
 
 
-def _global_attributes(code):
-    """``(global name, attribute)`` for each ``NAME.attr`` that ``code`` reads (``othermod.CONST``)."""
+def _global_attributes(code, loads=("LOAD_GLOBAL", "LOAD_NAME")):
+    """``(name, attribute)`` for each ``NAME.attr`` that ``code`` reads (``othermod.CONST``), NAME a global
+    (``loads``: or a closure variable, with ``LOAD_DEREF``)."""
     found, before = set(), None
     for ins in dis.get_instructions(code):
         if before is not None and ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
             found.add((before, ins.argval))
-        before = ins.argval if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") else None
+        before = ins.argval if ins.opname in loads else None
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            found.update(_global_attributes(const))
+            found.update(_global_attributes(const, loads))
     return sorted(found)
+
+
+def _attribute_read(owner, attr):
+    """``(source, key, value)`` for ``owner.attr`` read by a function: an attribute of a module or class of
+    the user's, or one of an object of the user's (its own, or a plain value of its class); else None."""
+    if isinstance(owner, types.ModuleType):
+        mine = users(owner.__name__)
+    elif isinstance(owner, type):
+        mine = users(getattr(owner, "__module__", None))
+    else:
+        mine = not internal(type(owner)) and not callable(owner)
+        own = own_attributes(owner)
+        if mine and attr in own:
+            return (attributes_of(owner), attr, own[attr])
+        owner = type(owner)                     # a value of its class, read through it
+    if not mine:
+        return None
+    try:
+        value = getattr(owner, attr, _MISSING)
+    except Exception:                           # noqa: BLE001 - a lazy module's __getattr__: not a plain value
+        return None
+    return None if callable(getattr(type(value), "__get__", None)) and not isinstance(owner, types.ModuleType) \
+        else (owner, attr, value)
 
 
 def code_reads(code, globals_):
     """``(source, key, value)`` for each global that ``code`` loads, and each attribute it reads of a global
     module or class of the user's (``othermod.CONST``, ``Config.SCALE``)."""
     out = [(globals_, var, globals_[var]) for var in _global_names(code) if var in globals_]
-    for var, attr in _global_attributes(code):
-        owner = globals_.get(var)
-        name = owner.__name__ if isinstance(owner, types.ModuleType) else getattr(owner, "__module__", None) \
-            if isinstance(owner, type) else None
-        if name is not None and users(name):
-            try:
-                out.append((owner, attr, getattr(owner, attr, _MISSING)))
-            except Exception:                   # noqa: BLE001 - a lazy module's __getattr__: not a plain value
-                pass
-    return out
+    reads = (_attribute_read(globals_[var], attr) for var, attr in _global_attributes(code) if var in globals_)
+    return out + [read for read in reads if read is not None]
 
 
 def function_reads(fn, depth=3, seen=None):
@@ -279,13 +302,17 @@ def function_reads(fn, depth=3, seen=None):
     if code is None or id(fn) in seen:
         return []
     seen.add(id(fn))
-    out = []
-    for _, cell in zip(code.co_freevars, fn.__closure__ or ()):
+    out, cells = [], {}
+    for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
         try:
             out.append((cell, None, cell.cell_contents))
+            cells[name] = cell.cell_contents
         except ValueError:                      # a cell not filled yet
             pass
     out += code_reads(code, fn.__globals__)
+    reads = (_attribute_read(cells[var], attr) for var, attr in _global_attributes(code, ("LOAD_DEREF",))
+             if var in cells)
+    out += [read for read in reads if read is not None]
     if depth:
         for _, _, value in list(out):
             inner = inspect.unwrap(value) if callable(value) else value

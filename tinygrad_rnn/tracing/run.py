@@ -4,6 +4,7 @@ from .. import tensor as engine
 from ..tensor import Tensor
 from .batch import batch_time_products, order_of
 from .errors import TraceError, Unsupported
+from .probes import settled
 from .recorder import NODES, _Recorder, _Recording
 from .verify import _close, _Mismatch, _same, check_on_other_values
 from .watch import _Watch
@@ -55,6 +56,7 @@ def _write(fn, inputs, want_backward, names, rewrite, whole_step):
         variant = writer.write(outs, single, backward, eager_grads)
     variant.probes = watch.probes + recorder.probes
     check_on_other_values(fn, inputs, writer.params, variant, backward, agrees)
+    variant.probes = settled(variant.probes)    # what fn filled while run again (a log): checked as it is now
     for t in writer.params:     # the trace's own graph is dropped here: parameters are writable again
         engine._unlock(t)
     return variant

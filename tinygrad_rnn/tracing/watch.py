@@ -17,7 +17,7 @@ import numpy as np
 from ..tensor import Tensor
 from .errors import TraceError
 from .probes import (Probe, attributes_of, code_reads, describe, function_reads, installed, is_module,
-                     own_attributes, probe, reachable, slot_value, users)
+                     own_attributes, probe, reachable, settled, slot_value, users)
 
 _SLOT_DATA = Tensor.__dict__["data"]   # the slot descriptor of Tensor.data
 _GENERATORS = (np.random.Generator, np.random.RandomState)
@@ -95,8 +95,10 @@ class _Watch:
         classes += [type(o) for o in objects]
         hooked = set()
 
+        known = {id(o) for o in modules + objects}   # (objects the call makes are its own business)
+
         def getattribute(obj, name, _get=object.__getattribute__):
-            if (id(obj), name) not in self.seen:
+            if id(obj) in known and (id(obj), name) not in self.seen:
                 self.seen.add((id(obj), name))
                 self._note_attribute(obj, name)
             return _get(obj, name)
@@ -106,7 +108,7 @@ class _Watch:
             before = cls.__dict__.get("__getattribute__")
             try:
                 cls.__getattribute__ = getattribute
-            except TypeError:                   # a built-in type
+            except Exception:                   # noqa: BLE001 - a built-in type, a metaclass that refuses
                 continue
             self.saved.append((cls, before))
             hooked.add(cls)
@@ -115,6 +117,14 @@ class _Watch:
                 own = own_attributes(o)
                 for name, value in own.items():
                     self._note(own, name, value, o)
+
+    def _unhook(self):
+        for cls, before in self.saved:
+            if before is None:
+                del cls.__getattribute__
+            else:
+                cls.__getattribute__ = before
+        self.saved = []
 
     def _profile(self, frame, event, arg):
         """Each function of the user's that runs: the globals it loads and the attributes it reads of a
@@ -142,7 +152,11 @@ class _Watch:
                                         if isinstance(v, _GENERATORS)])
         self.global_before = np.random.get_state(legacy=False)
         self.python_before = random.getstate()
-        self._hook_classes(modules, objects)
+        try:
+            self._hook_classes(modules, objects)
+        except BaseException:
+            self._unhook()
+            raise
         self.default_rng = np.random.default_rng
 
         def default_rng(seed=None, _make=self.default_rng):
@@ -159,11 +173,7 @@ class _Watch:
         sys.setprofile(self.profile_before)
         Tensor.data = _SLOT_DATA
         np.random.default_rng = self.default_rng
-        for cls, before in self.saved:
-            if before is None:
-                del cls.__getattribute__
-            else:
-                cls.__getattribute__ = before
+        self._unhook()
         if exc_type is not None:
             return False
         global_now = np.random.get_state(legacy=False)
@@ -176,8 +186,7 @@ class _Watch:
                 "same mask on every call. Draw the mask (or the noise) outside fn with your generator and pass "
                 "it in as an input: trace(step, x, y, mask) and call program(x, y, rng.random(shape) < p).")
         # a list or dict that fn fills (a log) is checked from here on; another value it changes is refused
-        self.probes = [p if p.kind not in ("items", "entries") or p.holds() else probe(p.source, p.key, p.read())
-                       for p in self.probes]
+        self.probes = settled(self.probes)
         changed = next((p for p in self.probes if not p.holds()), None)
         if changed is not None:
             raise TraceError(f"trace: fn changes {describe(changed)}, which it also reads; a program cannot "
