@@ -105,16 +105,17 @@ def _ids(seed, shape=(2, 3), high=5):
 
 
 def test_integer_and_boolean_inputs_are_varied_in_the_check():
+    import queue
     emb = nn.Embedding(5, 3, rng=0)
-    seen = []
+    runs = queue.SimpleQueue()     # (Python's own: the trace does not take it for state that fn reads)
 
     def step(ids, target, keep):
-        seen.append((ids.numpy().copy(), target.numpy().copy(), keep.numpy().copy())
-                    if not tg.tensor._tracer else None)
+        if not tg.tensor._tracer:
+            runs.put((ids.numpy().copy(), target.numpy().copy(), keep.numpy().copy()))
         return F.cross_entropy(emb(ids) * tg.where(keep, 1.0, 0.0)[..., None], target)
     ids, target, keep = _ids(0), _ids(1, (2, 3), 3), np.array([[True, False, True], [True, True, False]])
     tg.trace(step, ids, target, keep)
-    others = [s for s in seen if s is not None]
+    others = [runs.get() for _ in range(runs.qsize())]
     assert others, "fn was not run again on other values"
     o_ids, o_target, o_keep = others[-1]
     assert not np.array_equal(o_ids, ids) and ids.min() <= o_ids.min() and o_ids.max() <= ids.max()
@@ -133,7 +134,7 @@ def test_state_kept_in_a_module_attribute_is_not_frozen():
         def forward(self, ids):
             self.calls += 1
             return (self.W[ids] * float(self.calls)).sum()
-    with pytest.raises(TraceError, match="fn changes 'calls', which it also reads"):
+    with pytest.raises(TraceError, match="fn changes 'calls' on every call"):
         tg.trace(Counter().forward, _ids(0))
 
 
@@ -410,29 +411,121 @@ class _ReadsSettings(nn.Module):
         return ((x @ W22) * _SETTINGS.scale).sum()
 
 
-def test_objects_the_call_makes_are_its_own_and_a_log_it_fills_is_not_a_change():
-    """A temporary of a class that fn also reaches an instance of is not taken for state that fn changes; a
-    list or dict that fn (or a decorator around it) only fills neither re-traces nor re-writes."""
+def test_objects_the_call_makes_are_its_own_and_state_it_changes_on_every_call_is_refused():
+    """A temporary of a class that fn also reaches an instance of is not taken for state; a list, dict or
+    counter that fn (or a decorator around it) changes on every call is refused, named: a program would not
+    repeat the change (a warm-up that switches after some calls would go stale)."""
+    from tinygrad_rnn.tracing import TraceError
+
     def step(x):
         return (_Box(x @ W22).v * _DEFAULT_BOX.v).sum()
     program = tg.trace(step, X22, backward=False)
     assert float(program(X22)) == 8.0 and program.retraces == 0
-    log, counts = [], {}
+    log, counts = [], {"calls": 0}
 
     def logged(x):
         log.append("call")
-        counts["calls"] = counts.get("calls", 0) + 1
         return (x @ W22).sum()
-    program = tg.trace(logged, X22, backward=False)
-    for _ in range(3):
-        program(X22)
+
+    def counted(x):
+        counts["calls"] += 1
+        return (x @ W22).sum() * (1.0 if counts["calls"] < 5 else 2.0)
+    for fn in (logged, counted):
+        with pytest.raises(TraceError, match="fn changes .* on every call, and also reads it"):
+            tg.trace(fn, X22, backward=False)
+        with pytest.raises(TraceError, match="fn changes .* on every call, and also reads it"):
+            tg.composite(fn)(Tensor(X22))
+
+
+def test_a_value_fn_sets_once_is_kept_and_one_it_changes_on_every_call_is_refused():
+    """A value set once (a lazily made constant) is traced as it is after the call; a running statistic
+    that fn appends to and reads is refused, named."""
+    from tinygrad_rnn.tracing import TraceError
+
+    class Lazy(nn.Module):
+        def __init__(self):
+            self.W, self.scale = nn.Parameter(np.ones((2, 2))), None
+
+        def forward(self, x):
+            if self.scale is None:
+                self.scale = 2.0
+            return ((x @ self.W) * self.scale).sum()
+    program = tg.trace(Lazy(), X22, backward=False)
+    for _ in range(2):
+        assert float(program(X22)) == 16.0
     assert program.retraces == 0
-    composed = tg.composite(logged)
-    for _ in range(3):
-        composed(Tensor(X22))
-    filled = len(log)
-    composed(Tensor(X22))
-    assert len(log) == filled                # the compiled node ran: the composition was not written again
+    history = [1.0]
+
+    def running(x):
+        history.append(1.0)
+        return ((x @ W22) * float(len(history))).sum()
+    with pytest.raises(TraceError, match="fn changes a closed-over variable on every call, and also reads it"):
+        tg.trace(running, X22, backward=False)
+
+
+class _Scaler(nn.Module):
+    def __init__(self):
+        self.scale = 2.0
+
+    def forward(self, x):
+        return x * self.scale
+
+
+_NORM = None                # a layer of the user's, set by the test whose submodule calls it
+_CFG = None                 # a settings object whose class holds the default
+
+
+class _UsesNorm(nn.Module):
+    def forward(self, x):
+        return _NORM(x)
+
+
+class _CfgDefaults:
+    scale = 2.0
+
+
+def test_modules_found_only_while_the_call_runs_are_watched(monkeypatch):
+    """A module held as a class attribute, a global layer that a submodule's forward calls, a layer that
+    forward makes once and caches, a class default later shadowed on a global settings object."""
+    class Shared(nn.Module):
+        shared = _Scaler()
+
+        def forward(self, x):
+            return self.shared(x @ W22).sum()
+    m = Shared()
+    _checks_the_change(lambda x: m(x), lambda: setattr(Shared.shared, "scale", 3.0), 3.0)
+    monkeypatch.setitem(globals(), "_NORM", _Scaler())
+    outer = _UsesNorm()
+    _checks_the_change(lambda x: outer(x @ W22).sum(), lambda: setattr(_NORM, "scale", 4.0), 4.0)
+
+    class Cached(nn.Module):
+        def __init__(self):
+            self.cache = {}
+
+        def forward(self, x):
+            if "s" not in self.cache:
+                self.cache["s"] = _Scaler()
+            return self.cache["s"](x @ W22).sum()
+    c = Cached()
+    _checks_the_change(lambda x: c(x), lambda: setattr(c.cache["s"], "scale", 5.0), 5.0)
+    monkeypatch.setitem(globals(), "_CFG", _CfgDefaults())
+    _checks_the_change(lambda x: ((x @ W22) * _CFG.scale).sum(), lambda: setattr(_CFG, "scale", 6.0), 6.0)
+
+
+def test_a_metaclass_that_ignores_the_hook_leaves_nothing_behind():
+    class Ignoring(type):
+        def __setattr__(cls, name, value):
+            if name != "__getattribute__":
+                super().__setattr__(name, value)
+
+    class Quiet(metaclass=Ignoring):
+        def __init__(self):
+            self.scale = 2.0
+    box, quiet = _Box(1.0), Quiet()
+    program = tg.trace(lambda x: ((x @ W22) * box.v * quiet.scale).sum(), X22, backward=False)
+    assert "__getattribute__" not in _Box.__dict__ and "__getattribute__" not in Quiet.__dict__
+    quiet.scale = 3.0                        # not hooked: all its attributes are checked instead
+    assert float(program(X22)) == 24.0 and program.retraces == 1
 
 
 def test_a_class_that_refuses_the_hook_leaves_nothing_behind():
@@ -488,15 +581,16 @@ def test_an_object_whose_getattr_raises_other_errors_can_be_traced():
 
 
 def test_another_thread_may_read_data_while_a_trace_runs():
+    import queue
     import threading
     other = Tensor(np.arange(3.0))
-    seen = []
+    got = queue.SimpleQueue()
 
     def read():
         try:
-            seen.append(float(other.data.sum()))
+            got.put(float(other.data.sum()))
         except Exception as e:          # noqa: BLE001 - what the other thread met is the test's result
-            seen.append(e)
+            got.put(e)
 
     def fn(x):
         reader = threading.Thread(target=read)
@@ -504,6 +598,7 @@ def test_another_thread_may_read_data_while_a_trace_runs():
         reader.join()
         return (x @ W22).sum()
     tg.trace(fn, X22, backward=False)
+    seen = [got.get() for _ in range(got.qsize())]
     assert seen and all(s == 3.0 for s in seen), seen
 
 

@@ -49,7 +49,8 @@ import numpy as np
 from . import tensor as engine
 from .tensor import Tensor
 from .tracing.errors import GuardFailed, TraceError
-from .tracing.probes import _global_names, function_reads, probe as _probe, settled, still_holds as _still_holds
+from .tracing.probes import (_global_names, changed_on_every_call, function_reads, probe as _probe, settled,
+                             still_holds as _still_holds)
 from .tracing.recorder import Derived, Op
 from .tracing.vjp import NotCompiled, write_vjp
 
@@ -202,8 +203,14 @@ class Composite:
         except NotCompiled as e:
             self.reasons[key] = str(e)
             return _PLAIN
-        program.check_on_other_values(call, leaves)
-        program.reads, program.probes = settled(program.reads), settled(program.probes)   # a log it filled
+        program.reads, program.probes = settled(program.reads), settled(program.probes)
+        try:
+            program.check_on_other_values(call, leaves)
+        except TraceError as e:
+            raise changed_on_every_call(program.reads + program.probes, e) from None
+        error = changed_on_every_call(program.reads + program.probes)
+        if error is not None:
+            raise error
         compiled.recorder = None    # the record holds the example's whole graph: not needed any more
         return program
 

@@ -32,7 +32,7 @@ them.  While tracing, ``.data`` read outside the package and random draws are
 refused, and what ``fn`` reads from outside (the closure cells and globals of
 ``fn`` and of the functions of the user's that run, the attributes of the
 modules and objects it reaches) is noted: a later call where it changed traces
-again.  A value that ``fn`` reads and changes itself is refused.
+again.  A value that ``fn`` reads and changes on every call is refused.
 
 Parameters (tensors that require grad and were made before tracing) are read
 afresh on every call, so an optimiser's updates are seen (a Parameter

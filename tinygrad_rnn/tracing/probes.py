@@ -21,6 +21,7 @@ import weakref
 import numpy as np
 
 from ..tensor import Tensor
+from .errors import TraceError
 
 _MISSING = object()
 _ITEMS = 64     # a container of more (not all plain) is checked by identity and its tensors and modules
@@ -180,7 +181,7 @@ def _attribute_check(owner, key, kind, want):
     if kind == "same":
         def holds(target=want.ref):
             obj = owner()
-            return obj is not None and _own(obj, "__dict__").get(key, _MISSING) is target()
+            return (_MISSING if obj is None else _own(obj, "__dict__").get(key, _MISSING)) is target()
     else:
         def holds(cls=want.__class__):
             obj = owner()
@@ -193,10 +194,23 @@ still_holds = operator.methodcaller("holds")
 
 
 def settled(probes):
-    """``probes`` with each list, tuple or dict that no longer holds what it held probed again as it is now:
-    for after fn has run, when what it filled (a log) is the state to check from then on."""
-    return [p if p.kind not in ("items", "entries") or p.holds() else probe(p.source, p.key, p.read())
-            for p in probes]
+    """``probes`` after the traced call, each that no longer holds probed again as it is now (a value fn
+    set once, such as a lazily made constant, is the state from then on), and those of objects that are
+    gone (the call's own temporaries) dropped."""
+    return [p if p.holds() else probe(p.source, p.key, p.read()) for p in probes
+            if not (isinstance(p.source, _Attributes) and p.source.ref() is None)]
+
+
+def changed_on_every_call(probes, error=None):
+    """After fn ran again (on other values), from the settled ``probes``: an error that names a value fn
+    changes on every call and also reads (a program cannot repeat the change; a counter, a log, a running
+    statistic); else ``error`` (None: all is well)."""
+    changed = next((p for p in probes if not p.holds()), None)
+    if changed is None:
+        return error
+    return TraceError(f"trace: fn changes {describe(changed)} on every call, and also reads it: a program "
+                      f"cannot repeat the change, so its numbers would go stale. Keep such state outside fn: "
+                      f"pass it in as an input and return its new value.")
 
 
 def probe(source, key, value, depth=2):
@@ -260,7 +274,9 @@ def _global_attributes(code, loads=("LOAD_GLOBAL", "LOAD_NAME")):
 
 def _attribute_read(owner, attr):
     """``(source, key, value)`` for ``owner.attr`` read by a function: an attribute of a module or class of
-    the user's, or one of an object of the user's (its own, or a plain value of its class); else None."""
+    the user's, or one of an object of the user's (its own, or a plain value of its class, then also that
+    the object has none of its own); none for anything else."""
+    out = []
     if isinstance(owner, types.ModuleType):
         mine = users(owner.__name__)
     elif isinstance(owner, type):
@@ -269,24 +285,29 @@ def _attribute_read(owner, attr):
         mine = not internal(type(owner)) and not callable(owner)
         own = own_attributes(owner)
         if mine and attr in own:
-            return (attributes_of(owner), attr, own[attr])
+            return [(attributes_of(owner), attr, own[attr])]
+        if mine:
+            out.append((attributes_of(owner), attr, _MISSING))
         owner = type(owner)                     # a value of its class, read through it
     if not mine:
-        return None
+        return []
     try:
         value = getattr(owner, attr, _MISSING)
     except Exception:                           # noqa: BLE001 - a lazy module's __getattr__: not a plain value
-        return None
-    return None if callable(getattr(type(value), "__get__", None)) and not isinstance(owner, types.ModuleType) \
-        else (owner, attr, value)
+        return []
+    if callable(getattr(type(value), "__get__", None)) and not isinstance(owner, types.ModuleType):
+        return []                               # a method, a property: the code it runs is watched itself
+    return out + [(owner, attr, value)]
 
 
 def code_reads(code, globals_):
     """``(source, key, value)`` for each global that ``code`` loads, and each attribute it reads of a global
     module or class of the user's (``othermod.CONST``, ``Config.SCALE``)."""
     out = [(globals_, var, globals_[var]) for var in _global_names(code) if var in globals_]
-    reads = (_attribute_read(globals_[var], attr) for var, attr in _global_attributes(code) if var in globals_)
-    return out + [read for read in reads if read is not None]
+    for var, attr in _global_attributes(code):
+        if var in globals_:
+            out += _attribute_read(globals_[var], attr)
+    return out
 
 
 def function_reads(fn, depth=3, seen=None):
@@ -310,9 +331,9 @@ def function_reads(fn, depth=3, seen=None):
         except ValueError:                      # a cell not filled yet
             pass
     out += code_reads(code, fn.__globals__)
-    reads = (_attribute_read(cells[var], attr) for var, attr in _global_attributes(code, ("LOAD_DEREF",))
-             if var in cells)
-    out += [read for read in reads if read is not None]
+    for var, attr in _global_attributes(code, ("LOAD_DEREF",)):
+        if var in cells:
+            out += _attribute_read(cells[var], attr)
     if depth:
         for _, _, value in list(out):
             inner = inspect.unwrap(value) if callable(value) else value

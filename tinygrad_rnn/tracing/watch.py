@@ -1,6 +1,7 @@
 """What ``fn`` reads from outside while it is traced (each read becomes a probe, ``probes.py``, checked
 on every later call: a change traces again); ``.data`` read by code outside the package and random draws
-are refused, and so is a value that ``fn`` both reads and changes.
+are refused.  (A value that ``fn`` both reads and changes is taken as ``fn`` left it, or refused when it
+changes again on the run on other values: ``probes.settled``, ``probes.changed_on_every_call``.)
 
 Noted: the closure cells and globals of ``fn`` and of the functions it names (``function_reads``), the
 globals and ``module.NAME`` / ``Class.NAME`` reads of every function of the user's that runs during the
@@ -16,8 +17,8 @@ import numpy as np
 
 from ..tensor import Tensor
 from .errors import TraceError
-from .probes import (Probe, attributes_of, code_reads, describe, function_reads, installed, is_module,
-                     own_attributes, probe, reachable, settled, slot_value, users)
+from .probes import (Probe, attributes_of, code_reads, function_reads, installed, is_module, own_attributes,
+                     probe, reachable, slot_value, users)
 
 _SLOT_DATA = Tensor.__dict__["data"]   # the slot descriptor of Tensor.data
 _GENERATORS = (np.random.Generator, np.random.RandomState)
@@ -45,6 +46,14 @@ class _Watch:
         # the profile function
         self.rng_before, self.global_before, self.python_before = [], None, None
         self.saved, self.default_rng, self.profile_before = [], np.random.default_rng, None
+        self.hooked = set()
+
+        def getattribute(obj, name, _get=object.__getattribute__):   # the hook on the watched classes
+            if (id(obj), name) not in self.seen:
+                self.seen.add((id(obj), name))
+                self._note_attribute(obj, name)
+            return _get(obj, name)
+        self.getattribute = getattribute
 
     def _roots(self):
         """``(source, key, value)``: fn's closure cells and globals (and its helpers'), and its owner."""
@@ -93,38 +102,36 @@ class _Watch:
         ``__getattribute__``) has all its attributes noted now instead."""
         classes = [cls for m in modules for cls in type(m).__mro__ if "named_parameters" in cls.__dict__]
         classes += [type(o) for o in objects]
-        hooked = set()
-
-        known = {id(o) for o in modules + objects}   # (objects the call makes are its own business)
-
-        def getattribute(obj, name, _get=object.__getattribute__):
-            if id(obj) in known and (id(obj), name) not in self.seen:
-                self.seen.add((id(obj), name))
-                self._note_attribute(obj, name)
-            return _get(obj, name)
+        getattribute = self.getattribute
         for cls in dict.fromkeys(classes):
-            if cls.__getattribute__ is not object.__getattribute__:
+            if cls in self.hooked or cls.__getattribute__ is not object.__getattribute__:
                 continue
             before = cls.__dict__.get("__getattribute__")
             try:
                 cls.__getattribute__ = getattribute
             except Exception:                   # noqa: BLE001 - a built-in type, a metaclass that refuses
                 continue
+            if cls.__dict__.get("__getattribute__") is not getattribute:   # a metaclass that ignored it
+                continue
             self.saved.append((cls, before))
-            hooked.add(cls)
+            self.hooked.add(cls)
         for o in objects:
-            if not any(cls in hooked for cls in type(o).__mro__):
+            if not any(cls in self.hooked for cls in type(o).__mro__):
                 own = own_attributes(o)
                 for name, value in own.items():
                     self._note(own, name, value, o)
 
     def _unhook(self):
         for cls, before in self.saved:
-            if before is None:
-                del cls.__getattribute__
-            else:
-                cls.__getattribute__ = before
-        self.saved = []
+            try:
+                if before is None:
+                    del cls.__getattribute__
+                else:
+                    cls.__getattribute__ = before
+            except Exception:                   # noqa: BLE001 - the others are restored all the same
+                pass
+        self.saved, self.hooked = [], set()
+        self.getattribute = None                # (it refers to this watch: no cycle outlives the trace)
 
     def _profile(self, frame, event, arg):
         """Each function of the user's that runs: the globals it loads and the attributes it reads of a
@@ -135,8 +142,11 @@ class _Watch:
             name = frame.f_globals.get("__name__")
             # (code made by exec with globals of its own, such as a namedtuple's __new__, is no module's)
             if users(name) and name in sys.modules and not installed(code.co_filename):
-                for source, key, value in code_reads(code, frame.f_globals):
+                reads = code_reads(code, frame.f_globals)
+                for source, key, value in reads:
                     self._note(source, key, value)
+                modules, objects, _ = reachable([value for _, _, value in reads])   # their attributes, too
+                self._hook_classes(modules, objects)
 
     def __enter__(self):
         watch = self
@@ -185,13 +195,6 @@ class _Watch:
                 "unseeded default_rng, or Python's random); the draws would be frozen into the program, the "
                 "same mask on every call. Draw the mask (or the noise) outside fn with your generator and pass "
                 "it in as an input: trace(step, x, y, mask) and call program(x, y, rng.random(shape) < p).")
-        # a list or dict that fn fills (a log) is checked from here on; another value it changes is refused
-        self.probes = settled(self.probes)
-        changed = next((p for p in self.probes if not p.holds()), None)
-        if changed is not None:
-            raise TraceError(f"trace: fn changes {describe(changed)}, which it also reads; a program cannot "
-                             f"repeat the change, and the next call would see another value. Keep such state "
-                             f"outside fn: pass it in as an input and return its new value.")
         return False
 
 
