@@ -411,7 +411,7 @@ class _ReadsSettings(nn.Module):
         return ((x @ W22) * _SETTINGS.scale).sum()
 
 
-def test_objects_the_call_makes_are_its_own_and_state_it_changes_on_every_call_is_refused():
+def test_objects_the_call_makes_are_its_own_and_state_it_changes_on_every_call_is_refused(monkeypatch):
     """A temporary of a class that fn also reaches an instance of is not taken for state; a list, dict or
     counter that fn (or a decorator around it) changes on every call is refused, named: a program would not
     repeat the change (a warm-up that switches after some calls would go stale)."""
@@ -430,7 +430,12 @@ def test_objects_the_call_makes_are_its_own_and_state_it_changes_on_every_call_i
     def counted(x):
         counts["calls"] += 1
         return (x @ W22).sum() * (1.0 if counts["calls"] < 5 else 2.0)
-    for fn in (logged, counted):
+
+    def class_counter(x):                    # Name.attr += 1 in a function that runs (a property, say)
+        _Box.seen += 1
+        return (x @ W22).sum()
+    monkeypatch.setattr(_Box, "seen", 0, raising=False)
+    for fn in (logged, counted, class_counter):
         with pytest.raises(TraceError, match="fn changes .* on every call, and also reads it"):
             tg.trace(fn, X22, backward=False)
         with pytest.raises(TraceError, match="fn changes .* on every call, and also reads it"):

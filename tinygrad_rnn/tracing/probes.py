@@ -265,7 +265,8 @@ def _global_attributes(code, loads=("LOAD_GLOBAL", "LOAD_NAME")):
     for ins in dis.get_instructions(code):
         if before is not None and ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
             found.add((before, ins.argval))
-        before = ins.argval if ins.opname in loads else None
+        if ins.opname not in ("COPY", "DUP_TOP"):     # (NAME.attr += 1 copies NAME before reading attr)
+            before = ins.argval if ins.opname in loads else None
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             found.update(_global_attributes(const, loads))
