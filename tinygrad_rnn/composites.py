@@ -28,10 +28,11 @@ would be frozen into the program: the first call checks the program on other
 input values and raises ``TraceError`` when it does not reproduce the plain run.
 What it reads from outside its arguments (globals and closure variables, also
 those of the functions it calls: its own module's, compositions and the user's,
-``tracing.watch.function_reads``; the attributes of the modules it reads, private
-ones too) is checked on every call: the same object,
-or for a numpy array or a number the same value.  ``.data`` read by the
-user's code and random draws are refused while it is written.
+``tracing.probes.function_reads``; what the functions that run read; the
+attributes of the modules and objects it reaches, private ones too) is checked
+on every call: the same object, or for a numpy array or a number the same
+value (``tracing.watch``).  ``.data`` read by the user's code, random draws and
+a value it changes on every call are refused while it is written.
 
 ``with expanded():`` runs every composite as its plain composition, node by
 node (for learning, pictures of every primitive, and checking).  While a step
