@@ -517,6 +517,19 @@ def test_modules_found_only_while_the_call_runs_are_watched(monkeypatch):
     _checks_the_change(lambda x: ((x @ W22) * _CFG.scale).sum(), lambda: setattr(_CFG, "scale", 6.0), 6.0)
 
 
+def test_an_optional_object_removed_is_seen():
+    """``self.extra = None`` after tracing with an object there: the object, held weakly by the check, is
+    gone, and nothing (None) is not taken for it."""
+    class WithExtra(nn.Module):
+        def __init__(self):
+            self.extra = _Box(1.0)           # read only as a flag: no attribute of it is checked
+
+        def forward(self, x):
+            return ((x @ W22) * (1.0 if self.extra is None else 2.0)).sum()
+    m = WithExtra()
+    _checks_the_change(lambda x: m(x), lambda: setattr(m, "extra", None), 1.0)
+
+
 def test_a_metaclass_that_ignores_the_hook_leaves_nothing_behind():
     class Ignoring(type):
         def __setattr__(cls, name, value):

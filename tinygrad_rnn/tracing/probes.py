@@ -101,9 +101,11 @@ class _Same:
             self.ref = lambda: target
 
     def holds(self, value):
+        target = self.ref()                     # (None once it is gone: then nothing is the same as it)
         if self.func is None:
-            return value is self.ref()
-        return isinstance(value, types.MethodType) and value.__func__ is self.func and value.__self__ is self.ref()
+            return target is not None and value is target
+        return target is not None and isinstance(value, types.MethodType) and value.__func__ is self.func \
+            and value.__self__ is target
 
 
 def _reader(source, key):
@@ -180,8 +182,8 @@ class Probe:
 def _attribute_check(owner, key, kind, want):
     if kind == "same":
         def holds(target=want.ref):
-            obj = owner()
-            return (_MISSING if obj is None else _own(obj, "__dict__").get(key, _MISSING)) is target()
+            obj, then = owner(), target()
+            return then is not None and (_MISSING if obj is None else _own(obj, "__dict__").get(key, _MISSING)) is then
     else:
         def holds(cls=want.__class__):
             obj = owner()
