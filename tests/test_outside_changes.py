@@ -530,6 +530,34 @@ def test_an_optional_object_removed_is_seen():
     _checks_the_change(lambda x: m(x), lambda: setattr(m, "extra", None), 1.0)
 
 
+def test_a_log_kept_on_a_module_outside_fn_does_not_retrace():
+    """A module whose compiled method fn calls, and whose log the training loop fills between calls: fn
+    never reads the log, so the program is not traced again (the library's own reads of the module's
+    attributes, and a program written inside the trace, check it by identity only)."""
+    class Cell(nn.Module):
+        def __init__(self):
+            self.W = nn.Parameter(np.full((2, 2), 0.5))
+            self.losses, self.metrics = [], {}
+
+        @tg.composite
+        def forward(self, x, h):
+            return (x @ self.W + h).tanh()
+    cell = Cell()
+
+    def step(x):
+        hs, _ = nn.unroll(cell, x, Tensor(np.zeros((2, 2))))
+        return hs.sum()
+    xs = np.ones((2, 3, 2))
+    program = tg.trace(step, xs)
+    for _ in range(4):
+        cell.losses.append(float(program(xs)))
+        cell.metrics["loss"] = cell.losses[-1]
+    assert program.retraces == 0
+    cell.W = nn.Parameter(np.full((2, 2), 0.25))      # what it does read is still checked
+    program(xs)
+    assert program.retraces == 1
+
+
 def test_a_metaclass_that_ignores_the_hook_leaves_nothing_behind():
     class Ignoring(type):
         def __setattr__(cls, name, value):

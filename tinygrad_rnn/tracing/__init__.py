@@ -42,8 +42,8 @@ graph hands its gradient on into it, and under ``no_grad()`` a call computes
 values only.
 
 The package, one idea per file: ``program`` (``trace``, ``Program``, its
-guards), ``watch`` and ``probes`` (what ``fn`` reads from outside, and the
-checks of it), ``recorder`` (the engine's
+guards), ``watch``, ``probes`` and ``objects`` (what ``fn`` reads from outside,
+the checks of it, and where the user's state can be), ``recorder`` (the engine's
 reports, as named events), ``writer`` with ``forward`` and ``backward`` (the
 lines), ``lines`` and ``passes`` (the lines as records, and what is done to
 them before they are rendered), ``batch`` (products batched over time), ``run``

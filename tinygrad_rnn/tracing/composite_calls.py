@@ -26,7 +26,8 @@ from ..tensor import Tensor, _Scatter
 from .backward import _ScatterCode
 from .errors import GuardFailed, TraceError
 from .recorder import Composite, Output, Unroll
-from .probes import function_reads, is_module, probe as _probe
+from .objects import is_module, own_attributes
+from .probes import attributes_of, function_reads, probe as _probe, shallow_probe
 
 __all__ = ["record_composite", "record_unroll", "write_forward", "write_backward", "functions_called",
            "renamed"]
@@ -47,24 +48,28 @@ class _Paused:
         return False
 
 
-def _note_reads(recorder, owner, fn):
-    """What the traced program must check on later calls, as it would had the composition run plainly:
-    the owner module's attributes (read here, so that the trace's watch notes them), and the globals and
-    closure values of ``fn``."""
-    if owner is not None:
-        for name in list(vars(owner)):
-            getattr(owner, name)
-    if fn not in recorder.noted_functions:
-        recorder.noted_functions.add(fn)
-        recorder.probes += [_probe(*read) for read in function_reads(fn)]
+def _note_reads(recorder, program, fn, owner):
+    """What the traced program must check on later calls, as the composition checks it itself: the
+    attributes its compiled ``program`` read when it was written, and the globals and closure values of
+    ``fn``. A program written inside a trace noted nothing itself: then every attribute of its owner module
+    is checked (a container by identity and the tensors and modules in it: a log kept on the module is not
+    a reason to trace again)."""
+    if owner is not None and (program is None or not program.compiled.watched):
+        recorder.probes += [shallow_probe(attributes_of(owner), name, value)
+                            for name, value in own_attributes(owner).items()]
+    for noted, add in ((program, lambda: program.probes), (fn, lambda: [_probe(*r) for r in function_reads(fn)])):
+        if noted is not None and noted not in recorder.noted_functions:
+            recorder.noted_functions.add(noted)
+            recorder.probes += add()
 
 
 def record_composite(recorder, composite, owner, args, kwargs):
     """Run a compiled composition's programs and record it as one event (or plainly, recorded op by op)."""
-    _note_reads(recorder, owner, composite.fn)
     out = None
     with _Paused(recorder):
         program, tensors = composite.program_for(owner, args, kwargs)
+    _note_reads(recorder, program, composite.fn, owner)
+    with _Paused(recorder):
         if program is not None:
             try:
                 out = program.run(tensors)
@@ -89,7 +94,7 @@ def record_unroll(recorder, unroll_compiled, cell, xs, state, time_axis):
     if not hs._parents:          # made without a graph: the sequence is recorded step by step instead
         return None
     hub = hs._parents[0]
-    _note_reads(recorder, cell if is_module(cell) else None, hub._op.programs[0].composite.fn)
+    _note_reads(recorder, hub._op.programs[0], hub._op.programs[0].composite.fn, cell if is_module(cell) else None)
     outs = (hs,) + (tuple(last) if isinstance(last, tuple) else (last,))
     _record(recorder, Unroll, hub._op, hub._op, hub._parents, outs)
     return result

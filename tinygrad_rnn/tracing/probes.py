@@ -4,17 +4,12 @@ A probe is ``(source, key, kind, want)``: where the value is read from (a dict,
 a list, a closure cell when ``key`` is None, else an object whose attribute
 ``key`` is read), and what must still be there. ``function_reads`` and
 ``code_reads`` say what a function reads (its closure cells, its globals, the
-attributes it reads of a global module or class of the user's);
-``reachable`` finds the modules, objects and functions that the user's state
-can hide in.
+attributes it reads of a global module or class of the user's).
 """
-import collections
 import dis
 import functools
 import inspect
 import operator
-import os
-import sys
 import types
 import weakref
 
@@ -22,46 +17,15 @@ import numpy as np
 
 from ..tensor import Tensor
 from .errors import TraceError
+from .objects import MISSING as _MISSING, SEQUENCES as _SEQUENCES, _own, internal, is_module, own_attributes, \
+    slot_value, users
 
-_MISSING = object()
 _ITEMS = 64     # a container of more (not all plain) is checked by identity and its tensors and modules
-_SEQUENCES = (list, tuple, collections.deque)
 
 
 def _simple(v):
     return v is None or isinstance(v, (bool, int, float, complex, str, bytes)) or (
         isinstance(v, tuple) and all(_simple(x) for x in v))
-
-
-def is_module(v):
-    """Whether ``v`` is a module: an instance whose class defines ``named_parameters`` (looked up without
-    running a ``__getattr__`` of the object's)."""
-    return not isinstance(v, type) and inspect.isfunction(inspect.getattr_static(type(v), "named_parameters", None))
-
-
-def users(module_name):
-    """Whether a module of this name is the user's: not the engine's, numpy's or Python's own library (code
-    without a module, such as a program the tracer runs with exec, is no one's)."""
-    top = (module_name or "").partition(".")[0]
-    return bool(top) and top not in ("tinygrad_rnn", "numpy") and top not in sys.stdlib_module_names
-
-
-def internal(cls):
-    """A class whose instances hold no state of the user's: the engine's, the tracer's, numpy's, Python's
-    (but for the namespaces that hold settings), another installed library's."""
-    module = getattr(cls, "__module__", "") or ""
-    top = module.partition(".")[0]
-    if f"{module}.{cls.__name__}" in ("types.SimpleNamespace", "argparse.Namespace"):
-        return False
-    if top == "tinygrad_rnn":
-        return module.startswith(("tinygrad_rnn.tensor", "tinygrad_rnn.tracing", "tinygrad_rnn.composites"))
-    file = getattr(sys.modules.get(module), "__file__", "")
-    return top == "numpy" or top in sys.stdlib_module_names or installed(file)
-
-
-def installed(path):
-    """Whether ``path`` is a file of an installed library (under site-packages)."""
-    return bool({"site-packages", "dist-packages"} & set((path or "").split(os.sep)))
 
 
 # ---------------------------------------------------------------------- making and checking probes
@@ -231,9 +195,17 @@ def probe(source, key, value, depth=2):
             return Probe(source, key, "entries", (value, value if isinstance(value, tuple) else value.copy()))
         if depth and len(items) <= _ITEMS:
             return Probe(source, key, "items", (value, len(items), [probe(value, k, v, depth - 1) for k, v in items]))
-        parts = tuple(v for _, v in items if isinstance(v, Tensor) or is_module(v))
-        return Probe(source, key, "is", (value, parts))
+        return shallow_probe(source, key, value)
     return Probe(source, key, "same", _Same(value))
+
+
+def shallow_probe(source, key, value):
+    """A probe of a container by identity, and of the tensors and modules directly in it (what is in it
+    otherwise may change: for a value that nothing says fn reads, such as its owner's log)."""
+    if not isinstance(value, (*_SEQUENCES, dict, set, frozenset)):
+        return probe(source, key, value)
+    items = value.values() if isinstance(value, dict) else value
+    return Probe(source, key, "is", (value, tuple(v for v in items if isinstance(v, Tensor) or is_module(v))))
 
 
 def describe(p):
@@ -344,58 +316,3 @@ def function_reads(fn, depth=3, seen=None):
                                               users(inner.__module__)):
                 out += function_reads(inner, depth - 1, seen)
     return out
-
-
-# ---------------------------------------------------------------------- where the user's state can be
-_LEAVES = (Tensor, np.ndarray, np.generic, np.random.Generator, np.random.RandomState, type, types.ModuleType,
-           types.BuiltinFunctionType, str, bytes, int, float, complex, bool, type(None))
-
-
-_own = object.__getattribute__     # an attribute read past any hook or __getattr__ of the object's class
-
-
-def own_attributes(obj):
-    """``obj``'s instance dict ({} if it has none), read without running a ``__getattr__`` of its own."""
-    try:
-        own = object.__getattribute__(obj, "__dict__")
-    except AttributeError:
-        return {}
-    return own if isinstance(own, dict) else {}
-
-
-def slot_value(obj, name):
-    try:
-        return object.__getattribute__(obj, name)
-    except AttributeError:                      # a slot not set
-        return _MISSING
-
-
-def _slots(obj):
-    names = [n for cls in type(obj).__mro__ for n in cls.__dict__.get("__slots__", ())
-             if isinstance(cls.__dict__.get(n), types.MemberDescriptorType)]
-    return [(n, slot_value(obj, n)) for n in names]
-
-
-def reachable(values, limit=5000):
-    """The modules, the other objects of the user's, and the user's functions that can be reached from
-    ``values``: through attributes (``__dict__`` or ``__slots__``), containers and bound methods (at most
-    ``limit`` objects). Objects of the engine, numpy or Python's library are not entered."""
-    modules, objects, functions, seen, stack = [], [], [], set(), list(values)
-    while stack and len(seen) < limit:
-        v = stack.pop()
-        if id(v) in seen or isinstance(v, _LEAVES):
-            continue
-        seen.add(id(v))
-        if isinstance(v, types.FunctionType):
-            if users(v.__module__):
-                functions.append(v)
-        elif isinstance(v, types.MethodType):
-            stack += [v.__self__, v.__func__]
-        elif isinstance(v, (*_SEQUENCES, set, frozenset)):
-            stack += list(v)
-        elif isinstance(v, dict):
-            stack += list(v.values())
-        elif not internal(type(v)) and inspect.getattr_static(type(v), "__get__", None) is None:
-            (modules if is_module(v) else objects).append(v)
-            stack += list(own_attributes(v).values()) + [x for _, x in _slots(v)]
-    return modules, objects, functions

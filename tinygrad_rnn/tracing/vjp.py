@@ -29,7 +29,7 @@ from .passes import reuse_buffers, with_frees, without_dead
 from .recorder import Op, _Recorder, _Recording
 from .verify import _same
 from .writer import _Writer
-from .probes import is_module
+from .objects import is_module
 from .watch import _SLOT_DATA, _Watch
 
 __all__ = ["write_vjp", "Compiled"]

@@ -17,8 +17,8 @@ import numpy as np
 
 from ..tensor import Tensor
 from .errors import TraceError
-from .probes import (Probe, attributes_of, code_reads, function_reads, installed, is_module, own_attributes,
-                     probe, reachable, slot_value, users)
+from .objects import installed, is_module, own_attributes, reachable, slot_value, users
+from .probes import Probe, attributes_of, code_reads, function_reads, probe
 
 _SLOT_DATA = Tensor.__dict__["data"]   # the slot descriptor of Tensor.data
 _GENERATORS = (np.random.Generator, np.random.RandomState)
@@ -79,7 +79,10 @@ class _Watch:
     def _note_attribute(self, obj, name):
         """A check for the attribute ``name`` of ``obj``, which the traced call read."""
         own = own_attributes(obj)
-        if name == "__dict__":                  # vars(obj): all of it
+        if name == "__dict__":                  # vars(obj) by the user's code: all of it (the package's own
+            if not users(sys._getframe(2).f_globals.get("__name__")):   # bookkeeping, parameters() say, is not)
+                self.seen.discard((id(obj), name))
+                return
             for key, value in own.items():
                 self._note(own, key, value, obj)
         elif name in own:

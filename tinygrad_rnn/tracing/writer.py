@@ -18,8 +18,9 @@ from .backward import _BackwardLines
 from .errors import GuardFailed, TraceError
 from .forward import _ForwardLines
 from .lines import Line
+from .objects import is_module
 from .passes import reuse_buffers, stack_in_place, with_frees, without_dead
-from .probes import _global_names, is_module
+from .probes import _global_names
 from .verify import _close, _Mismatch, replays
 
 
