@@ -3,10 +3,10 @@ on every later call: a change traces again); ``.data`` read by code outside the 
 are refused.  (A value that ``fn`` both reads and changes is taken as ``fn`` left it, or refused when it
 changes again on the run on other values: ``probes.settled``, ``probes.changed_on_every_call``.)
 
-Noted: the closure cells and globals of ``fn`` and of the functions it names (``function_reads``), the
-globals and ``module.NAME`` / ``Class.NAME`` reads of every function of the user's that runs during the
-call (seen by a profile hook), and every attribute that the call reads of a module or another object of
-the user's reachable from those (seen by a hook on their classes' ``__getattribute__``).
+Noted: the closure cells and globals of ``fn`` and of the functions it names (``function_reads``), and
+every attribute that the call reads of a module or another object of the user's reachable from those (seen
+by a hook on their classes' ``__getattribute__``); a method or property of the user's that the call
+reaches through that hook (``forward`` of a module) has its own reads noted the same way (``_note_code``).
 """
 import random
 import sys
@@ -18,7 +18,7 @@ import numpy as np
 from ..tensor import Tensor
 from .errors import TraceError
 from .objects import installed, is_module, own_attributes, reachable, slot_value, users
-from .probes import Probe, attributes_of, code_reads, function_reads, probe
+from .probes import Probe, attributes_of, function_reads, probe
 
 _SLOT_DATA = Tensor.__dict__["data"]   # the slot descriptor of Tensor.data
 _GENERATORS = (np.random.Generator, np.random.RandomState)
@@ -42,10 +42,9 @@ class _Watch:
         self.codes = set()          # code objects whose reads are noted
         self.unseeded = False
         self.thread = threading.get_ident()
-        # set on entering: the random generators' states, the classes' own __getattribute__, default_rng,
-        # the profile function
+        # set on entering: the random generators' states, the classes' own __getattribute__, default_rng
         self.rng_before, self.global_before, self.python_before = [], None, None
-        self.saved, self.default_rng, self.profile_before = [], np.random.default_rng, None
+        self.saved, self.default_rng = [], np.random.default_rng
         self.hooked = set()
 
         def getattribute(obj, name, _get=object.__getattribute__):   # the hook on the watched classes
@@ -96,6 +95,9 @@ class _Watch:
                     elif not callable(getattr(type(value), "__get__", None)):   # a plain value of the class
                         self.probes.append(Probe(attributes_of(obj), name, "absent", None))
                         self._note(type(obj), name, value)
+                    else:                                   # a method or property: what its code reads
+                        self._note_code(value.fget if isinstance(value, property) else
+                                        getattr(value, "__func__", value))
                     return
 
     def _hook_classes(self, modules, objects):
@@ -136,20 +138,20 @@ class _Watch:
         self.saved, self.hooked = [], set()
         self.getattribute = None                # (it refers to this watch: no cycle outlives the trace)
 
-    def _profile(self, frame, event, arg):
-        """Each function of the user's that runs: the globals it loads and the attributes it reads of a
-        global module or class, noted as it starts (before it can change them)."""
-        code = frame.f_code
-        if event == "call" and code not in self.codes:
-            self.codes.add(code)
-            name = frame.f_globals.get("__name__")
-            # (code made by exec with globals of its own, such as a namedtuple's __new__, is no module's)
-            if users(name) and name in sys.modules and not installed(code.co_filename):
-                reads = code_reads(code, frame.f_globals)
-                for source, key, value in reads:
-                    self._note(source, key, value)
-                modules, objects, _ = reachable([value for _, _, value in reads])   # their attributes, too
-                self._hook_classes(modules, objects)
+    def _note_code(self, fn):
+        """A method or property of the user's that the call reaches (``forward`` of a module, a settings
+        object's method): the globals it reads and the attributes it reads of global modules, classes and
+        objects, and those of the functions it names (``function_reads``), noted as it is first reached
+        (before it runs); the classes of the objects found are watched from then on."""
+        code = getattr(fn, "__code__", None)
+        if code is None or code in self.codes or not users(fn.__module__) or installed(code.co_filename):
+            return
+        self.codes.add(code)
+        reads = function_reads(fn, depth=2)
+        for source, key, value in reads:
+            self._note(source, key, value)
+        modules, objects, _ = reachable([value for _, _, value in reads])
+        self._hook_classes(modules, objects)
 
     def __enter__(self):
         watch = self
@@ -178,12 +180,9 @@ class _Watch:
             return _make(seed)
         np.random.default_rng = default_rng
         Tensor.data = property(_read_data(self.thread), _SLOT_DATA.__set__)
-        self.profile_before = sys.getprofile()
-        sys.setprofile(self._profile)
         return self
 
     def __exit__(self, exc_type, *exc):
-        sys.setprofile(self.profile_before)
         Tensor.data = _SLOT_DATA
         np.random.default_rng = self.default_rng
         self._unhook()
