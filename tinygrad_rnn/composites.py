@@ -28,7 +28,7 @@ would be frozen into the program: the first call checks the program on other
 input values and raises ``TraceError`` when it does not reproduce the plain run.
 What it reads from outside its arguments (globals and closure variables, also
 those of the functions it calls: its own module's, compositions and the user's,
-``tracing.probes.function_reads``; what the functions that run read; the
+``tracing.probes.function_reads``; what the user's methods it reaches read; the
 attributes of the modules and objects it reaches, private ones too) is checked
 on every call: the same object, or for a numpy array or a number the same
 value (``tracing.watch``).  ``.data`` read by the user's code, random draws and

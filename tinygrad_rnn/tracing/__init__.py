@@ -30,7 +30,7 @@ Before a program is handed out it is also run on other values of every input
 (floats, integers within their range, booleans) next to ``fn`` run eagerly on
 them.  While tracing, ``.data`` read outside the package and random draws are
 refused, and what ``fn`` reads from outside (the closure cells and globals of
-``fn`` and of the functions of the user's that run, the attributes of the
+``fn`` and of the user's functions, methods and properties it reaches, the attributes of the
 modules and objects it reaches) is noted: a later call where it changed traces
 again.  A value that ``fn`` reads and changes on every call is refused.
 
