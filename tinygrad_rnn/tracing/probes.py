@@ -219,6 +219,9 @@ def describe(p):
 
 
 # ---------------------------------------------------------------------- what a function reads
+# Both read a code object's bytecode, which never changes: each is read once (a trace asks for the same
+# functions again and again, and disassembling is most of what a trace costs otherwise).
+@functools.lru_cache(maxsize=4096)
 def _global_names(code):
     """The global names that ``code`` (and the lambdas and comprehensions in it) loads.
 
@@ -229,9 +232,10 @@ def _global_names(code):
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names.update(_global_names(const))
-    return sorted(names)
+    return tuple(sorted(names))
 
 
+@functools.lru_cache(maxsize=4096)
 def _global_attributes(code, loads=("LOAD_GLOBAL", "LOAD_NAME")):
     """``(name, attribute)`` for each ``NAME.attr`` that ``code`` reads (``othermod.CONST``), NAME a global
     (``loads``: or a closure variable, with ``LOAD_DEREF``)."""
@@ -244,7 +248,7 @@ def _global_attributes(code, loads=("LOAD_GLOBAL", "LOAD_NAME")):
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             found.update(_global_attributes(const, loads))
-    return sorted(found)
+    return tuple(sorted(found))
 
 
 def _attribute_read(owner, attr):
