@@ -85,23 +85,31 @@ def test_the_tracer_names_no_derivative_itself():
         assert not {n for n in named if DERIVATIVE.fullmatch(n)}, path.name
 
 
+def _held(fn):
+    """The variables that ``fn`` closes over."""
+    return inspect.getclosurevars(fn).nonlocals
+
+
 def _built_from_the_table():
-    """{op name: its derivative's name} for the methods that ``tensor._from_table`` made from an entry,
-    each checked to hold that entry's own forward and gradient function."""
+    """{op name: its derivatives' names} for the methods (and functions) that ``tensor._from_table`` made from
+    an entry, each checked to hold that entry's own forward and to call its gradient functions."""
     found = {}
-    for attr, method in vars(Tensor).items():
-        if "grad" not in getattr(getattr(method, "__code__", None), "co_freevars", ()):
+    made = [m for m in vars(Tensor).values() if callable(m)] + [tensor._maximum, tensor._minimum]
+    for method in made:
+        held = _held(method) if getattr(method, "__code__", None) and method.__closure__ else {}
+        if "forward" not in held or "name" not in held:
             continue
-        held = inspect.getclosurevars(method).nonlocals
         prim = tensor._PRIMITIVES[held["name"]]
-        assert held["grad"] is prim.grads[0][0] and held["forward"] is prim.forward, attr
-        found[held["name"]] = {held["grad"].__name__}
+        assert held["forward"] is prim.forward, held["name"]
+        callers = [held["grad"]] if "grad" in held else [c for pair in held["by_need"] for c in pair]
+        callers += [held["several"]] if held.get("several") else []
+        found[held["name"]] = {_held(c)["fn"].__name__ for c in callers if callable(c)}
     return found
 
 
 def test_the_table_holds_the_functions_that_each_operation_calls():
     built = _built_from_the_table()
-    assert {"exp", "sin", "neg", "abs"} <= set(built)
+    assert {"exp", "sin", "neg", "abs", "add", "sub", "mul", "div", "pow", "matmul", "maximum", "minimum"} <= set(built)
     closures = {**_closures_by_op(), **built}
     table = tensor._PRIMITIVES
     differentiable = {op for op, called in closures.items() if called}

@@ -487,37 +487,103 @@ _PRIMITIVES = _table(
 _INDEX = _PRIMITIVES["index"]
 
 
-def _from_table(name):
-    """A one-input elementwise method made from the table's entry ``name``; the method written under it
-    gives its name, signature and docstring, and nothing else::
+# ---------------------------------------------------------------------- the methods made from the table
+_SAVED = ("a", "b", "out", "need_a", "need_b")     # what the backward of one or two inputs can hand over
+_PASS = object()    # for a gradient function of None: the gradient is ``g`` itself (``+``)
+
+
+def _caller(fn, reads):
+    """The table's gradient function ``fn`` as a function of ``(g, a, b, out, m, need_a, need_b)``, handed
+    the values its entry names (``shape_b``: ``b``'s shape): made once per entry, not per call."""
+    if fn is None:
+        return _PASS
+    if reads == ("shape_b",):
+        return lambda g, a, b, out, m, na=True, nb=True: fn(g, b.shape, m)
+    pick = operator.itemgetter(*map(_SAVED.index, reads)) if reads else None
+    if len(reads) == 1:
+        return lambda g, a, b, out, m, na=True, nb=True: fn(g, pick((a, b, out, na, nb)), m)
+    if pick is None:
+        return lambda g, a, b, out, m, na=True, nb=True: fn(g, m)
+    return lambda g, a, b, out, m, na=True, nb=True: fn(g, *pick((a, b, out, na, nb)), m)
+
+
+def _locks(prim):
+    """For each (a needs a gradient, b needs one), numbered ``need_a + 2 * need_b``: whether the backward
+    reads ``a``, ``b`` and ``out`` (each kept read-only while the graph lives).  An entry with ``grads``
+    says it through them (``matmul``'s ``several`` reads what they read)."""
+    reads = [r for _, r in prim.grads] if prim.grads else [prim.several[1]] * 2
+    table = []
+    for need in range(4):
+        read = {v for i, r in enumerate(reads) if need >> i & 1 for v in r}
+        table.append(("a" in read, "b" in read, "out" in read))
+    return table
+
+
+def _from_table(name, check=None):
+    """A method of one or two inputs, elementwise or ``@``, made from the table's entry ``name``; the
+    method written under it gives its name, signature and docstring, and nothing else::
 
         @_from_table("sin")
         def sin(self):
             \"\"\"Sine, elementwise.\"\"\"
 
-    The node: the entry's forward on the data, a backward that hands the entry's gradient function what
-    it reads (the input ``a`` or the result ``out``, as a default argument that the graph path replaces
-    by a Tensor where the entry saves it), and what it reads kept read-only while the graph lives.
+    The node: the entry's forward on the data; a backward that hands each gradient function of the
+    entry what it reads (the inputs ``a``, ``b`` and the result ``out``, default arguments that the
+    graph path replaces by Tensors where the entry saves them), or its ``several`` function all of it;
+    and what those read kept read-only while the graph lives.  ``check(a, b)`` refuses operands
+    (with a message of the operation's own) before the forward runs; a ValueError of the forward is
+    reported with the shapes.  Everything per entry is decided here, once: a call of the method costs
+    what a node written out by hand would.
     """
     prim = _PRIMITIVES[name]
-    forward, ((grad, reads),) = prim.forward, prim.grads
+    forward, several, grads_if, locks = prim.forward, prim.several, prim.grads_if, _locks(prim)
+    # each input's gradient function by whether that input needs a gradient (None: it does not)
+    by_need = [(None, _caller(fn, reads)) for fn, reads in prim.grads] or [(None, None)] * 2
+    several = several and _caller(*several)
 
     def made(stub):
-        if reads == ("out",):
+        if len(prim.grads) == 1:
+            grad, (keep_a, _, keep_out) = by_need[0][True], locks[1]
+
             def method(self):
-                out = forward(self.data)
-                return Tensor._make(out, (self,), lambda g, out=out, m=np: (grad(g, out, m),), name, keeps=(),
-                                    keeps_out=True)
-        elif reads == ("a",):   # (an entry that saves nothing, abs, gets no Tensor for x on the graph path)
-            def method(self):
-                x = self.data
-                return Tensor._make(forward(x), (self,), lambda g, x=x, m=np: (grad(g, x, m),), name,
-                                    keeps=(self,))
-        else:
-            def method(self):
-                return Tensor._make(forward(self.data), (self,), lambda g, m=np: (grad(g, m),), name, keeps=())
+                a = self.data
+                out = forward(a)
+                return Tensor._make(out, (self,), lambda g, a=a, out=out, m=np: (
+                    grad(g, a, None, out, m),), name, keeps=(self,) if keep_a else (), keeps_out=keep_out)
+            return functools.update_wrapper(method, stub)
+
+        def method(self, other):
+            other = other if other.__class__ is Tensor else self._lift(other)
+            a, b = self.data, other.data
+            if check is not None:
+                check(a, b)
+            try:
+                out = forward(a, b)
+            except ValueError as e:
+                raise self._broadcast_error(name, other, e) from None
+            need_a, need_b = self.requires_grad, other.requires_grad
+            if several and not (grads_if and grads_if(a, b)):
+                def backward(g, a=a, b=b, out=out, m=np, na=need_a, nb=need_b):
+                    return several(g, a, b, out, m, na, nb)
+            else:       # (what backward needs is in its defaults: a closure would cost a collected cell per call)
+                def backward(g, a=a, b=b, out=out, m=np, ga=by_need[0][need_a], gb=by_need[1][need_b]):
+                    return (None if ga is None else g if ga is _PASS else ga(g, a, b, out, m),
+                            None if gb is None else g if gb is _PASS else gb(g, a, b, out, m))
+            keep_a, keep_b, keep_out = locks[need_a + 2 * need_b]
+            keeps = (self, other) if keep_a and keep_b else (self,) if keep_a else (other,) if keep_b else ()
+            return Tensor._make(out, (self, other), backward, name, keeps=keeps, keeps_out=keep_out)
         return functools.update_wrapper(method, stub)
     return made
+
+
+def _matmul_operands(a, b):
+    """Refuse what ``a @ b`` cannot take, naming the shapes (stacks that do not broadcast: numpy's message)."""
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape}: both operands need at least 1 dimension")
+    inner = b.shape[-2 if b.ndim > 1 else 0]
+    if a.shape[-1] != inner:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match (inner dimensions {a.shape[-1]} "
+                         f"and {inner})")
 
 
 def _broadcast_source(source, target):
@@ -765,67 +831,25 @@ class Tensor:
         return self
 
     # ------------------------------------------------------------------ arithmetic
+    @_from_table("add")
     def __add__(self, other):
         """``self + other``, broadcasting as numpy does; numbers and arrays become constants."""
-        other = other if isinstance(other, Tensor) else self._lift(other)
-        try:
-            out = np.add(self.data, other.data)
-        except ValueError as e:
-            raise self._broadcast_error("add", other, e) from None
-        return Tensor._make(out, (self, other), lambda g, m=np: (g, g), "add", keeps=())
 
+    @_from_table("sub")
     def __sub__(self, other):
         """``self - other``, broadcasting."""
-        other = other if isinstance(other, Tensor) else self._lift(other)
-        try:
-            out = np.subtract(self.data, other.data)
-        except ValueError as e:
-            raise self._broadcast_error("sub", other, e) from None
-        return Tensor._make(out, (self, other), lambda g, m=np: (
-            g, _sub_grad_b(g, other.shape, m) if other.requires_grad else None), "sub", keeps=())
 
+    @_from_table("mul")
     def __mul__(self, other):
         """``self * other``, elementwise, broadcasting."""
-        other = other if isinstance(other, Tensor) else self._lift(other)
-        a, b = self.data, other.data
-        try:
-            out = np.multiply(a, b)
-        except ValueError as e:
-            raise self._broadcast_error("mul", other, e) from None
 
-        def backward(g, a=a, b=b, m=np):     # the saved operands as defaults (see _sum_to)
-            return (_mul_grad(g, b, m) if self.requires_grad else None,
-                    _mul_grad(g, a, m) if other.requires_grad else None)
-        # each factor is read for the other's gradient
-        keeps = (other,) if not other.requires_grad else (self,) if not self.requires_grad else (self, other)
-        return Tensor._make(out, (self, other), backward, "mul", keeps=keeps)
-
+    @_from_table("div")
     def __truediv__(self, other):
         """``self / other``, elementwise, broadcasting."""
-        other = other if isinstance(other, Tensor) else self._lift(other)
-        b = other.data
-        try:
-            out = np.divide(self.data, b)
-        except ValueError as e:
-            raise self._broadcast_error("div", other, e) from None
 
-        def backward(g, b=b, out=out, m=np):
-            return (_div_grad_a(g, b, m) if self.requires_grad else None,
-                    _div_grad_b(g, b, out, m) if other.requires_grad else None)
-        return Tensor._make(out, (self, other), backward, "div", keeps=(other,), keeps_out=other.requires_grad)
-
+    @_from_table("pow")
     def __pow__(self, other):
         """``self ** other``, elementwise; the exponent may be a tensor that needs a gradient too."""
-        other = other if isinstance(other, Tensor) else self._lift(other)
-        a, b = self.data, other.data
-        try:
-            out = np.power(a, b)
-        except ValueError as e:
-            raise self._broadcast_error("pow", other, e) from None
-
-        return Tensor._make(out, (self, other), lambda g, a=a, b=b, out=out, m=np: (
-            _pow_grad_base(g, a, b, out, m) if self.requires_grad else None,
-            _pow_grad_exponent(g, a, out, m) if other.requires_grad else None), "pow")
 
     @_from_table("neg")
     def __neg__(self):
@@ -851,25 +875,9 @@ class Tensor:
         """``other ** self`` for a number or array ``other``."""
         return self._lift(other) ** self
 
+    @_from_table("matmul", check=_matmul_operands)
     def __matmul__(self, other):
         """``self @ other``, as ``numpy.matmul`` (stacks of matrices broadcast; 1-D operands are vectors)."""
-        other = self._lift(other)
-        a, b = self.data, other.data
-        if a.ndim == 0 or b.ndim == 0:
-            raise ValueError(f"matmul: shapes {a.shape} and {b.shape}: both operands need at least 1 dimension")
-        try:
-            out = _folded_matmul(a, b)
-        except ValueError:
-            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
-                             f"(inner dimensions {a.shape[-1]} and {b.shape[-2 if b.ndim > 1 else 0]})") from None
-
-        def backward(g, a=a, b=b, m=np):
-            if _matrix_factor(a, b):
-                return (_matmul_grad_a(g, b, m) if self.requires_grad else None,
-                        _matmul_grad_b(g, a, m) if other.requires_grad else None)
-            return _matmul_backward(g, a, b, self.requires_grad, other.requires_grad, m)
-        keeps = (other,) if not other.requires_grad else (self,) if not self.requires_grad else (self, other)
-        return Tensor._make(out, (self, other), backward, "matmul", keeps=keeps)
 
     def __rmatmul__(self, other):
         """``other @ self`` for an array ``other``."""
@@ -1370,8 +1378,7 @@ def stack(tensors, axis=0):
 
 def where(cond, a, b):
     """Elementwise ``a`` where ``cond`` is true, else ``b``; the gradient goes to the chosen side."""
-    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else Tensor(np.asarray(a))
-    a, b = like._lift(a), like._lift(b)
+    a, b = _two_tensors(a, b)
     if isinstance(cond, Tensor):
         cond = cond if cond.dtype == bool else cond != 0
     else:
@@ -1388,29 +1395,32 @@ def where(cond, a, b):
     return Tensor._make(out, (a, b, cond), backward, "where", keeps=(cond,))
 
 
-def _choice(name, fn, a, b):
+def _two_tensors(a, b):
+    """``a`` and ``b`` as Tensors: numbers and arrays become constants of the other's dtype."""
     like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else Tensor(np.asarray(a))
-    a, b = like._lift(a), like._lift(b)
-    try:
-        return a, b, fn(a.data, b.data)
-    except ValueError as e:
-        raise a._broadcast_error(name, b, e) from None
+    return like._lift(a), like._lift(b)
+
+
+@_from_table("maximum")
+def _maximum(a, b):
+    """The node of ``maximum`` of two Tensors."""
+
+
+@_from_table("minimum")
+def _minimum(a, b):
+    """The node of ``minimum`` of two Tensors."""
 
 
 def maximum(a, b):
     """Elementwise maximum of ``a`` and ``b`` (broadcast); NaN propagates.  The gradient goes to the
     larger side; where the two are equal it is split equally between them (as torch.maximum)."""
-    a, b, out = _choice("maximum", np.maximum, a, b)
-    x, y = a.data, b.data
-    return Tensor._make(out, (a, b), lambda g, m=np: _maximum_backward(g, x, y, m), "maximum")
+    return _maximum(*_two_tensors(a, b))
 
 
 def minimum(a, b):
     """Elementwise minimum of ``a`` and ``b`` (broadcast); NaN propagates.  The gradient goes to the
     smaller side; where the two are equal it is split equally between them (as torch.minimum)."""
-    a, b, out = _choice("minimum", np.minimum, a, b)
-    x, y = a.data, b.data
-    return Tensor._make(out, (a, b), lambda g, m=np: _minimum_backward(g, x, y, m), "minimum")
+    return _minimum(*_two_tensors(a, b))
 
 
 # ---------------------------------------------------------------------- gradients as Tensors, gradients of gradients
@@ -1483,11 +1493,11 @@ def _graph_seed(out, grad, who):
     return _constant(_array_seed(out, grad, who))
 
 
-# which Tensors a backward receives, on the graph path, for the operands it saved (in its parameters' order)
+# which Tensors a backward receives, on the graph path, for the operands it saved (by its parameters' names)
 _SAVED_TENSOR = {"a": lambda n: n._parents[0], "b": lambda n: n._parents[1], "out": lambda n: n}
-_OPERANDS = {p.name: (lambda n, get=tuple(_SAVED_TENSOR[k] for k in p.saved): tuple(f(n) for f in get))
+_OPERANDS = {p.name: (lambda n, get=tuple((k, _SAVED_TENSOR[k]) for k in p.saved): {k: f(n) for k, f in get})
              for p in _PRIMITIVES.values() if p.saved}
-_NO_OPERANDS = lambda n: ()  # noqa: E731
+_NO_OPERANDS = lambda n: {}  # noqa: E731
 
 
 def _graph_backward(roots, seeds, targets, stop=()):
@@ -1522,7 +1532,7 @@ def _graph_backward(roots, seeds, targets, stop=()):
         if replay is not None:
             pgs = _through_composition(node, replay(node), g)
         else:
-            pgs = backward(g, *_OPERANDS.get(node._op, _NO_OPERANDS)(node), m=_T)
+            pgs = backward(g, m=_T, **_OPERANDS.get(node._op, _NO_OPERANDS)(node))
         for parent, pg in zip(node._parents, pgs):
             if pg is None or not parent.requires_grad:
                 continue
