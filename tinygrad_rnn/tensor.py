@@ -497,13 +497,18 @@ def _caller(fn, reads):
     the values its entry names (``shape_b``: ``b``'s shape): made once per entry, not per call."""
     if fn is None:
         return _PASS
+    # the common cases without a step between (one value, or none)
+    if reads == ("a",):
+        return lambda g, a, b, out, m, na=True, nb=True: fn(g, a, m)
+    if reads == ("b",):
+        return lambda g, a, b, out, m, na=True, nb=True: fn(g, b, m)
+    if reads == ("out",):
+        return lambda g, a, b, out, m, na=True, nb=True: fn(g, out, m)
     if reads == ("shape_b",):
         return lambda g, a, b, out, m, na=True, nb=True: fn(g, b.shape, m)
-    pick = operator.itemgetter(*map(_SAVED.index, reads)) if reads else None
-    if len(reads) == 1:
-        return lambda g, a, b, out, m, na=True, nb=True: fn(g, pick((a, b, out, na, nb)), m)
-    if pick is None:
+    if not reads:
         return lambda g, a, b, out, m, na=True, nb=True: fn(g, m)
+    pick = operator.itemgetter(*map(_SAVED.index, reads))
     return lambda g, a, b, out, m, na=True, nb=True: fn(g, *pick((a, b, out, na, nb)), m)
 
 
