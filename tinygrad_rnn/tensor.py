@@ -417,8 +417,8 @@ class _Primitive:
     operation's other arguments; ``need_a``, ``need_b``: whether that input needs a gradient; ``lo``,
     ``hi``: a ``clip``'s bounds); a function of None passes ``g``
     on as it is.  ``several``, instead, gives every input's gradient in one call.  ``saved`` names
-    the values that the Tensor's backward keeps, in its parameters' order: on the graph path they
-    are handed to it as Tensors.  ``symbol`` is the operator that writes the forward (``a * b``), for
+    the values that the Tensor's backward keeps (its parameters of those names): on the graph path
+    they are handed to it as Tensors.  ``symbol`` is the operator that writes the forward (``a * b``), for
     inputs where ``operator_if`` holds (None: all).  An entry with both ``grads`` and ``several`` uses
     ``grads`` where ``grads_if`` holds for its inputs' arrays, ``several`` elsewhere.  ``scatter``, an
     indexing's, adds the gradient into the input's gradient buffer in place, for a basic index and for
