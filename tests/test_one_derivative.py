@@ -109,7 +109,8 @@ def _built_from_the_table():
 
 def test_the_table_holds_the_functions_that_each_operation_calls():
     built = _built_from_the_table()
-    assert {"exp", "sin", "neg", "abs", "add", "sub", "mul", "div", "pow", "matmul", "maximum", "minimum"} <= set(built)
+    assert {"exp", "sin", "neg", "abs", "add", "sub", "mul", "div", "pow", "matmul", "maximum", "minimum", "sum", "max",
+            "reshape", "transpose", "broadcast_to", "sum_to"} <= set(built)
     closures = {**_closures_by_op(), **built}
     table = tensor._PRIMITIVES
     differentiable = {op for op, called in closures.items() if called}
@@ -145,7 +146,7 @@ def test_the_backward_writer_names_no_operation():
 
 def test_the_engine_backwards_do_no_arithmetic_of_their_own():
     closures = _backwards_in_engine()
-    assert len(closures) > 25
+    assert len(closures) > 15      # the factories' backwards and callers, and the operations written out
     for closure in closures:
         body = closure.body if isinstance(closure, ast.Lambda) else closure
         ops = [n for n in ast.walk(body) if isinstance(n, (ast.BinOp, ast.UnaryOp)) and

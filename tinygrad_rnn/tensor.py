@@ -22,6 +22,7 @@ trace recomputes or guards rather than freezes.
 """
 import contextlib
 import functools
+import inspect
 import itertools
 import operator
 import types
@@ -422,19 +423,20 @@ class _Primitive:
     inputs where ``operator_if`` holds (None: all).  An entry with both ``grads`` and ``several`` uses
     ``grads`` where ``grads_if`` holds for its inputs' arrays, ``several`` elsewhere.  ``scatter``, an
     indexing's, adds the gradient into the input's gradient buffer in place, for a basic index and for
-    any index: ``function(buffer, index, g)``.  ``args`` names
+    any index: ``function(buffer, index, g)``.  ``view``: the result may share the input's memory,
+    so both are kept read-only while the graph lives (a write into one would reach the other).  ``args`` names
     what ``forward`` is called with, as ``reads`` does (``inputs``: all inputs, as a list; ``index``:
     ``attr0`` as an index); None: the inputs, then the other arguments.  A traced program writes the
     forward from these alone.
     """
     __slots__ = ("name", "forward", "grads", "several", "saved", "symbol", "args", "operator_if", "grads_if",
-                 "scatter")
+                 "scatter", "view")
 
     def __init__(self, name, forward=None, grads=(), several=None, saved=(), symbol=None, args=None,
-                 operator_if=None, grads_if=None, scatter=None):
+                 operator_if=None, grads_if=None, scatter=None, view=False):
         self.name, self.forward, self.grads, self.several = name, forward, grads, several
         self.saved, self.symbol, self.args, self.operator_if = saved, symbol, args, operator_if
-        self.grads_if, self.scatter = grads_if, scatter
+        self.grads_if, self.scatter, self.view = grads_if, scatter, view
 
 
 def _table(*primitives):
@@ -468,10 +470,10 @@ _PRIMITIVES = _table(
     _Primitive("clip", _clip, ((_clip_backward, ("a", "lo", "hi")),), args=("a", "lo", "hi")),
     _Primitive("sum", _sum, ((_sum_backward, ("attr0", "attr1", "shape_a")),)),
     _Primitive("max", _max, ((_max_backward, ("a", "attr0")),)),
-    _Primitive("reshape", _reshape, ((_reshape_backward, ("shape_a",)),)),
-    _Primitive("transpose", _transpose, ((_transpose_backward, ("attr1",)),), args=("a", "attr0")),
-    _Primitive("broadcast_to", np.broadcast_to, ((_broadcast_to_backward, ("shape_a",)),)),
-    _Primitive("sum_to", _unbroadcast, ((_sum_to_backward, ("shape_a",)),)),
+    _Primitive("reshape", _reshape, ((_reshape_backward, ("shape_a",)),), view=True),
+    _Primitive("transpose", _transpose, ((_transpose_backward, ("attr1",)),), args=("a", "attr0"), view=True),
+    _Primitive("broadcast_to", np.broadcast_to, ((_broadcast_to_backward, ("shape_a",)),), view=True),
+    _Primitive("sum_to", _unbroadcast, ((_sum_to_backward, ("shape_a",)),), view=True),  # (the input itself, if equal)
     _Primitive("concat", _concat, several=(_concat_backward, ("attr1", "attr0")), args=("inputs", "attr0")),
     _Primitive("stack", _stack, several=(_stack_backward, ("attr1",)), args=("inputs", "attr0")),
     # the engine hands the scatter over unmade (a _Scatter) and adds it into the buffer once it is there
@@ -512,6 +514,18 @@ def _caller(fn, reads):
     return lambda g, a, b, out, m, na=True, nb=True: fn(g, *pick((a, b, out, na, nb)), m)
 
 
+_ARGUMENT_VALUES = ("a", "out", "shape_a", "attr0", "attr1")   # the same for an operation with arguments
+
+
+def _argument_caller(fn, reads):
+    """The gradient function ``fn`` of an operation of one input with arguments, as a function of
+    ``(g, values, m)``, ``values`` being ``(a, out, a's shape, *arguments)``."""
+    pick = operator.itemgetter(*map(_ARGUMENT_VALUES.index, reads))
+    if len(reads) == 1:
+        return lambda g, values, m: fn(g, pick(values), m)
+    return lambda g, values, m: fn(g, *pick(values), m)
+
+
 def _locks(prim):
     """For each (a needs a gradient, b needs one), numbered ``need_a + 2 * need_b``: whether the backward
     reads ``a``, ``b`` and ``out`` (each kept read-only while the graph lives).  An entry with ``grads``
@@ -524,7 +538,7 @@ def _locks(prim):
     return table
 
 
-def _from_table(name, check=None):
+def _from_table(name, check=None, error=None):
     """A method of one or two inputs, elementwise or ``@``, made from the table's entry ``name``; the
     method written under it gives its name, signature and docstring, and nothing else::
 
@@ -539,46 +553,58 @@ def _from_table(name, check=None):
     (with a message of the operation's own) before the forward runs; a ValueError of the forward is
     reported with the shapes.  Everything per entry is decided here, once: a call of the method costs
     what a node written out by hand would.
+
+    A method of one input with arguments (``sum(self, axis=None, keepdims=False)``) checks them in its
+    body, which returns the node's arguments (``axis, keepdims``): the forward is called with them
+    (as the entry's ``args`` say), the gradient function handed those it reads (``attr0``, ...), and
+    ``error(self, *arguments)`` gives the message for a ValueError of the forward.
     """
     prim = _PRIMITIVES[name]
-    forward, several, grads_if, locks = prim.forward, prim.several, prim.grads_if, _locks(prim)
+
+    def made(stub):
+        if len(prim.grads) == 1 and list(inspect.signature(stub).parameters) != ["self"]:
+            return functools.update_wrapper(_with_arguments(prim, stub, error), stub)
+        return functools.update_wrapper(_elementwise(prim, check), stub)
+    return made
+
+
+def _elementwise(prim, check):
+    """The method of ``_from_table`` for an operation of one or two inputs."""
+    name, forward, several, grads_if, locks = prim.name, prim.forward, prim.several, prim.grads_if, _locks(prim)
     # each input's gradient function by whether that input needs a gradient (None: it does not)
     by_need = [(None, _caller(fn, reads)) for fn, reads in prim.grads] or [(None, None)] * 2
     several = several and _caller(*several)
+    if len(prim.grads) == 1:
+        grad, (keep_a, _, keep_out) = by_need[0][True], locks[1]
 
-    def made(stub):
-        if len(prim.grads) == 1:
-            grad, (keep_a, _, keep_out) = by_need[0][True], locks[1]
+        def method(self):
+            a = self.data
+            out = forward(a)
+            return Tensor._make(out, (self,), lambda g, a=a, out=out, m=np: (grad(g, a, None, out, m),), name,
+                                keeps=(self,) if keep_a else (), keeps_out=keep_out)
+        return method
 
-            def method(self):
-                a = self.data
-                out = forward(a)
-                return Tensor._make(out, (self,), lambda g, a=a, out=out, m=np: (
-                    grad(g, a, None, out, m),), name, keeps=(self,) if keep_a else (), keeps_out=keep_out)
-            return functools.update_wrapper(method, stub)
-
-        def method(self, other):
-            other = other if other.__class__ is Tensor else self._lift(other)
-            a, b = self.data, other.data
-            if check is not None:
-                check(a, b)
-            try:
-                out = forward(a, b)
-            except ValueError as e:
-                raise self._broadcast_error(name, other, e) from None
-            need_a, need_b = self.requires_grad, other.requires_grad
-            if several and not (grads_if and grads_if(a, b)):
-                def backward(g, a=a, b=b, out=out, m=np, na=need_a, nb=need_b):
-                    return several(g, a, b, out, m, na, nb)
-            else:       # (what backward needs is in its defaults: a closure would cost a collected cell per call)
-                def backward(g, a=a, b=b, out=out, m=np, ga=by_need[0][need_a], gb=by_need[1][need_b]):
-                    return (None if ga is None else g if ga is _PASS else ga(g, a, b, out, m),
-                            None if gb is None else g if gb is _PASS else gb(g, a, b, out, m))
-            keep_a, keep_b, keep_out = locks[need_a + 2 * need_b]
-            keeps = (self, other) if keep_a and keep_b else (self,) if keep_a else (other,) if keep_b else ()
-            return Tensor._make(out, (self, other), backward, name, keeps=keeps, keeps_out=keep_out)
-        return functools.update_wrapper(method, stub)
-    return made
+    def method(self, other):
+        other = other if other.__class__ is Tensor else self._lift(other)
+        a, b = self.data, other.data
+        if check is not None:
+            check(a, b)
+        try:
+            out = forward(a, b)
+        except ValueError as e:
+            raise self._broadcast_error(name, other, e) from None
+        need_a, need_b = self.requires_grad, other.requires_grad
+        if several and not (grads_if and grads_if(a, b)):
+            def backward(g, a=a, b=b, out=out, m=np, na=need_a, nb=need_b):
+                return several(g, a, b, out, m, na, nb)
+        else:       # (what backward needs is in its defaults: a closure would cost a collected cell per call)
+            def backward(g, a=a, b=b, out=out, m=np, ga=by_need[0][need_a], gb=by_need[1][need_b]):
+                return (None if ga is None else g if ga is _PASS else ga(g, a, b, out, m),
+                        None if gb is None else g if gb is _PASS else gb(g, a, b, out, m))
+        keep_a, keep_b, keep_out = locks[need_a + 2 * need_b]
+        keeps = (self, other) if keep_a and keep_b else (self,) if keep_a else (other,) if keep_b else ()
+        return Tensor._make(out, (self, other), backward, name, keeps=keeps, keeps_out=keep_out)
+    return method
 
 
 def _matmul_operands(a, b):
@@ -589,6 +615,28 @@ def _matmul_operands(a, b):
     if a.shape[-1] != inner:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match (inner dimensions {a.shape[-1]} "
                          f"and {inner})")
+
+
+def _with_arguments(prim, arguments, error):
+    """The method of ``_from_table`` for an operation of one input with arguments (given by ``arguments``)."""
+    name, forward, ((fn, reads),), view = prim.name, prim.forward, prim.grads, prim.view
+    grad, pick = _argument_caller(fn, reads), prim.args and operator.itemgetter(*map(("a", "attr0", "attr1").index,
+                                                                                      prim.args))
+    keep_a, keep_out = "a" in reads, "out" in reads
+
+    def method(self, *args, **kwargs):
+        attrs = arguments(self, *args, **kwargs)
+        a = self.data
+        try:
+            out = forward(*pick((a, *attrs))) if pick else forward(a, *attrs)
+        except ValueError:
+            if error is None:
+                raise
+            raise error(self, *attrs) from None
+        return Tensor._make(out, (self,), lambda g, a=a, out=out, attrs=attrs, m=np: (
+            grad(g, (a, out, a.shape, *attrs), m),), name, attrs,
+            keeps=None if view else (self,) if keep_a else (), keeps_out=keep_out)
+    return method
 
 
 def _broadcast_source(source, target):
@@ -993,37 +1041,31 @@ class Tensor:
         at = axis % (len(shape) + 1)
         return self.reshape(shape[:at] + (1,) + shape[at:])
 
+    @_from_table("broadcast_to")
     def broadcast_to(self, shape):
         """The values repeated to ``shape`` by numpy's broadcasting (a read-only view); the gradient is
         summed back (``sum_to``)."""
         shape = _shape_argument(shape, "broadcast_to")
-        old = self.shape
-        if not _broadcast_source(old, shape):
-            raise ValueError(f"broadcast_to: shape {old} cannot be broadcast to {shape}")
-        out = np.broadcast_to(self.data, shape)
-        return Tensor._make(out, (self,), lambda g, m=np: (_broadcast_to_backward(g, old, m),), "broadcast_to",
-                            (shape,))
+        if not _broadcast_source(self.shape, shape):
+            raise ValueError(f"broadcast_to: shape {self.shape} cannot be broadcast to {shape}")
+        return (shape,)
 
+    @_from_table("sum_to")
     def sum_to(self, shape):
         """Sum down to ``shape``, a shape that broadcasts to this one: the adjoint of broadcasting.
         The gradient is broadcast back (``broadcast_to``)."""
         shape = _shape_argument(shape, "sum_to")
-        old = self.shape
-        if not _broadcast_source(shape, old):
-            raise ValueError(f"sum_to: shape {shape} does not broadcast to {old}, so {old} cannot be summed "
-                             f"to it")
-        out = _unbroadcast(self.data, shape)
-        return Tensor._make(out, (self,), lambda g, m=np: (_sum_to_backward(g, old, m),), "sum_to", (shape,))
+        if not _broadcast_source(shape, self.shape):
+            raise ValueError(f"sum_to: shape {shape} does not broadcast to {self.shape}, so {self.shape} cannot "
+                             f"be summed to it")
+        return (shape,)
 
     # ------------------------------------------------------------------ reductions
+    @_from_table("sum")
     def sum(self, axis=None, keepdims=False):
         """The sum over ``axis`` (an int, a tuple of ints, or None for all), as ``numpy.sum``."""
-        shape = self.shape
-        _check_axis(axis, shape, "sum")
-        out = _sum(self.data, axis, keepdims)
-
-        return Tensor._make(out, (self,), lambda g, m=np: (_sum_backward(g, axis, keepdims, shape, m),), "sum",
-                            (axis, keepdims), keeps=())
+        _check_axis(axis, self.shape, "sum")
+        return axis, keepdims
 
     def mean(self, axis=None, keepdims=False):
         """The mean over ``axis`` (an int, a tuple of ints, or None for all), as ``numpy.mean``."""
@@ -1031,27 +1073,20 @@ class Tensor:
         total = self.sum(axis=axis, keepdims=keepdims)
         return total / (self.size // max(total.size, 1))
 
+    @_from_table("max")
     def max(self, axis=None, keepdims=False):
         """Maximum; where several elements tie, the gradient is shared equally among them."""
-        x = self.data
-        _check_axis(axis, x.shape, "max")
-        out = _max(x, axis, keepdims)
-        return Tensor._make(out, (self,), lambda g, m=np: (_max_backward(g, x, axis, m),), "max", (axis, keepdims),
-                            keeps=(self,))
+        _check_axis(axis, self.shape, "max")
+        return axis, keepdims
 
     # ------------------------------------------------------------------ shape
+    @_from_table("reshape", error=lambda self, shape: ValueError(
+        f"reshape: cannot reshape shape {self.shape} ({self.size} elements) into shape {shape}"))
     def reshape(self, *shape):
         """The same values in a new shape: ``t.reshape(2, 3)`` or ``t.reshape((2, 3))``; one entry may be -1."""
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        old = self.shape
-        try:
-            out = _reshape(self.data, shape)
-        except ValueError:
-            raise ValueError(f"reshape: cannot reshape shape {old} ({self.size} elements) "
-                             f"into shape {shape}") from None
-        return Tensor._make(out, (self,), lambda g, m=np: (_reshape_backward(g, old, m),), "reshape", (shape,))
+        return (tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape,)
 
+    @_from_table("transpose")
     def transpose(self, *axes):
         """The axes permuted: reversed when none are given, else as ``numpy.transpose(axes)``."""
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
@@ -1059,10 +1094,7 @@ class Tensor:
         axes = axes or tuple(reversed(range(self.ndim)))
         if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)):
             raise ValueError(f"transpose: axes {axes} are not a permutation for shape {self.shape}")
-        inverse = tuple(int(i) for i in np.argsort([a % self.ndim for a in axes]))
-        out = _transpose(self.data, axes)
-        return Tensor._make(out, (self,), lambda g, m=np: (_transpose_backward(g, inverse, m),), "transpose",
-                            (tuple(axes), inverse))
+        return tuple(axes), tuple(int(i) for i in np.argsort([a % self.ndim for a in axes]))
 
     T = property(lambda self: self.transpose())
     """The tensor with its axes reversed (the transpose of a matrix)."""
