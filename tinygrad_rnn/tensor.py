@@ -538,7 +538,7 @@ def _locks(prim):
     return table
 
 
-def _from_table(name, check=None, error=None):
+def _from_table(name, error=None):
     """A method of one or two inputs, elementwise or ``@``, made from the table's entry ``name``; the
     method written under it gives its name, signature and docstring, and nothing else::
 
@@ -549,26 +549,25 @@ def _from_table(name, check=None, error=None):
     The node: the entry's forward on the data; a backward that hands each gradient function of the
     entry what it reads (the inputs ``a``, ``b`` and the result ``out``, default arguments that the
     graph path replaces by Tensors where the entry saves them), or its ``several`` function all of it;
-    and what those read kept read-only while the graph lives.  ``check(a, b)`` refuses operands
-    (with a message of the operation's own) before the forward runs; a ValueError of the forward is
-    reported with the shapes.  Everything per entry is decided here, once: a call of the method costs
-    what a node written out by hand would.
+    and what those read kept read-only while the graph lives.  A ValueError of the forward is reported
+    with the shapes, or as ``error(self, other)`` makes it.  Everything per entry is decided here, once:
+    a call of the method costs what a node written out by hand would.
 
     A method of one input with arguments (``sum(self, axis=None, keepdims=False)``) checks them in its
     body, which returns the node's arguments (``axis, keepdims``): the forward is called with them
     (as the entry's ``args`` say), the gradient function handed those it reads (``attr0``, ...), and
-    ``error(self, *arguments)`` gives the message for a ValueError of the forward.
+    ``error(self, *arguments)`` makes the error for a ValueError of the forward.
     """
     prim = _PRIMITIVES[name]
 
     def made(stub):
         if len(prim.grads) == 1 and list(inspect.signature(stub).parameters) != ["self"]:
             return functools.update_wrapper(_with_arguments(prim, stub, error), stub)
-        return functools.update_wrapper(_elementwise(prim, check), stub)
+        return functools.update_wrapper(_elementwise(prim, error), stub)
     return made
 
 
-def _elementwise(prim, check):
+def _elementwise(prim, error):
     """The method of ``_from_table`` for an operation of one or two inputs."""
     name, forward, several, grads_if, locks = prim.name, prim.forward, prim.several, prim.grads_if, _locks(prim)
     # each input's gradient function by whether that input needs a gradient (None: it does not)
@@ -587,12 +586,10 @@ def _elementwise(prim, check):
     def method(self, other):
         other = other if other.__class__ is Tensor else self._lift(other)
         a, b = self.data, other.data
-        if check is not None:
-            check(a, b)
         try:
             out = forward(a, b)
         except ValueError as e:
-            raise self._broadcast_error(name, other, e) from None
+            raise (self._broadcast_error(name, other, e) if error is None else error(self, other)) from None
         need_a, need_b = self.requires_grad, other.requires_grad
         if several and not (grads_if and grads_if(a, b)):
             def backward(g, a=a, b=b, out=out, m=np, na=need_a, nb=need_b):
@@ -607,14 +604,15 @@ def _elementwise(prim, check):
     return method
 
 
-def _matmul_operands(a, b):
-    """Refuse what ``a @ b`` cannot take, naming the shapes (stacks that do not broadcast: numpy's message)."""
-    if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"matmul: shapes {a.shape} and {b.shape}: both operands need at least 1 dimension")
-    inner = b.shape[-2 if b.ndim > 1 else 0]
-    if a.shape[-1] != inner:
-        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match (inner dimensions {a.shape[-1]} "
-                         f"and {inner})")
+def _matmul_refused(self, other):
+    """The error for ``self @ other`` that numpy refused, naming the shapes."""
+    a, b = self.shape, other.shape
+    if not a or not b:
+        return ValueError(f"matmul: shapes {a} and {b}: both operands need at least 1 dimension")
+    inner = b[-2 if len(b) > 1 else 0]
+    if a[-1] != inner:
+        return ValueError(f"matmul: shapes {a} and {b} do not match (inner dimensions {a[-1]} and {inner})")
+    return ValueError(f"matmul: shapes {a} and {b}: the stacks {a[:-2]} and {b[:-2]} cannot be broadcast together")
 
 
 def _with_arguments(prim, arguments, error):
@@ -928,7 +926,7 @@ class Tensor:
         """``other ** self`` for a number or array ``other``."""
         return self._lift(other) ** self
 
-    @_from_table("matmul", check=_matmul_operands)
+    @_from_table("matmul", error=_matmul_refused)
     def __matmul__(self, other):
         """``self @ other``, as ``numpy.matmul`` (stacks of matrices broadcast; 1-D operands are vectors)."""
 
