@@ -571,9 +571,9 @@ def _elementwise(prim, error):
     """The method of ``_from_table`` for an operation of one or two inputs."""
     name, forward, several, grads_if, locks = prim.name, prim.forward, prim.several, prim.grads_if, _locks(prim)
     # each input's gradient function by whether that input needs a gradient (None: it does not)
-    by_need = [(None, _caller(fn, reads)) for fn, reads in prim.grads] or [(None, None)] * 2
+    by_need = [(None, _caller(fn, reads)) for fn, reads in prim.grads]
     several = several and _caller(*several)
-    if len(prim.grads) == 1:
+    if len(by_need) == 1:
         grad, (keep_a, _, keep_out) = by_need[0][True], locks[1]
 
         def method(self):
@@ -582,6 +582,8 @@ def _elementwise(prim, error):
             return Tensor._make(out, (self,), lambda g, a=a, out=out, m=np: (grad(g, a, None, out, m),), name,
                                 keeps=(self,) if keep_a else (), keeps_out=keep_out)
         return method
+
+    by_need_a, by_need_b = by_need or [(None, None)] * 2
 
     def method(self, other):
         other = other if other.__class__ is Tensor else self._lift(other)
@@ -595,7 +597,7 @@ def _elementwise(prim, error):
             def backward(g, a=a, b=b, out=out, m=np, na=need_a, nb=need_b):
                 return several(g, a, b, out, m, na, nb)
         else:       # (what backward needs is in its defaults: a closure would cost a collected cell per call)
-            def backward(g, a=a, b=b, out=out, m=np, ga=by_need[0][need_a], gb=by_need[1][need_b]):
+            def backward(g, a=a, b=b, out=out, m=np, ga=by_need_a[need_a], gb=by_need_b[need_b]):
                 return (None if ga is None else g if ga is _PASS else ga(g, a, b, out, m),
                         None if gb is None else g if gb is _PASS else gb(g, a, b, out, m))
         keep_a, keep_b, keep_out = locks[need_a + 2 * need_b]
