@@ -101,7 +101,7 @@ def _built_from_the_table():
             continue
         prim = tensor._PRIMITIVES[held["name"]]
         assert held["forward"] is prim.forward, held["name"]
-        callers = [held["grad"]] if "grad" in held else [*held["by_need_a"], *held["by_need_b"]]
+        callers = [held["grad"]] if "grad" in held else [c for plan in held["plans"] for c in plan[:2]]
         callers += [held["several"]] if held.get("several") else []
         found[held["name"]] = {_held(c)["fn"].__name__ for c in callers if callable(c)}
     return found

@@ -495,23 +495,29 @@ _PASS = object()    # for a gradient function of None: the gradient is ``g`` its
 
 
 def _caller(fn, reads):
-    """The table's gradient function ``fn`` as a function of ``(g, a, b, out, m, need_a, need_b)``, handed
-    the values its entry names (``shape_b``: ``b``'s shape): made once per entry, not per call."""
+    """The table's gradient function ``fn`` as a function of ``(g, a, b, out, m)``, handed the values its
+    entry names (``shape_b``: ``b``'s shape): made once per entry, not per call."""
     if fn is None:
         return _PASS
     # the common cases without a step between (one value, or none)
     if reads == ("a",):
-        return lambda g, a, b, out, m, na=True, nb=True: fn(g, a, m)
+        return lambda g, a, b, out, m: fn(g, a, m)
     if reads == ("b",):
-        return lambda g, a, b, out, m, na=True, nb=True: fn(g, b, m)
+        return lambda g, a, b, out, m: fn(g, b, m)
     if reads == ("out",):
-        return lambda g, a, b, out, m, na=True, nb=True: fn(g, out, m)
+        return lambda g, a, b, out, m: fn(g, out, m)
     if reads == ("shape_b",):
-        return lambda g, a, b, out, m, na=True, nb=True: fn(g, b.shape, m)
+        return lambda g, a, b, out, m: fn(g, b.shape, m)
     if not reads:
-        return lambda g, a, b, out, m, na=True, nb=True: fn(g, m)
+        return lambda g, a, b, out, m: fn(g, m)
     pick = operator.itemgetter(*map(_SAVED.index, reads))
-    return lambda g, a, b, out, m, na=True, nb=True: fn(g, *pick((a, b, out, na, nb)), m)
+    return lambda g, a, b, out, m: fn(g, *pick((a, b, out)), m)
+
+
+def _several_caller(fn, reads):
+    """The same for an entry's ``several``, as a function of ``(g, a, b, out, m, need_a, need_b)``."""
+    pick = operator.itemgetter(*map(_SAVED.index, reads))
+    return lambda g, a, b, out, m, na, nb: fn(g, *pick((a, b, out, na, nb)), m)
 
 
 _ARGUMENT_VALUES = ("a", "out", "shape_a", "attr0", "attr1")   # the same for an operation with arguments
@@ -527,14 +533,14 @@ def _argument_caller(fn, reads):
 
 
 def _locks(prim):
-    """For each (a needs a gradient, b needs one), numbered ``need_a + 2 * need_b``: whether the backward
-    reads ``a``, ``b`` and ``out`` (each kept read-only while the graph lives).  An entry with ``grads``
-    says it through them (``matmul``'s ``several`` reads what they read)."""
+    """For each (a needs a gradient, b needs one), numbered ``need_a + 2 * need_b``: the positions of the
+    inputs that the backward reads, and whether it reads ``out`` (each kept read-only while the graph
+    lives).  An entry with ``grads`` says it through them (``matmul``'s ``several`` reads what they read)."""
     reads = [r for _, r in prim.grads] if prim.grads else [prim.several[1]] * 2
     table = []
     for need in range(4):
         read = {v for i, r in enumerate(reads) if need >> i & 1 for v in r}
-        table.append(("a" in read, "b" in read, "out" in read))
+        table.append((tuple(i for i, v in enumerate("ab") if v in read), "out" in read))
     return table
 
 
@@ -572,18 +578,20 @@ def _elementwise(prim, error):
     name, forward, several, grads_if, locks = prim.name, prim.forward, prim.several, prim.grads_if, _locks(prim)
     # each input's gradient function by whether that input needs a gradient (None: it does not)
     by_need = [(None, _caller(fn, reads)) for fn, reads in prim.grads]
-    several = several and _caller(*several)
+    several = several and _several_caller(*several)
     if len(by_need) == 1:
-        grad, (keep_a, _, keep_out) = by_need[0][True], locks[1]
+        grad, (keeps, keep_out) = by_need[0][True], locks[1]
 
         def method(self):
             a = self.data
             out = forward(a)
             return Tensor._make(out, (self,), lambda g, a=a, out=out, m=np: (grad(g, a, None, out, m),), name,
-                                keeps=(self,) if keep_a else (), keeps_out=keep_out)
+                                keeps=keeps, keeps_out=keep_out)
         return method
 
+    # for each (a needs a gradient, b needs one): the two gradient functions (None: not needed), and what to lock
     by_need_a, by_need_b = by_need or [(None, None)] * 2
+    plans = [(by_need_a[need & 1], by_need_b[need >> 1], *locks[need]) for need in range(4)]
 
     def method(self, other):
         other = other if other.__class__ is Tensor else self._lift(other)
@@ -592,16 +600,14 @@ def _elementwise(prim, error):
             out = forward(a, b)
         except ValueError as e:
             raise (self._broadcast_error(name, other, e) if error is None else error(self, other)) from None
-        need_a, need_b = self.requires_grad, other.requires_grad
+        ga, gb, keeps, keep_out = plans[self.requires_grad + 2 * other.requires_grad]
         if several and not (grads_if and grads_if(a, b)):
-            def backward(g, a=a, b=b, out=out, m=np, na=need_a, nb=need_b):
+            def backward(g, a=a, b=b, out=out, m=np, na=self.requires_grad, nb=other.requires_grad):
                 return several(g, a, b, out, m, na, nb)
         else:       # (what backward needs is in its defaults: a closure would cost a collected cell per call)
-            def backward(g, a=a, b=b, out=out, m=np, ga=by_need_a[need_a], gb=by_need_b[need_b]):
+            def backward(g, a=a, b=b, out=out, m=np, ga=ga, gb=gb):
                 return (None if ga is None else g if ga is _PASS else ga(g, a, b, out, m),
                         None if gb is None else g if gb is _PASS else gb(g, a, b, out, m))
-        keep_a, keep_b, keep_out = locks[need_a + 2 * need_b]
-        keeps = (self, other) if keep_a and keep_b else (self,) if keep_a else (other,) if keep_b else ()
         return Tensor._make(out, (self, other), backward, name, keeps=keeps, keeps_out=keep_out)
     return method
 
@@ -622,7 +628,7 @@ def _with_arguments(prim, arguments, error):
     name, forward, ((fn, reads),), view = prim.name, prim.forward, prim.grads, prim.view
     grad, pick = _argument_caller(fn, reads), prim.args and operator.itemgetter(*map(("a", "attr0", "attr1").index,
                                                                                       prim.args))
-    keep_a, keep_out = "a" in reads, "out" in reads
+    keeps, keep_out = None if view else (0,) if "a" in reads else (), "out" in reads
 
     def method(self, *args, **kwargs):
         attrs = arguments(self, *args, **kwargs)
@@ -635,7 +641,7 @@ def _with_arguments(prim, arguments, error):
             raise error(self, *attrs) from None
         return Tensor._make(out, (self,), lambda g, a=a, out=out, attrs=attrs, m=np: (
             grad(g, (a, out, a.shape, *attrs), m),), name, attrs,
-            keeps=None if view else (self,) if keep_a else (), keeps_out=keep_out)
+            keeps=keeps, keeps_out=keep_out)
     return method
 
 
@@ -747,9 +753,9 @@ class Tensor:
         """The result of an operation: linked into the graph when a parent needs a gradient.
 
         ``attrs`` are the operation's other arguments (axis, index, ...), for a trace.
-        ``keeps`` are the inputs whose arrays ``backward`` reads, and ``keeps_out`` whether it
-        reads the result's: they are made read-only while the graph lives (None: every input
-        and the result).
+        ``keeps`` are the positions in ``parents`` of the inputs whose arrays ``backward`` reads,
+        and ``keeps_out`` whether it reads the result's: they are made read-only while the graph
+        lives (None: every input and the result).
         """
         t = Tensor.__new__(Tensor)
         t.data = data
@@ -767,9 +773,9 @@ class Tensor:
                 t._backward = backward
                 # what backward will read is made read-only while the graph lives: a raw in-place
                 # write (W.data[...] = 0) then fails instead of silently changing the gradient
-                for q in parents if keeps is None else keeps:
-                    if q._locked is not q.data:
-                        _lock(q)
+                for i in range(len(parents)) if keeps is None else keeps:
+                    if parents[i]._locked is not parents[i].data:
+                        _lock(parents[i])
                 if keeps is None or keeps_out:
                     data.setflags(False)
                     t._locked = data
@@ -1429,7 +1435,7 @@ def where(cond, a, b):
     def backward(g, m=np):
         return (_where_grad_a(g, mask, m) if a.requires_grad else None,
                 _where_grad_b(g, mask, m) if b.requires_grad else None)
-    return Tensor._make(out, (a, b, cond), backward, "where", keeps=(cond,))
+    return Tensor._make(out, (a, b, cond), backward, "where", keeps=(2,))
 
 
 def _two_tensors(a, b):
