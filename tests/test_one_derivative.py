@@ -11,6 +11,7 @@ import textwrap
 import types
 
 import numpy as np
+import pytest
 
 import tinygrad_rnn
 from tinygrad_rnn import Tensor, tensor, tracing
@@ -219,3 +220,46 @@ def test_a_product_is_written_as_an_operator_only_for_two_matrices():
         forward = program.source.split("# backward")[0]
         assert written + "\n" in forward and "_folded_matmul" not in forward, forward
         assert tensor._PRIMITIVES["matmul"].operator_if(x.data, W.data) == (len(shape) == 2)
+
+
+# ---------------------------------------------------------------------- what a made method keeps read-only
+_TWO_INPUTS = {
+    "add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y, "div": lambda x, y: x / y,
+    "pow": lambda x, y: x ** y, "maximum": tinygrad_rnn.maximum, "minimum": tinygrad_rnn.minimum,
+    "matmul": lambda x, y: x @ y,
+}
+_SHAPES = {"matmul": [((2, 3), (3, 4)), ((2, 5, 3), (3, 4)), ((3,), (3, 4)), ((2, 2, 3), (2, 3, 4))]}
+_NEEDS = [(True, False), (False, True), (True, True)]
+
+
+@pytest.mark.parametrize("needs", _NEEDS, ids=["a", "b", "both"])
+@pytest.mark.parametrize("name", sorted(_TWO_INPUTS))
+def test_an_array_a_made_operation_leaves_writable_is_one_its_backward_does_not_read(name, needs):
+    """Every array that stays writable after the forward (an input, the result) is overwritten: the
+    gradients must be those of the untouched run, bit for bit.  (The locks come from the table's reads;
+    a read the table left out would show here.)"""
+    rng = np.random.default_rng(3)
+    for shape_a, shape_b in _SHAPES.get(name, [((2, 3), (2, 3)), ((2, 3), (3,))]):
+        a0, b0 = rng.uniform(0.5, 2.0, shape_a), rng.uniform(0.5, 2.0, shape_b)
+
+        def run(overwrite, a0=a0, b0=b0):
+            x, y = Tensor(a0, requires_grad=needs[0]), Tensor(b0, requires_grad=needs[1])
+            z = _TWO_INPUTS[name](x, y)
+            written = []
+            for label, arr in (("a", x.data), ("b", y.data), ("out", z.data)):
+                if overwrite and arr.flags.writeable:
+                    arr[...] = 7.25
+                    written.append(label)
+            z.backward(np.ones(z.shape))
+            return [t.grad for t in (x, y)], written
+        (want, _), (got, written) = run(False), run(True)
+        for w, g in zip(want, got):
+            assert (w is None and g is None) or np.array_equal(w, g), (name, needs, shape_a, shape_b, written)
+
+
+def test_a_view_keeps_its_input_and_result_read_only():
+    x = Tensor(np.arange(6.0), requires_grad=True)
+    for y in (x.reshape(2, 3), x.reshape(2, 3).T, x.broadcast_to((2, 6)), x.sum_to((6,))):
+        assert not y.data.flags.writeable and not x.data.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            y.data[...] = 0.0
