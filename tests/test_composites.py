@@ -390,3 +390,24 @@ def test_an_input_the_outputs_do_not_depend_on_gets_no_gradient():
         f(x, y).sum().backward()
         _same(x.grad, np.full(3, 2.0), "x")
         assert y.grad is None
+
+
+def test_a_program_written_on_an_unusual_first_call_is_written_again_once_ordinary_calls_keep_missing_it():
+    """A first call whose values take another branch (NaN logits) writes the program for that branch;
+    the ordinary calls after it fail its guard and run plainly (the right numbers), and after a few such
+    misses the program is written again from an ordinary call, which then runs compiled."""
+    labels = np.array([0, 6])
+    first = Tensor(np.full((2, 7), np.nan), requires_grad=True)       # a shape no other test uses
+    assert np.isnan(F.cross_entropy(first, labels).item())
+    ops = []
+    for i in range(6):
+        x = Tensor(np.linspace(-2.0, 2.0, 14).reshape(2, 7) + i, requires_grad=True)
+        loss = F.cross_entropy(x, labels)
+        ops.append(loss._op)
+        loss.backward()
+        with expanded():
+            y = Tensor(x.data, requires_grad=True)
+            plain = F.cross_entropy(y, labels)
+            plain.backward()
+        assert loss.item() == plain.item() and np.array_equal(x.grad, y.grad)    # bit for bit, either way
+    assert ops[0] != "cross_entropy" and ops[-1] == "cross_entropy", ops

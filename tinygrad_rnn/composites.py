@@ -146,9 +146,14 @@ class Composite:
         if program is None:
             return self._plain(owner, args, kwargs)
         try:
-            return program.run(tensors)
+            out = program.run(tensors)
         except GuardFailed:
+            # the program was written on values that took another branch (NaN logits on a first call, say):
+            # once it has missed more often than it ran, the next call writes it again from its own values
+            program.misses += 1
             return self._plain(owner, args, kwargs)
+        program.runs += 1
+        return out
 
     def program_for(self, owner, args, kwargs):
         """``(program, tensors)``: the written program for these arguments (written now if needed) and
@@ -159,7 +164,8 @@ class Composite:
         key += (engine._grad_enabled,)   # a program written under no_grad() has no backward
         programs = self._programs if owner is None else self._owner_programs(owner)
         program = programs.get(key)
-        if program is None or (program is not _PLAIN and not program.still_valid(owner)):
+        if program is None or (program is not _PLAIN and (program.misses > program.runs + 1
+                                                           or not program.still_valid(owner))):
             program = programs[key] = self._write(owner, args, kwargs, tensors, key)
         if program is _PLAIN or _aliased(tensors, program.param_ids):
             return None, None
@@ -232,6 +238,7 @@ class _Program:
         # module attributes (private ones too) it read while written; what reads has is not checked twice
         self.probes = [p for p in compiled.probes if (id(p.source), p.key) not in read]
         self.generation = _generation[0]
+        self.runs = self.misses = 0     # calls it ran, and calls whose values failed its guards
         self.outside_arrays(owner)
 
     # ------------------------------------------------------------------ guards
