@@ -33,6 +33,10 @@ def run_page(path, workdir):
     path = pathlib.Path(path)
     os.environ["MPLBACKEND"] = "Agg"
     namespace = {"__name__": f"docs_{path.stem}"}
+    # a page is read as a fresh session: the compositions' programs that earlier tests wrote (one written on
+    # NaN values takes another branch) are written again on first use
+    from tinygrad_rnn import composites
+    composites.attribute_set()
     previous = os.getcwd()
     os.chdir(workdir)
     try:

@@ -12,6 +12,7 @@ import docs_runner  # noqa: E402
 PRINTED = {
     "custom_cell.md": ["(4, 5, 3) (4, 3)", "FAIL", "PASS", "['Wx', 'Uf', 'Un', 'b']"],
     "bptt.md": ["12.062061261168791", "FAIL", "correct BPTT               loss 0.1510  predicts 'ello'"],
+    "engine.md": ["mul ['x', 'w'] True", "RuntimeError: backward through a graph that has already been freed"],
 }
 
 
