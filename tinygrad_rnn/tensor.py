@@ -594,7 +594,7 @@ def _elementwise(prim, error):
     plans = [(by_need_a[need & 1], by_need_b[need >> 1], *locks[need]) for need in range(4)]
 
     def method(self, other):
-        other = other if other.__class__ is Tensor else self._lift(other)
+        other = other if isinstance(other, Tensor) else self._lift(other)
         a, b = self.data, other.data
         try:
             out = forward(a, b)
