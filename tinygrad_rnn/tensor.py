@@ -645,6 +645,70 @@ def _with_arguments(prim, arguments, error):
     return method
 
 
+def _read(name, values, parents, attrs, out=None):
+    """What a name of the table's vocabulary (``reads``, ``args``) stands for in one operation: ``a``, ``b``,
+    ``mask`` (the inputs' ``values``: their arrays in the engine, their variables' names in a traced
+    program), ``out`` (the result's), ``inputs`` (all values, a list), ``shape_a``, ``shape_b``, ``attr0``,
+    ``attr1``, ``need_a``, ``need_b`` (whether that input needs a gradient) and a clip's bounds ``lo``,
+    ``hi`` (the inputs after ``a``, as ``attrs`` say which are given; one not given is None)."""
+    if name in ("a", "b", "mask"):
+        return values[("a", "b", "mask").index(name)]
+    if name in ("shape_a", "shape_b"):
+        return parents[name == "shape_b"].shape
+    if name in ("lo", "hi"):
+        bounds = iter(values[1:])
+        lo = next(bounds) if attrs[0] else None
+        return lo if name == "lo" else next(bounds) if attrs[1] else None
+    if name == "out":
+        return out
+    if name in ("need_a", "need_b"):
+        return parents[name == "need_b"].requires_grad
+    if name == "inputs":
+        return list(values)
+    return attrs[int(name[len("attr"):])]
+
+
+_INPUT_OF = {"a": (0,), "b": (1,), "mask": (2,)}     # the inputs whose values a read names (lo, hi, inputs: others)
+
+
+def _node(name, inputs, attrs=(), error=None, more=None):
+    """The node of the table's entry ``name`` on the Tensors ``inputs``, for the operations whose inputs are
+    of a kind of their own (a condition, bounds, a list): the forward called with what the entry's ``args``
+    name (None: the inputs' arrays, then ``attrs``), a backward that hands each gradient function what its
+    ``reads`` name, and the inputs those read kept read-only.  ``more(out)`` gives arguments that are
+    known once the forward has run (``stack``'s axis counted on the result); ``error(e)`` makes the error
+    for a ValueError of the forward."""
+    prim, arrays = _PRIMITIVES[name], [t.data for t in inputs]
+    try:
+        if prim.args is None:
+            out = prim.forward(*arrays, *attrs)
+        else:
+            out = prim.forward(*(_read(r, arrays, inputs, attrs) for r in prim.args))
+    except ValueError as e:
+        if error is None:
+            raise
+        raise error(e) from None
+    if more is not None:
+        attrs = (*attrs, *more(out))
+    if prim.several:
+        fn, reads = prim.several
+        calls, read = [(fn, [_read(r, arrays, inputs, attrs, out) for r in reads])], set(reads)
+    else:
+        calls = [None if not t.requires_grad else (fn, [_read(r, arrays, inputs, attrs, out) for r in reads])
+                 for t, (fn, reads) in zip(inputs, prim.grads)]
+        read = {r for t, (_, reads) in zip(inputs, prim.grads) if t.requires_grad for r in reads}
+    keeps = {i for r in read for i in _INPUT_OF.get(r, ())} | (
+        set(range(1, len(inputs))) if read & {"lo", "hi"} else set()) | (
+        set(range(len(inputs))) if "inputs" in read else set())
+
+    def backward(g, m=np):
+        if prim.several:
+            return fn(g, *calls[0][1], m)
+        return tuple(None if c is None else g if c[0] is None else c[0](g, *c[1], m) for c in calls)
+    return Tensor._make(out, tuple(inputs), backward, name, attrs, keeps=tuple(sorted(keeps)),
+                        keeps_out="out" in read)
+
+
 def _broadcast_source(source, target):
     """Whether numpy broadcasting takes ``source`` to ``target`` (so summing takes ``target`` back)."""
     if len(source) > len(target):
@@ -996,13 +1060,8 @@ class Tensor:
         """Limit values to [lo, hi]; the gradient passes where lo <= x <= hi (as torch.clamp)."""
         if lo is None and hi is None:
             raise ValueError("clip: give lo, hi or both")
-        x = self.data
         bounds = tuple(self._lift(v) for v in (lo, hi) if v is not None)   # no gradient flows to them
-        lo_ = None if lo is None else bounds[0].data
-        hi_ = None if hi is None else bounds[-1].data
-        out = _clip(x, lo_, hi_)
-        return Tensor._make(out, (self,) + bounds, lambda g, m=np: (_clip_backward(g, x, lo_, hi_, m),), "clip",
-                            (lo is not None, hi is not None))
+        return _node("clip", (self,) + bounds, (lo is not None, hi is not None))
 
     # ------------------------------------------------------------------ more elementwise, reductions and shapes
     @_from_table("sin")
@@ -1399,24 +1458,16 @@ def _as_tensors(tensors, name):
 def concat(tensors, axis=0):
     """Join tensors along an existing axis."""
     tensors = _as_tensors(tensors, "concat")
-    try:
-        out = _concat([t.data for t in tensors], axis)
-    except (ValueError, np.exceptions.AxisError) as e:
-        raise ValueError(f"concat along axis {axis}: shapes {[t.shape for t in tensors]} do not fit: {e}") from None
-    splits = np.cumsum([t.shape[axis] for t in tensors])[:-1]
-    return Tensor._make(out, tuple(tensors), lambda g, m=np: _concat_backward(g, splits, axis, m), "concat",
-                        (axis, [int(i) for i in splits]), keeps=())
+    return _node("concat", tensors, (axis,), lambda e: ValueError(
+        f"concat along axis {axis}: shapes {[t.shape for t in tensors]} do not fit: {e}"),
+        lambda out: ([int(i) for i in np.cumsum([t.shape[axis] for t in tensors])[:-1]],))
 
 
 def stack(tensors, axis=0):
     """Join same-shaped tensors along a new axis."""
     tensors = _as_tensors(tensors, "stack")
-    try:
-        out = _stack([t.data for t in tensors], axis)
-    except (ValueError, np.exceptions.AxisError) as e:
-        raise ValueError(f"stack along axis {axis}: shapes {[t.shape for t in tensors]}: {e}") from None
-    ax = axis % out.ndim
-    return Tensor._make(out, tuple(tensors), lambda g, m=np: _stack_backward(g, ax, m), "stack", (axis, ax), keeps=())
+    return _node("stack", tensors, (axis,), lambda e: ValueError(
+        f"stack along axis {axis}: shapes {[t.shape for t in tensors]}: {e}"), lambda out: (axis % out.ndim,))
 
 
 def where(cond, a, b):
@@ -1426,16 +1477,8 @@ def where(cond, a, b):
         cond = cond if cond.dtype == bool else cond != 0
     else:
         cond = _constant(np.array(cond, dtype=bool))
-    mask = cond.data
-    try:
-        out = _where(mask, a.data, b.data)
-    except ValueError:
-        raise ValueError(f"where: shapes {mask.shape}, {a.shape} and {b.shape} cannot be broadcast together") from None
-
-    def backward(g, m=np):
-        return (_where_grad_a(g, mask, m) if a.requires_grad else None,
-                _where_grad_b(g, mask, m) if b.requires_grad else None)
-    return Tensor._make(out, (a, b, cond), backward, "where", keeps=(2,))
+    return _node("where", (a, b, cond), error=lambda e: ValueError(
+        f"where: shapes {cond.shape}, {a.shape} and {b.shape} cannot be broadcast together"))
 
 
 def _two_tensors(a, b):

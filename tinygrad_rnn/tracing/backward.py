@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 
 from .. import tensor as engine
-from ..tensor import _unbroadcast
+from ..tensor import _read, _unbroadcast
 from .errors import TraceError
 from .fold import specialise, specialise_pieces
 from .recorder import NODES, Op
@@ -140,29 +140,16 @@ class _BackwardLines:
 
 
 class _Reads(dict):
-    """What a name of the table's vocabulary (``reads``, ``args``) stands for in one operation's lines:
-    ``a``, ``b``, ``mask`` (the inputs' names), ``out`` (the result's), ``shape_a``, ``shape_b``,
-    ``attr0``, ``attr1`` (values), ``need_a``, ``need_b`` (whether that input needs a gradient) and a
-    clip's bounds ``lo``, ``hi`` (inputs after x; a missing one is None), each looked up when asked for."""
+    """What a name of the table's vocabulary (``reads``, ``args``) stands for in one operation's lines, as
+    the engine's ``_read`` says: the inputs' and the result's variable names, and values (shapes,
+    arguments, whether an input needs a gradient), each looked up when asked for."""
 
     def __init__(self, names, parents, attrs, out=None):
         super().__init__()
         self.names, self.parents, self.attrs, self.out = names, parents, attrs or (), out
 
     def __missing__(self, read):
-        if read in ("a", "b", "mask"):
-            return self.names[("a", "b", "mask").index(read)]
-        if read in ("shape_a", "shape_b"):
-            return self.parents[1 if read == "shape_b" else 0].shape
-        if read in ("lo", "hi"):
-            bounds = iter(self.names[1:])
-            lo = next(bounds) if self.attrs[0] else "None"
-            return lo if read == "lo" else next(bounds) if self.attrs[1] else "None"
-        if read == "out":
-            return self.out
-        if read in ("need_a", "need_b"):
-            return self.parents[read == "need_b"].requires_grad
-        return self.attrs[int(read[len("attr"):])]
+        return _read(read, self.names, self.parents, self.attrs, self.out)
 
 
 _BODIES = {}
