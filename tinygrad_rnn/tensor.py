@@ -691,20 +691,21 @@ def _node(name, inputs, attrs=(), error=None, more=None):
     if more is not None:
         attrs = (*attrs, *more(out))
     if prim.several:
-        fn, reads = prim.several
-        calls, read = [(fn, [_read(r, arrays, inputs, attrs, out) for r in reads])], set(reads)
-    else:
+        several, reads = prim.several
+        values, read = [_read(r, arrays, inputs, attrs, out) for r in reads], set(reads)
+
+        def backward(g, m=np):
+            return several(g, *values, m)
+    else:       # for each input that needs a gradient: its function, and the values that it reads
         calls = [None if not t.requires_grad else (fn, [_read(r, arrays, inputs, attrs, out) for r in reads])
                  for t, (fn, reads) in zip(inputs, prim.grads)]
         read = {r for t, (_, reads) in zip(inputs, prim.grads) if t.requires_grad for r in reads}
+
+        def backward(g, m=np):
+            return tuple(None if c is None else g if c[0] is None else c[0](g, *c[1], m) for c in calls)
     keeps = {i for r in read for i in _INPUT_OF.get(r, ())} | (
         set(range(1, len(inputs))) if read & {"lo", "hi"} else set()) | (
         set(range(len(inputs))) if "inputs" in read else set())
-
-    def backward(g, m=np):
-        if prim.several:
-            return fn(g, *calls[0][1], m)
-        return tuple(None if c is None else g if c[0] is None else c[0](g, *c[1], m) for c in calls)
     return Tensor._make(out, tuple(inputs), backward, name, attrs, keeps=tuple(sorted(keeps)),
                         keeps_out="out" in read)
 
