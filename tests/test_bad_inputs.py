@@ -63,6 +63,11 @@ def test_matmul_inner_dimensions_and_0d_operands():
         2.0 @ Tensor(A)
     with pytest.raises(ValueError, match=shapes_named("matmul", (2, 3), ())):
         t((2, 3)) @ t(())
+    with pytest.raises(ValueError, match=r"inner dimensions 3 and 2"):
+        t((2, 3)) @ t((2, 3))
+    # inner dimensions that fit, stacks that do not: the message says which part is wrong
+    with pytest.raises(ValueError, match=r"the stacks \(2,\) and \(5,\) cannot be broadcast together"):
+        t((2, 3, 4)) @ t((5, 4, 6))
 
 
 @pytest.mark.parametrize("op, call, sa, sb", [

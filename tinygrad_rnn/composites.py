@@ -50,7 +50,7 @@ import numpy as np
 from . import tensor as engine
 from .tensor import Tensor
 from .tracing.errors import GuardFailed, TraceError
-from .tracing.probes import (_global_names, changed_on_every_call, function_reads, probe as _probe, settled,
+from .tracing.probes import (_global_names, function_reads, run_again, probe as _probe, settled,
                              still_holds as _still_holds)
 from .tracing.recorder import Derived, Op
 from .tracing.vjp import NotCompiled, write_vjp
@@ -211,13 +211,7 @@ class Composite:
             self.reasons[key] = str(e)
             return _PLAIN
         program.reads, program.probes = settled(program.reads), settled(program.probes)
-        try:
-            program.check_on_other_values(call, leaves)
-        except TraceError as e:
-            raise changed_on_every_call(program.reads + program.probes, e) from None
-        error = changed_on_every_call(program.reads + program.probes)
-        if error is not None:
-            raise error
+        run_again(program.reads + program.probes, lambda: program.check_on_other_values(call, leaves))
         compiled.recorder = None    # the record holds the example's whole graph: not needed any more
         return program
 

@@ -668,9 +668,6 @@ def _read(name, values, parents, attrs, out=None):
     return attrs[int(name[len("attr"):])]
 
 
-_INPUT_OF = {"a": (0,), "b": (1,), "mask": (2,)}     # the inputs whose values a read names (lo, hi, inputs: others)
-
-
 def _node(name, inputs, attrs=(), error=None, more=None):
     """The node of the table's entry ``name`` on the Tensors ``inputs``, for the operations whose inputs are
     of a kind of their own (a condition, bounds, a list): the forward called with what the entry's ``args``
@@ -692,22 +689,22 @@ def _node(name, inputs, attrs=(), error=None, more=None):
         attrs = (*attrs, *more(out))
     if prim.several:
         several, reads = prim.several
-        values, read = [_read(r, arrays, inputs, attrs, out) for r in reads], set(reads)
+        values = [_read(r, arrays, inputs, attrs, out) for r in reads]
+        read = values
 
         def backward(g, m=np):
             return several(g, *values, m)
     else:       # for each input that needs a gradient: its function, and the values that it reads
         calls = [None if not t.requires_grad else (fn, [_read(r, arrays, inputs, attrs, out) for r in reads])
                  for t, (fn, reads) in zip(inputs, prim.grads)]
-        read = {r for t, (_, reads) in zip(inputs, prim.grads) if t.requires_grad for r in reads}
+        read = [v for c in calls if c is not None for v in c[1]]
 
         def backward(g, m=np):
             return tuple(None if c is None else g if c[0] is None else c[0](g, *c[1], m) for c in calls)
-    keeps = {i for r in read for i in _INPUT_OF.get(r, ())} | (
-        set(range(1, len(inputs))) if read & {"lo", "hi"} else set()) | (
-        set(range(len(inputs))) if "inputs" in read else set())
-    return Tensor._make(out, tuple(inputs), backward, name, attrs, keeps=tuple(sorted(keeps)),
-                        keeps_out="out" in read)
+    # kept read-only: the inputs (and the result) whose arrays are among the values the backward reads
+    keeps = tuple(i for i, x in enumerate(arrays) if any(v is x for v in read))
+    return Tensor._make(out, tuple(inputs), backward, name, attrs, keeps=keeps,
+                        keeps_out=any(v is out for v in read))
 
 
 def _broadcast_source(source, target):
@@ -839,8 +836,9 @@ class Tensor:
                 # what backward will read is made read-only while the graph lives: a raw in-place
                 # write (W.data[...] = 0) then fails instead of silently changing the gradient
                 for i in range(len(parents)) if keeps is None else keeps:
-                    if parents[i]._locked is not parents[i].data:
-                        _lock(parents[i])
+                    q = parents[i]
+                    if q._locked is not q.data:
+                        _lock(q)
                 if keeps is None or keeps_out:
                     data.setflags(False)
                     t._locked = data

@@ -167,16 +167,22 @@ def settled(probes):
             if not (isinstance(p.source, _Attributes) and p.source.ref() is None)]
 
 
-def changed_on_every_call(probes, error=None):
-    """After fn ran again (on other values), from the settled ``probes``: an error that names a value fn
-    changes on every call and also reads (a program cannot repeat the change; a counter, a log, a running
-    statistic); else ``error`` (None: all is well)."""
+def run_again(probes, run):
+    """Run ``run`` (fn again, on other values), then check the settled ``probes``: a value that fn changes on
+    every call and also reads is refused by name (a program cannot repeat the change: a counter, a log, a
+    running statistic), before any error of ``run`` itself, which such a change would explain."""
+    try:
+        run()
+        error = None
+    except TraceError as e:
+        error = e
     changed = next((p for p in probes if not p.holds()), None)
-    if changed is None:
-        return error
-    return TraceError(f"trace: fn changes {describe(changed)} on every call, and also reads it: a program "
-                      f"cannot repeat the change, so its numbers would go stale. Keep such state outside fn: "
-                      f"pass it in as an input and return its new value.")
+    if changed is not None:
+        raise TraceError(f"trace: fn changes {describe(changed)} on every call, and also reads it: a program "
+                         f"cannot repeat the change, so its numbers would go stale. Keep such state outside fn: "
+                         f"pass it in as an input and return its new value.") from None
+    if error is not None:
+        raise error
 
 
 def probe(source, key, value, depth=2):

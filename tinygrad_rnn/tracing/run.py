@@ -4,7 +4,7 @@ from .. import tensor as engine
 from ..tensor import Tensor
 from .batch import batch_time_products, order_of
 from .errors import TraceError, Unsupported
-from .probes import changed_on_every_call, settled
+from .probes import run_again, settled
 from .recorder import NODES, _Recorder, _Recording
 from .verify import _close, _Mismatch, _same, check_on_other_values
 from .watch import _Watch
@@ -55,13 +55,7 @@ def _write(fn, inputs, want_backward, names, rewrite, whole_step):
         writer = _Writer(fn, inputs, names, recorder, start, recorder.events, _same)
         variant = writer.write(outs, single, backward, eager_grads)
     variant.probes = settled(watch.probes + recorder.probes)
-    try:
-        check_on_other_values(fn, inputs, writer.params, variant, backward, agrees)
-    except TraceError as e:
-        raise changed_on_every_call(variant.probes, e) from None
-    error = changed_on_every_call(variant.probes)
-    if error is not None:
-        raise error
+    run_again(variant.probes, lambda: check_on_other_values(fn, inputs, writer.params, variant, backward, agrees))
     for t in writer.params:     # the trace's own graph is dropped here: parameters are writable again
         engine._unlock(t)
     return variant

@@ -1,7 +1,7 @@
 """What ``fn`` reads from outside while it is traced (each read becomes a probe, ``probes.py``, checked
 on every later call: a change traces again); ``.data`` read by code outside the package and random draws
 are refused.  (A value that ``fn`` both reads and changes is taken as ``fn`` left it, or refused when it
-changes again on the run on other values: ``probes.settled``, ``probes.changed_on_every_call``.)
+changes again on the run on other values: ``probes.settled``, ``probes.run_again``.)
 
 Noted: the closure cells and globals of ``fn`` and of the functions it names (``function_reads``), and
 every attribute that the call reads of a module or another object of the user's reachable from those (seen
