@@ -702,9 +702,10 @@ def _node(name, inputs, attrs=(), error=None, more=None):
         def backward(g, m=np):
             return tuple(None if c is None else g if c[0] is None else c[0](g, *c[1], m) for c in calls)
     # kept read-only: the inputs (and the result) whose arrays are among the values the backward reads
-    keeps = tuple(i for i, x in enumerate(arrays) if any(v is x for v in read))
+    read = {id(v) for v in read}
+    keeps = tuple(i for i, x in enumerate(arrays) if id(x) in read)
     return Tensor._make(out, tuple(inputs), backward, name, attrs, keeps=keeps,
-                        keeps_out=any(v is out for v in read))
+                        keeps_out=id(out) in read)
 
 
 def _broadcast_source(source, target):
